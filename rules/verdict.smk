@@ -1,0 +1,64 @@
+rule verdict:
+    input:
+        unpack(verdict_inputs),
+    output:
+        verdict="results/{experiment}/verdict.json",
+        report=report(
+            "results/{experiment}/report/report.md",
+            caption="report/verdict.rst",
+            category="Verdict",
+            subcategory="{experiment}",
+        ),
+        plots=report(
+            directory("results/{experiment}/report/plots"),
+            patterns=["{name}.png"],
+            caption="report/plots.rst",
+            category="Verdict",
+            subcategory="{experiment}",
+        ),
+    log:
+        "results/{experiment}/logs/verdict.log",
+    params:
+        config=experiment_json,
+        control=control_flag,
+        tensorboard=lambda wildcards: f"results/{wildcards.experiment}/tensorboard",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/streamvc.yaml"
+    shell:
+        "streamvc-rvq verdict --config-json {params.config:q} --metrics {input.metrics} "
+        "{params.control} --tensorboard {params.tensorboard} --output {output.verdict} "
+        "--report {output.report} --plots-dir {output.plots} > {log} 2>&1"
+
+
+rule ab_comparison:
+    input:
+        unpack(ab_inputs),
+    output:
+        comparison="results/ab/{comparison}.json",
+        report=report(
+            "results/ab/{comparison}.md",
+            caption="report/ab.rst",
+            category="A/B",
+        ),
+        plots=report(
+            directory("results/ab/{comparison}_plots"),
+            patterns=["{name}.png"],
+            caption="report/ab.rst",
+            category="A/B",
+        ),
+    log:
+        "results/logs/ab/{comparison}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/streamvc.yaml"
+    shell:
+        "streamvc-rvq ab --name {wildcards.comparison} --verdicts {input.verdicts} "
+        "--metrics {input.metrics} --output {output.comparison} --report {output.report} "
+        "--plots-dir {output.plots} > {log} 2>&1"

@@ -1,0 +1,5 @@
+import sys
+
+from streamvc_rvq.cli import main
+
+sys.exit(main())

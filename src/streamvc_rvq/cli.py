@@ -1,0 +1,216 @@
+"""``streamvc-rvq``: one subcommand per pipeline step; every Snakemake rule calls one.
+
+The same commands are what a person runs by hand. Errors the user can fix (bad config,
+bad input file, too small a corpus) print one line prefixed ``error:`` and exit 2, rather
+than a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from streamvc_rvq import __version__
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line without a traceback."""
+
+
+def _add_config_args(parser: argparse.ArgumentParser, experiment: bool = True) -> None:
+    group = parser.add_argument_group("configuration (either --config files or --config-json)")
+    group.add_argument(
+        "--config", action="append", type=Path, metavar="YAML",
+        help="config file(s), merged left to right like snakemake --configfile (e.g. config/config.yaml config/quick.yaml)",
+    )
+    group.add_argument("--config-json", help="an experiment's resolved config as JSON (what the workflow passes)")
+    if experiment:
+        group.add_argument("--experiment", default="phase1", help="experiment name from the config's experiments (default: phase1)")
+
+
+def load_experiment_config(args: argparse.Namespace) -> dict:
+    """The resolved experiment config from --config-json, or from --config files + --experiment."""
+    from streamvc_rvq.config import ConfigError, load_config, resolve_experiment
+
+    try:
+        if args.config_json:
+            return json.loads(args.config_json)
+        paths = args.config or [Path("config/config.yaml")]
+        return resolve_experiment(load_config(*paths), getattr(args, "experiment", "phase1"))
+    except (ConfigError, json.JSONDecodeError) as err:
+        raise UserError(str(err)) from None
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def cmd_prepare_data(args: argparse.Namespace) -> None:
+    from streamvc_rvq.config import load_config
+    from streamvc_rvq.data.prepare import CorpusError, prepare_corpus
+
+    _set_threads(args.threads)
+    corpus = json.loads(args.corpus_json) if args.corpus_json else load_config(*(args.config or [Path("config/config.yaml")]))["corpus"]
+    out_dir = args.output_dir or Path("results/data") / corpus["name"]
+    try:
+        summary = prepare_corpus(corpus, Path(out_dir), sample_rate=args.sample_rate)
+    except CorpusError as err:
+        raise UserError(str(err)) from None
+    print(json.dumps(summary, indent=2))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from streamvc_rvq.training.trainer import TrainingError, train_to_step
+
+    cfg = load_experiment_config(args)
+    _set_threads(args.threads or cfg["train"]["num_threads"])
+    try:
+        train_to_step(
+            cfg, manifest=args.manifest, step=args.step, output=args.output, resume=args.resume,
+            tensorboard_dir=args.tensorboard, device=args.device,
+        )
+    except TrainingError as err:
+        raise UserError(str(err)) from None
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from streamvc_rvq.evaluation.evaluate import evaluate_checkpoint
+
+    cfg = load_experiment_config(args)
+    _set_threads(args.threads)
+    evaluate_checkpoint(
+        cfg, checkpoint=args.checkpoint, manifest=args.manifest, tensorboard_dir=args.tensorboard,
+        samples_dir=args.samples_dir, output=args.output, device=args.device,
+    )
+
+
+def cmd_verdict(args: argparse.Namespace) -> None:
+    from streamvc_rvq.evaluation.judge import write_verdict
+
+    cfg = load_experiment_config(args)
+    write_verdict(
+        cfg, metrics=args.metrics, control_metrics=args.control_metrics, tensorboard_dir=args.tensorboard,
+        output=args.output, report=args.report, plots_dir=args.plots_dir,
+    )
+
+
+def cmd_ab(args: argparse.Namespace) -> None:
+    from streamvc_rvq.evaluation.judge import write_ab
+
+    write_ab(args.name, verdicts=args.verdicts, metrics=args.metrics, output=args.output, report=args.report, plots_dir=args.plots_dir)
+
+
+def cmd_infer(args: argparse.Namespace) -> None:
+    from streamvc_rvq.evaluation.infer import InferenceError, convert_file
+
+    _set_threads(args.threads)
+    cfg = load_experiment_config(args) if (args.config or args.config_json) else None
+    try:
+        stats = convert_file(
+            checkpoint=args.checkpoint, config=cfg, source=args.source, target_ref=args.target_ref,
+            output=args.output, device=args.device, stream=args.stream,
+        )
+    except InferenceError as err:
+        raise UserError(str(err)) from None
+    print(json.dumps(stats, indent=2))
+
+
+def cmd_model_summary(args: argparse.Namespace) -> None:
+    from streamvc_rvq.model.summary import model_summary
+
+    print(model_summary(load_experiment_config(args)["model"]))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamvc-rvq",
+        description="StreamVC with a residual vector quantizer: corpus, training, evaluation and the Phase 1 verdict.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("prepare-data", help="build or ingest a corpus: manifest.csv, rejected.csv, 16 kHz audio, frame labels")
+    p.add_argument("--config", action="append", type=Path, metavar="YAML", help="config file(s); the corpus section is used")
+    p.add_argument("--corpus-json", help="the corpus section as JSON (what the workflow passes)")
+    p.add_argument("--output-dir", type=Path, help="default: results/data/{corpus.name}")
+    p.add_argument("--sample-rate", type=int, default=16000, help="target sample rate (default 16000)")
+    p.add_argument("--threads", type=int, default=2, help="worker processes / torch threads (default 2)")
+    p.set_defaults(func=cmd_prepare_data)
+
+    p = sub.add_parser("train", help="train an experiment to one step target, from scratch or from the previous checkpoint")
+    _add_config_args(p)
+    p.add_argument("--manifest", required=True, type=Path, help="results/data/{corpus}/manifest.csv")
+    p.add_argument("--step", required=True, type=int, help="global step to train to")
+    p.add_argument("--resume", type=Path, help="checkpoint to continue from (the previous step target)")
+    p.add_argument("--output", required=True, type=Path, help="checkpoint to write (atomically)")
+    p.add_argument("--tensorboard", type=Path, help="TensorBoard log directory (one continuous run per experiment)")
+    p.add_argument("--device", default=None, help="auto | cpu | mps | cuda[:N]; overrides train.device")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: train.num_threads or torch's default)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics and sample conversions of one checkpoint over the validation split")
+    _add_config_args(p)
+    p.add_argument("--manifest", required=True, type=Path)
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--tensorboard", type=Path, help="the experiment's TensorBoard directory (training-curve facts)")
+    p.add_argument("--samples-dir", required=True, type=Path, help="where converted and reconstructed wavs go")
+    p.add_argument("--output", required=True, type=Path, help="metrics JSON to write")
+    p.add_argument("--device", default=None, help="overrides evaluation.device")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("verdict", help="apply the Phase 1 checkpoint and decision tables; write verdict.json and a report")
+    _add_config_args(p)
+    p.add_argument("--metrics", nargs="+", required=True, type=Path, help="the experiment's metrics files, in step order")
+    p.add_argument("--control-metrics", nargs="*", type=Path, default=[], help="metrics files of the pre-fix control")
+    p.add_argument("--tensorboard", type=Path)
+    p.add_argument("--output", required=True, type=Path)
+    p.add_argument("--report", required=True, type=Path, help="Markdown report to write")
+    p.add_argument("--plots-dir", required=True, type=Path)
+    p.set_defaults(func=cmd_verdict)
+
+    p = sub.add_parser("ab", help="compare the arms of an A/B test at every checkpoint")
+    p.add_argument("--name", required=True, help="comparison name (a key of the config's ab section)")
+    p.add_argument("--verdicts", nargs="+", required=True, type=Path)
+    p.add_argument("--metrics", nargs="+", required=True, type=Path)
+    p.add_argument("--output", required=True, type=Path)
+    p.add_argument("--report", required=True, type=Path)
+    p.add_argument("--plots-dir", required=True, type=Path)
+    p.set_defaults(func=cmd_ab)
+
+    p = sub.add_parser("infer", help="convert SOURCE to the voice of TARGET_REF with a checkpoint")
+    p.add_argument("--checkpoint", required=True, type=Path)
+    _add_config_args(p)
+    p.add_argument("--source", required=True, type=Path, help="WAV/FLAC, any sample rate or channel count")
+    p.add_argument("--target-ref", required=True, type=Path, help="reference recording of the target speaker")
+    p.add_argument("--output", required=True, type=Path, help="WAV to write (replaced only once fully written)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--stream", action="store_true", help="process 20 ms chunks through the streaming path (causal configs only)")
+    p.add_argument("--threads", type=int, default=0)
+    p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("model-summary", help="parameters and multiply-accumulates per second of audio, per component")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_model_summary)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
