@@ -1,0 +1,190 @@
+"""Comparisons between experiments (pure functions of metrics dicts and verdicts).
+
+* :func:`compare_arms` — the A/B test (β = 0.5 against β = 1.0, or any arms, each with one
+  or more seeds): per checkpoint step, mean and standard deviation over seeds of every
+  stage's perplexity and usage and of the validation losses; each seed's verdict class;
+  and which arm has the higher mean perplexity_q0 at that step.
+* :func:`control_comparison` — the fixed model against the pre-fix control (baseline): did
+  the control reproduce the collapse, and by how much does the fix differ at each step.
+
+Standard deviations are sample standard deviations (``ddof = 1``) over seeds; with a single
+seed the std is ``None`` (one run says nothing about the spread).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Mapping, Sequence
+
+from .verdict import MONOPOLY_SHARE, COLLAPSED_PERPLEXITY, stage_value
+
+AB_FOCUS_NOMINAL_STEPS = (1000, 2000)  # the note: compare perplexity at 1k and 2k
+
+
+def _stat(values: Sequence[float | None]) -> dict:
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return {"mean": None, "std": None, "n": 0}
+    return {
+        "mean": statistics.fmean(vals),
+        "std": statistics.stdev(vals) if len(vals) >= 2 else None,
+        "n": len(vals),
+    }
+
+
+def _stage_indices(cps: Sequence[dict]) -> list[int]:
+    return sorted({int(s["index"]) for cp in cps for s in cp.get("stages") or []})
+
+
+def compare_arms(
+    arms: Mapping[str, Mapping[int, Sequence[dict]]],
+    verdicts: Mapping[str, Mapping[int, dict]],
+) -> dict:
+    """Compare arms over seeds, step by step.
+
+    ``arms[arm][seed]`` is the list of metrics dicts of that run; ``verdicts[arm][seed]``
+    its verdict (:func:`verdict.decide`), may be absent for a seed.
+
+    Returns::
+
+        {"arms": [arm, ...],
+         "per_arm": {arm: {"seeds": [...],
+                           "verdicts": [{"seed", "class", "branch", "next_action"}]}},
+         "steps": [{"step", "nominal_step", "focus",
+                    "arms": {arm: {"n_seeds", "perplexity": [{"stage", "mean", "std", "n"}],
+                                   "usage": [...], "top_code_share": [...],
+                                   "loss_stft": {"mean", "std", "n"}, "loss_l1": {...},
+                                   "verdicts": [{"seed", "class"}]}},
+                    "better_arm", "difference", "perplexity_q0": {arm: mean}}]}
+
+    ``better_arm`` is the arm with the highest mean perplexity_q0 at that step and
+    ``difference`` its margin over the runner-up (``None`` when fewer than two arms have
+    the step; ``better_arm`` is ``None`` on an exact tie, difference 0). ``nominal_step``
+    comes from the verdicts' checkpoint roles when they give one; ``focus`` marks the
+    nominal 1k and 2k steps where the note compares the arms.
+    """
+    names = list(arms)
+    nominal: dict[int, int] = {}
+    per_arm = {}
+    for arm in names:
+        seeds = sorted(arms[arm])
+        vlist = []
+        for seed in seeds:
+            v = (verdicts.get(arm) or {}).get(seed)
+            if v is None:
+                vlist.append({"seed": seed, "class": None, "branch": None, "next_action": None})
+                continue
+            vlist.append({"seed": seed, "class": v.get("class"), "branch": v.get("branch"),
+                          "next_action": v.get("next_action")})
+            for cp in v.get("checkpoints") or []:
+                if cp.get("step") is not None:
+                    nominal.setdefault(int(cp["step"]), int(cp["nominal_step"]))
+        per_arm[arm] = {"seeds": seeds, "verdicts": vlist}
+
+    all_steps = sorted({int(cp["step"]) for arm in names for cps in arms[arm].values() for cp in cps})
+    rows = []
+    for step in all_steps:
+        row_arms = {}
+        for arm in names:
+            runs = {seed: next((cp for cp in cps if int(cp["step"]) == step), None)
+                    for seed, cps in arms[arm].items()}
+            runs = {seed: cp for seed, cp in runs.items() if cp is not None}
+            if not runs:
+                continue
+            cps = list(runs.values())
+            idx = _stage_indices(cps)
+            row_arms[arm] = {
+                "n_seeds": len(runs),
+                "seeds": sorted(runs),
+                **{key: [{"stage": i, **_stat([stage_value(cp, i, key) for cp in cps])} for i in idx]
+                   for key in ("perplexity", "usage", "top_code_share")},
+                "loss_stft": _stat([(cp.get("validation") or {}).get("loss_stft") for cp in cps]),
+                "loss_l1": _stat([(cp.get("validation") or {}).get("loss_l1") for cp in cps]),
+                "verdicts": [{"seed": v["seed"], "class": v["class"]}
+                             for v in per_arm[arm]["verdicts"] if v["seed"] in runs],
+            }
+        q0 = {}
+        for arm, a in row_arms.items():
+            m = next((p["mean"] for p in a["perplexity"] if p["stage"] == 0), None)
+            if m is not None and math.isfinite(m):
+                q0[arm] = m
+        better, diff = None, None
+        if len(q0) >= 2:
+            ranked = sorted(q0.items(), key=lambda kv: kv[1], reverse=True)
+            diff = ranked[0][1] - ranked[1][1]
+            better = ranked[0][0] if diff > 0 else None
+        nom = nominal.get(step)
+        rows.append({
+            "step": step,
+            "nominal_step": nom,
+            "focus": nom in AB_FOCUS_NOMINAL_STEPS if nom is not None else False,
+            "arms": row_arms,
+            "perplexity_q0": q0,
+            "better_arm": better,
+            "difference": diff,
+        })
+    return {"arms": names, "per_arm": per_arm, "steps": rows}
+
+
+def _flat_metrics(cp: dict) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for s in sorted(cp.get("stages") or [], key=lambda s: s["index"]):
+        i = int(s["index"])
+        for key in ("perplexity", "usage", "top_code_share"):
+            out[f"{key}_q{i}"] = stage_value(cp, i, key)
+    out["pre_rvq_std"] = cp.get("pre_rvq_std")
+    val = cp.get("validation") or {}
+    out["loss_stft"] = val.get("loss_stft")
+    out["loss_l1"] = val.get("loss_l1")
+    return {k: (None if v is None else float(v)) for k, v in out.items()}
+
+
+def control_comparison(fixed: Sequence[dict], control: Sequence[dict]) -> dict:
+    """The fixed model against the pre-fix control.
+
+    ``collapse_reproduced`` is true when, at the control's last checkpoint, its
+    perplexity_q0 is ``< 2`` or its top_code_share_q0 is ``>= 0.5`` (the collapse the note
+    describes: perplexity ~1, one code taking every search); ``None`` when neither value is
+    there. ``steps`` lists, for every step both runs have, the metrics of each
+    (``perplexity_q{i}``, ``usage_q{i}``, ``top_code_share_q{i}`` for the stages both report,
+    ``pre_rvq_std``, ``loss_stft``, ``loss_l1``) and ``deltas`` = fixed − control.
+    Raises ValueError when either list is empty.
+    """
+    if not fixed or not control:
+        raise ValueError("control_comparison needs metrics of both the fixed run and the control")
+    fixed = sorted(fixed, key=lambda cp: int(cp["step"]))
+    control = sorted(control, key=lambda cp: int(cp["step"]))
+    c_last, f_last = control[-1], fixed[-1]
+    c_ppl = stage_value(c_last, 0, "perplexity")
+    c_share = stage_value(c_last, 0, "top_code_share")
+    if c_ppl is None and c_share is None:
+        reproduced = None
+    else:
+        reproduced = bool((c_ppl is not None and c_ppl < COLLAPSED_PERPLEXITY)
+                          or (c_share is not None and c_share >= MONOPOLY_SHARE))
+
+    f_by_step = {int(cp["step"]): cp for cp in fixed}
+    rows = []
+    for c in control:
+        step = int(c["step"])
+        if step not in f_by_step:
+            continue
+        fm, cm = _flat_metrics(f_by_step[step]), _flat_metrics(c)
+        keys = [k for k in fm if k in cm]
+        deltas = {k: (None if fm[k] is None or cm[k] is None else fm[k] - cm[k]) for k in keys}
+        rows.append({"step": step, "fixed": {k: fm[k] for k in keys}, "control": {k: cm[k] for k in keys},
+                     "deltas": deltas})
+    return {
+        "fixed_experiment": f_last.get("experiment"),
+        "control_experiment": c_last.get("experiment"),
+        "collapse_reproduced": reproduced,
+        "control_last_step": int(c_last["step"]),
+        "control_perplexity_q0": c_ppl,
+        "control_top_code_share_q0": c_share,
+        "fixed_last_step": int(f_last["step"]),
+        "fixed_perplexity_q0": stage_value(f_last, 0, "perplexity"),
+        "fixed_top_code_share_q0": stage_value(f_last, 0, "top_code_share"),
+        "common_steps": [r["step"] for r in rows],
+        "steps": rows,
+    }

@@ -1,0 +1,136 @@
+"""Per-checkpoint evaluation: codebook health over the whole validation split, validation
+losses, and sample conversions between held-out speakers (written as wavs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from streamvc_rvq.data.audio import save_wav
+from streamvc_rvq.data.dataset import load_utterances
+from streamvc_rvq.device import select_device
+from streamvc_rvq.evaluation.curves import curve_facts, read_scalars
+from streamvc_rvq.inference import convert, load_trained_model, num_active_at
+from streamvc_rvq.quantization import stats
+from streamvc_rvq.training import losses
+
+
+def _rms(x: torch.Tensor) -> float:
+    return float(x.pow(2).mean().sqrt())
+
+
+@torch.inference_mode()
+def codebook_and_losses(model, utterances, num_active: int, codebook_size: int, device) -> dict:
+    """Stage statistics from code histograms summed over every utterance (not one batch)."""
+    spectral = losses.MultiScaleSpectralLoss(sample_rate=16000).to(device)
+    hop = model.hop_length
+    histograms = [torch.zeros(codebook_size) for _ in range(num_active)]
+    frames_total, std_sum, stft_sum, l1_sum = 0, 0.0, 0.0, 0.0
+    for utt in utterances:
+        frames = utt.audio.numel() // hop
+        if frames == 0:
+            continue
+        x = utt.audio[: frames * hop].unsqueeze(0).to(device)
+        out = model(x, x, num_active)
+        for i, codes in enumerate(out.rvq.codes):
+            histograms[i] += stats.code_histogram(codes.cpu(), codebook_size)
+        frames_total += frames
+        std_sum += float(out.pre_rvq_std) * frames
+        stft_sum += float(spectral(x, out.audio))
+        l1_sum += float(losses.waveform_l1(x, out.audio))
+    n = len(utterances)
+    return {
+        "stages": [
+            {
+                "index": i,
+                "perplexity": stats.perplexity(h),
+                "usage": stats.usage(h),
+                "top_code_share": stats.top_code_share(h),
+                "dead_codes": stats.dead_codes(h),
+                "num_frames": int(h.sum()),
+            }
+            for i, h in enumerate(histograms)
+        ],
+        "pre_rvq_std": std_sum / frames_total,
+        "validation": {"loss_stft": stft_sum / n, "loss_l1": l1_sum / n, "num_utterances": n},
+    }
+
+
+def conversion_pairs(heldout, count: int) -> list[tuple]:
+    """Deterministic (source, target reference) pairs between different held-out speakers."""
+    by_speaker: dict[str, list] = {}
+    for utt in heldout:
+        by_speaker.setdefault(utt.speaker, []).append(utt)
+    speakers = sorted(by_speaker)
+    if len(speakers) < 2:
+        return []
+    pairs = []
+    for k in range(count):
+        src_spk, tgt_spk = speakers[k % len(speakers)], speakers[(k + 1) % len(speakers)]
+        src_list, tgt_list = by_speaker[src_spk], by_speaker[tgt_spk]
+        pairs.append((src_list[(k // len(speakers)) % len(src_list)], tgt_list[0]))
+    return pairs
+
+
+def write_samples(model, valid, heldout, num_active: int, count: int, samples_dir: Path, sample_rate: int, silence_std: float, device) -> dict:
+    samples_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [(f"convert_{s.utterance_id}_to_{t.speaker}", s, t) for s, t in conversion_pairs(heldout, count)]
+    jobs += [(f"reconstruct_{u.utterance_id}", u, u) for u in valid[:count]]
+    entries = []
+    for name, src, ref in jobs:
+        out = convert(model, src.audio.to(device), ref.audio.to(device), num_active).float().cpu()
+        save_wav(samples_dir / f"{name}.wav", out, sample_rate)
+        entries.append({
+            "name": name,
+            "std": float(out.std()),
+            "rms_ratio": _rms(out) / max(_rms(src.audio[: out.numel()]), 1e-8),
+        })
+    stds = [e["std"] for e in entries]
+    return {
+        "samples": entries,
+        "std": stds,
+        "num_outputs": len(entries),
+        "num_silent": sum(s <= silence_std for s in stds),
+        "rms_ratio": sum(e["rms_ratio"] for e in entries) / max(1, len(entries)),
+    }
+
+
+def evaluate_checkpoint(
+    cfg: dict, *, checkpoint: Path, manifest: Path, tensorboard_dir: Path | None, samples_dir: Path,
+    output: Path, device: str | None = None,
+) -> dict:
+    eval_cfg = cfg["evaluation"]
+    device_ = select_device(device or eval_cfg["device"])
+    model, ckpt_cfg, step = load_trained_model(checkpoint, cfg["model"], device_)
+    model_cfg = ckpt_cfg["model"]
+    num_active = num_active_at(model_cfg, step)
+    valid = load_utterances(manifest, "valid")
+    if eval_cfg["max_validation_utterances"]:
+        valid = valid[: eval_cfg["max_validation_utterances"]]
+    heldout = load_utterances(manifest, "heldout")
+    print(f"evaluating {checkpoint} (step {step}, {num_active} active stages) on {len(valid)} validation utterances", file=sys.stderr, flush=True)
+    metrics = {"experiment": cfg.get("experiment"), "step": step, "num_active_quantizers": num_active}
+    metrics.update(codebook_and_losses(model, valid, num_active, model_cfg["rvq"]["codebook_size"], device_))
+    metrics["outputs"] = write_samples(
+        model, valid, heldout, num_active, eval_cfg["num_conversions"], Path(samples_dir),
+        model_cfg["sample_rate"], eval_cfg["silence_std"], device_,
+    )
+    scalars = read_scalars(tensorboard_dir) if tensorboard_dir and Path(tensorboard_dir).exists() else {}
+    metrics["training_curve"] = curve_facts(scalars, up_to_step=step, window=20) if scalars else {}
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, output)
+    q0 = metrics["stages"][0]
+    print(
+        f"step {step}: perplexity_q0 {q0['perplexity']:.2f} usage_q0 {q0['usage']:.3f} top_share_q0 {q0['top_code_share']:.3f} "
+        f"pre_rvq_std {metrics['pre_rvq_std']:.3f} loss_stft {metrics['validation']['loss_stft']:.3f} "
+        f"silent {metrics['outputs']['num_silent']}/{metrics['outputs']['num_outputs']}",
+        file=sys.stderr, flush=True,
+    )
+    return metrics

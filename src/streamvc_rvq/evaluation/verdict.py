@@ -1,0 +1,520 @@
+"""The Phase 1 verdict: the checkpoint table and the decision table of SPEC.md section 2.
+
+:func:`decide` is a pure function of the per-checkpoint metrics dicts
+(``results/{experiment}/metrics/step_{N}.json``) and of the configured steps. It states
+every criterion (threshold, measured value, step, pass/fail), the class
+(``success`` / ``partial`` / ``failure``), the matched row of the decision table and the
+recommended next action.
+
+Checkpoints ("roles")
+---------------------
+The protocol's checkpoints 1k, 2k, 5k, 10k are the first four configured ``train.steps``,
+in order. When the config scales them (a quick config: ``steps: [50, 100, 250, 500]``,
+``progressive_steps: 100``) the criteria apply at the configured steps; each criterion
+carries its actual ``step`` and its ``nominal_step`` (1000, 2000, 5000, 10000). The scale
+factor is ``progressive_steps / 2000`` when ``progressive_steps > 0`` (the progressive
+schedule is what the protocol's steps are tied to); with ``progressive_steps == 0`` (the
+pre-fix baseline) it is ``steps[0] / 1000``. ``scaled`` is true when the scale is not 1 or
+any configured role step differs from its nominal step; a configured step that is not
+``nominal x scale`` is reported in ``warnings``. Checkpoints beyond the fourth configured
+step are listed in ``ignored_steps`` and take no part in the verdict.
+
+Checkpoint table (ids, metric, threshold — boundaries exactly as written)
+-----------------------------------------------------------------------
+===========================  =============================================================
+``1k.perplexity_q0``          perplexity of stage 0 ``>= 5``
+``1k.perplexity_q0_ideal``    ``> 10`` — informational: reported, never used for the class
+``1k.usage_q0``               usage of stage 0 ``> 0.05`` (0.05 itself fails)
+``1k.pre_rvq_std``            ``0.9 <= pre_rvq_std <= 1.1``
+``1k.loss_stft_falling``      training curve of ``train/loss_stft`` up to the step is
+                              falling (``curves.curve_facts``: last-window mean < first-window
+                              mean and last-window slope <= 0)
+``1k.not_silent``             no silent inference output (every output std > 0.01, i.e.
+                              ``outputs.num_silent == 0``)
+``2k.perplexity_q0_stable``   perplexity_q0(2k) ``>= 0.9 x`` perplexity_q0(1k). The note's
+                              "kept or rising" read with a 10 % tolerance (the project's
+                              reading): a batch-to-batch wobble of less than 10 % is "kept".
+``2k.loss_stft_undisturbed``  adding stage 1 does not disturb the metrics much: validation
+                              loss_stft(2k) ``<= 1.1 x`` loss_stft(1k) ...
+``2k.pre_rvq_std``            ... and ``0.9 <= pre_rvq_std <= 1.1`` still
+``5k.perplexity_active_stages``   every active stage perplexity ``> 5``
+``5k.loss_stft_improving``    validation loss_stft(5k) ``<`` loss_stft(2k)
+``5k.loss_l1_improving``      validation loss_l1(5k) ``<`` loss_l1(2k)
+``10k.perplexity_active_stages``  every active stage perplexity ``> 5``
+``10k.loss_stft_improving``   loss_stft(10k) ``<`` loss_stft(5k); also the proxy for "audio
+                              quality improving" (no perceptual metric is available offline)
+``10k.loss_l1_improving``     loss_l1(10k) ``<`` loss_l1(5k)
+``10k.not_silent``            no silent inference output
+===========================  =============================================================
+
+Two decision-level criteria come from the decision table's "outputs diverse and not silent":
+
+* ``all.not_silent``: no silent output at any available checkpoint,
+* ``last.top_code_share_q0``: top-code share of stage 0 ``< 0.5`` at the last available
+  checkpoint (diverse codes; ``>= 0.5`` is a single-code monopoly).
+
+"Active stages" are the stages with ``index < num_active_quantizers`` (all listed stages
+when the metrics do not say).
+
+Decision table (evaluated in this order; the first matching row wins)
+---------------------------------------------------------------------
+1. failure — ``failure_flat_low``: perplexity_q0 ``< 2`` at every available checkpoint and
+   flat (last ``<= 1.1 x`` first); ``failure_monopoly``: top_code_share_q0 ``>= 0.5`` at the
+   last available checkpoint.
+2. ``success``: no required criterion (every criterion above except the informational
+   ``1k.perplexity_q0_ideal``) failed. This contains the decision table's row — 1k
+   perplexity (its "> 5" is read as the checkpoint table's ``>= 5``, the same criterion),
+   2k stage 0 stable, 5k every active stage healthy ("several stages healthy"), outputs
+   not silent at any checkpoint and diverse — and, as the project's reading, also the rest
+   of the checkpoint table: a run whose 1k usage or losses fail the protocol is not sent
+   on to Phase 2.
+3. partial — ``partial_low_perplexity``: perplexity_q0 improves (last > first over the
+   available checkpoints, at least two) but stays ``< 5`` at every one of them;
+   ``partial_stage_collapse``: at 5k or 10k some active stages are healthy (``> 5``) and
+   some collapsed (``<= 5``); ``partial_other``: anything else that is not success — the
+   next action names the failed criteria.
+
+Missing checkpoints
+-------------------
+A role whose step is not configured (fewer than four steps) or whose metrics dict is not
+given is listed in ``missing``; its criteria (and those comparing against it) appear with
+``measured: None, passed: None``. The decision uses what exists: an unevaluated criterion
+neither passes nor fails. A success that rests on unevaluated criteria is reported with
+``complete: False`` and its next action says "provisional" and names them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+ROLES: tuple[tuple[str, int], ...] = (("1k", 1000), ("2k", 2000), ("5k", 5000), ("10k", 10000))
+NOMINAL_PROGRESSIVE_STEPS = 2000
+
+PERPLEXITY_MIN_1K = 5.0  # 1k: perplexity_q0 >= 5
+PERPLEXITY_IDEAL_1K = 10.0  # 1k: ideal perplexity_q0 > 10 (informational)
+USAGE_MIN_1K = 0.05  # 1k: usage_q0 > 0.05
+PRE_RVQ_STD_BAND = (0.9, 1.1)  # inclusive
+STABLE_FRACTION = 0.9  # 2k: perplexity_q0(2k) >= 0.9 x perplexity_q0(1k)
+DISTURB_FACTOR = 1.1  # 2k: loss_stft(2k) <= 1.1 x loss_stft(1k)
+HEALTHY_PERPLEXITY = 5.0  # 5k/10k: every active stage > 5
+SILENCE_STD = 0.01  # an output with std <= 0.01 is silent
+COLLAPSED_PERPLEXITY = 2.0  # failure: perplexity_q0 < 2 ...
+FLAT_FACTOR = 1.1  # ... and flat: last <= 1.1 x first
+MONOPOLY_SHARE = 0.5  # failure: top_code_share_q0 >= 0.5
+
+NEXT_FAILURE = (
+    "Phase 2 stronger methods: cosine-distance VQ (phase2_cosine), EMA codebook (phase2_ema), "
+    "dead-code re-initialisation"
+)
+NEXT_SUCCESS = "Phase 2: GAN on (phase2_gan), long training"
+NEXT_LOW_PERPLEXITY = "raise commitment cost to 1.0 (phase1_beta1)"
+NEXT_STAGE_COLLAPSE = "change the progressive interval (progressive_steps)"
+
+CLASS_OF_BRANCH = {
+    "failure_flat_low": "failure",
+    "failure_monopoly": "failure",
+    "success": "success",
+    "partial_low_perplexity": "partial",
+    "partial_stage_collapse": "partial",
+    "partial_other": "partial",
+}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _num(x: Any) -> float | None:
+    if x is None or isinstance(x, bool):
+        return None
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def _get(d: Any, *keys: Any) -> Any:
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4g}"
+
+
+def stage(cp: dict | None, index: int) -> dict | None:
+    """The stage entry of ``cp`` with ``index``, or None."""
+    for s in (cp or {}).get("stages") or []:
+        if s.get("index") == index:
+            return s
+    return None
+
+
+def stage_value(cp: dict | None, index: int, key: str) -> float | None:
+    """``key`` (perplexity, usage, top_code_share, ...) of stage ``index`` of ``cp``."""
+    return _num(_get(stage(cp, index), key))
+
+
+def active_stages(cp: dict | None) -> list[dict]:
+    """Stages with ``index < num_active_quantizers`` (all listed stages if it is absent)."""
+    stages = sorted((cp or {}).get("stages") or [], key=lambda s: s.get("index", 0))
+    n = _num((cp or {}).get("num_active_quantizers"))
+    return stages if n is None else [s for s in stages if s.get("index", 0) < n]
+
+
+def silence(cp: dict | None) -> tuple[int | None, int | None]:
+    """(number of silent outputs, number of outputs); (None, n) when it cannot be told.
+
+    ``outputs.num_silent`` is used when present (the extractor applied the configured
+    silence threshold); otherwise outputs with ``std <= 0.01`` are counted. No outputs at
+    all means silence cannot be judged.
+    """
+    out = _get(cp, "outputs")
+    if not isinstance(out, dict):
+        return None, None
+    stds = out.get("std")
+    n_out = out.get("num_outputs", len(stds) if isinstance(stds, list) else None)
+    if not n_out:
+        return None, n_out
+    if out.get("num_silent") is not None:
+        return int(out["num_silent"]), int(n_out)
+    if isinstance(stds, list):
+        return sum(1 for s in stds if not (_num(s) is not None and _num(s) > SILENCE_STD)), int(n_out)
+    return None, int(n_out)
+
+
+def _crit(cid, role, step, nominal, metric, threshold, measured, passed, note="", informational=False):
+    return {
+        "id": cid,
+        "role": role,
+        "step": step,
+        "nominal_step": nominal,
+        "metric": metric,
+        "threshold": threshold,
+        "measured": measured,
+        "passed": None if passed is None else bool(passed),
+        "informational": informational,
+        "note": note,
+    }
+
+
+def _in_band(x: float | None) -> bool | None:
+    if x is None:
+        return None
+    lo, hi = PRE_RVQ_STD_BAND
+    return lo <= x <= hi
+
+
+# --------------------------------------------------------------------------- scaling
+
+
+def protocol_scale(steps: Sequence[int], progressive_steps: int) -> dict:
+    """The role steps of a config and how they relate to the nominal protocol.
+
+    Returns ``{"scale", "scaled", "roles": [{"role", "nominal_step", "step"}], "warnings"}``
+    (``step`` is None for a role beyond the configured steps).
+    """
+    steps = [int(s) for s in steps]
+    if progressive_steps and progressive_steps > 0:
+        scale = progressive_steps / NOMINAL_PROGRESSIVE_STEPS
+    elif steps:
+        scale = steps[0] / ROLES[0][1]
+    else:
+        scale = 1.0
+    roles, warnings = [], []
+    for i, (role, nominal) in enumerate(ROLES):
+        step = steps[i] if i < len(steps) else None
+        roles.append({"role": role, "nominal_step": nominal, "step": step})
+        if step is not None and not math.isclose(step, nominal * scale, rel_tol=1e-9, abs_tol=1e-9):
+            warnings.append(
+                f"{role}: configured step {step} is not nominal {nominal} x scale {scale:g} "
+                f"= {nominal * scale:g}; the criteria apply at step {step} anyway"
+            )
+    scaled = scale != 1.0 or any(r["step"] is not None and r["step"] != r["nominal_step"] for r in roles)
+    return {"scale": scale, "scaled": scaled, "roles": roles, "warnings": warnings}
+
+
+# --------------------------------------------------------------------------- decide
+
+
+def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int) -> dict:
+    """The verdict of one experiment (pure).
+
+    ``checkpoints``: the metrics dicts that exist, in step order. ``steps``: the configured
+    ``train.steps``; ``progressive_steps``: ``model.rvq.progressive_steps``.
+
+    Returns ``{"experiment", "criteria", "class", "branch", "next_action", "reason",
+    "complete", "scaled", "scale", "steps", "progressive_steps", "checkpoints", "missing",
+    "ignored_steps", "warnings", "branches"}``. See the module docstring for every rule.
+    Raises ValueError when no checkpoint of the protocol is given.
+    """
+    plan = protocol_scale(steps, progressive_steps)
+    by_step: dict[int, dict] = {}
+    for cp in checkpoints:
+        s = int(cp["step"])
+        if s in by_step:
+            raise ValueError(f"two metrics dicts for step {s}")
+        by_step[s] = cp
+    role_steps = {r["step"] for r in plan["roles"] if r["step"] is not None}
+    ignored = sorted(s for s in by_step if s not in role_steps)
+
+    cps: dict[str, dict | None] = {}
+    info: dict[str, tuple[int | None, int]] = {}
+    missing, summary = [], []
+    for r in plan["roles"]:
+        role, nominal, step = r["role"], r["nominal_step"], r["step"]
+        cp = by_step.get(step) if step is not None else None
+        cps[role], info[role] = cp, (step, nominal)
+        if cp is None:
+            reason = (
+                f"not configured (train.steps has {len(steps)} entries)"
+                if step is None
+                else f"no metrics for step {step}"
+            )
+            missing.append({"role": role, "nominal_step": nominal, "step": step, "reason": reason})
+        summary.append(
+            {
+                "role": role,
+                "nominal_step": nominal,
+                "step": step,
+                "present": cp is not None,
+                "num_active_quantizers": None if cp is None else cp.get("num_active_quantizers"),
+            }
+        )
+    present = [r for r, _ in ROLES if cps[r] is not None]
+    if not present:
+        raise ValueError(
+            f"no metrics for any protocol checkpoint (configured steps {list(steps)[:4]}, "
+            f"given steps {sorted(by_step)})"
+        )
+
+    criteria: list[dict] = []
+
+    def add(role, cid, metric, threshold, measured, passed, note="", informational=False):
+        step, nominal = info[role] if role in info else (None, None)
+        criteria.append(
+            _crit(f"{role}.{cid}", role, step, nominal, metric, threshold, measured, passed, note, informational)
+        )
+
+    def absent_note(*roles):
+        gone = [r for r in roles if cps[r] is None]
+        return f"checkpoint {', '.join(gone)} missing" if gone else ""
+
+    # ---- 1k
+    c1 = cps["1k"]
+    p1 = stage_value(c1, 0, "perplexity")
+    add("1k", "perplexity_q0", "perplexity_q0", ">= 5", p1,
+        None if p1 is None else p1 >= PERPLEXITY_MIN_1K, absent_note("1k"))
+    add("1k", "perplexity_q0_ideal", "perplexity_q0", "> 10 (ideal)", p1,
+        None if p1 is None else p1 > PERPLEXITY_IDEAL_1K,
+        "informational: reported, not used for the class", informational=True)
+    u1 = stage_value(c1, 0, "usage")
+    add("1k", "usage_q0", "usage_q0", "> 0.05", u1, None if u1 is None else u1 > USAGE_MIN_1K, absent_note("1k"))
+    s1 = _num(_get(c1, "pre_rvq_std"))
+    add("1k", "pre_rvq_std", "pre_rvq_std", "in [0.9, 1.1]", s1, _in_band(s1), absent_note("1k"))
+    facts = _get(c1, "training_curve", "tags", "train/loss_stft")
+    if isinstance(facts, dict):
+        measured = {k: facts.get(k) for k in ("first", "last", "slope", "num_points")}
+        falling = facts.get("falling")
+        note = "training curve train/loss_stft up to this step"
+    else:
+        measured, falling = None, None
+        note = absent_note("1k") or "no training curve of train/loss_stft in the metrics"
+    add("1k", "loss_stft_falling", "train/loss_stft trend",
+        "falling: last-window mean < first-window mean and last-window slope <= 0",
+        measured, falling, note)
+
+    def not_silent(role):
+        n_sil, n_out = silence(cps[role])
+        note = absent_note(role) or (
+            "no inference outputs in the metrics" if n_sil is None else f"{n_sil} of {n_out} outputs silent"
+        )
+        add(role, "not_silent", "outputs.num_silent", "== 0 (every output std > 0.01)",
+            n_sil, None if n_sil is None else n_sil == 0, note)
+
+    not_silent("1k")
+
+    # ---- 2k
+    c2 = cps["2k"]
+    p2 = stage_value(c2, 0, "perplexity")
+    bar = None if p1 is None else STABLE_FRACTION * p1
+    add("2k", "perplexity_q0_stable", "perplexity_q0",
+        ">= 0.9 x perplexity_q0(1k)" + ("" if bar is None else f" = {bar:.4g}"),
+        p2, None if (p2 is None or bar is None) else p2 >= bar,
+        (absent_note("1k", "2k") + "; " if absent_note("1k", "2k") else "")
+        + "stage 0 kept or rising, read with a 10 % tolerance")
+    l1 = _num(_get(c1, "validation", "loss_stft"))
+    l2 = _num(_get(c2, "validation", "loss_stft"))
+    bar = None if l1 is None else DISTURB_FACTOR * l1
+    add("2k", "loss_stft_undisturbed", "validation.loss_stft",
+        "<= 1.1 x loss_stft(1k)" + ("" if bar is None else f" = {bar:.4g}"),
+        l2, None if (l2 is None or bar is None) else l2 <= bar,
+        absent_note("1k", "2k") or "adding stage 1 does not disturb the loss much")
+    s2 = _num(_get(c2, "pre_rvq_std"))
+    add("2k", "pre_rvq_std", "pre_rvq_std", "in [0.9, 1.1]", s2, _in_band(s2), absent_note("2k"))
+
+    # ---- 5k, 10k
+    for role, ref in (("5k", "2k"), ("10k", "5k")):
+        cp, cr = cps[role], cps[ref]
+        stages = active_stages(cp)
+        ppl = [_num(s.get("perplexity")) for s in stages]
+        if cp is None or not stages or any(p is None for p in ppl):
+            measured, passed = None, None
+            note = absent_note(role) or "no perplexity of the active stages in the metrics"
+        else:
+            measured = ppl
+            passed = all(p > HEALTHY_PERPLEXITY for p in ppl)
+            bad = [f"q{s['index']} ({p:.4g})" for s, p in zip(stages, ppl) if not p > HEALTHY_PERPLEXITY]
+            note = f"{len(stages)} active stages" + (f"; collapsed: {', '.join(bad)}" if bad else "")
+        add(role, "perplexity_active_stages", "perplexity_q{i}, every active stage", "> 5 each",
+            measured, passed, note)
+        for loss in ("loss_stft", "loss_l1"):
+            now = _num(_get(cp, "validation", loss))
+            before = _num(_get(cr, "validation", loss))
+            note = absent_note(ref, role) or f"{loss}({ref}) = {_fmt(before)}"
+            if role == "10k" and loss == "loss_stft":
+                note += "; also the proxy for 'audio quality improving'"
+            add(role, f"{loss}_improving", f"validation.{loss}",
+                f"< {loss}({ref})" + ("" if before is None else f" = {before:.4g}"),
+                now, None if (now is None or before is None) else now < before, note)
+    not_silent("10k")
+
+    # ---- decision-level criteria
+    per_step = []
+    for r in present:
+        n_sil, n_out = silence(cps[r])
+        if n_sil is not None:
+            per_step.append((r, info[r][0], n_sil, n_out))
+    if per_step:
+        total = sum(x[2] for x in per_step)
+        note = "; ".join(f"{r} (step {s}): {n}/{o} silent" for r, s, n, o in per_step)
+        criteria.append(_crit("all.not_silent", "all", None, None, "outputs.num_silent, every checkpoint",
+                              "== 0 at every available checkpoint", total, total == 0, note))
+    else:
+        criteria.append(_crit("all.not_silent", "all", None, None, "outputs.num_silent, every checkpoint",
+                              "== 0 at every available checkpoint", None, None,
+                              "no inference outputs in any metrics"))
+
+    with_share = [r for r in present if stage_value(cps[r], 0, "top_code_share") is not None]
+    if with_share:
+        last_role = with_share[-1]
+        share = stage_value(cps[last_role], 0, "top_code_share")
+        criteria.append(_crit("last.top_code_share_q0", last_role, info[last_role][0], info[last_role][1],
+                              "top_code_share_q0", "< 0.5 (diverse; >= 0.5 is a monopoly)", share,
+                              share < MONOPOLY_SHARE, f"at the last available checkpoint ({last_role})"))
+    else:
+        criteria.append(_crit("last.top_code_share_q0", None, None, None, "top_code_share_q0",
+                              "< 0.5 (diverse; >= 0.5 is a monopoly)", None, None,
+                              "no top-code share in any metrics"))
+
+    # ---- decision table
+    series = [(r, stage_value(cps[r], 0, "perplexity")) for r in present]
+    series = [(r, p) for r, p in series if p is not None]
+    branches = []
+
+    flat_low = None
+    reason_flat = "no perplexity_q0 available"
+    if series:
+        first, last = series[0][1], series[-1][1]
+        flat_low = all(p < COLLAPSED_PERPLEXITY for _, p in series) and last <= FLAT_FACTOR * first
+        reason_flat = (
+            "perplexity_q0 " + ", ".join(f"{_fmt(p)} ({r})" for r, p in series)
+            + f"; < 2 at every checkpoint: {all(p < COLLAPSED_PERPLEXITY for _, p in series)}"
+            + f"; flat (last {_fmt(last)} <= 1.1 x first {_fmt(first)}): {last <= FLAT_FACTOR * first}"
+        )
+    branches.append({"id": "failure_flat_low", "matched": flat_low, "reason": reason_flat})
+
+    share_crit = next(c for c in criteria if c["id"] == "last.top_code_share_q0")
+    monopoly = None if share_crit["measured"] is None else share_crit["measured"] >= MONOPOLY_SHARE
+    branches.append({
+        "id": "failure_monopoly",
+        "matched": monopoly,
+        "reason": f"top_code_share_q0 {_fmt(share_crit['measured'])} at {share_crit['role']} (>= 0.5 is a monopoly)"
+        if share_crit["measured"] is not None else "no top-code share available",
+    })
+
+    required = [c for c in criteria if not c["informational"]]
+    failed = [c["id"] for c in required if c["passed"] is False]
+    unevaluated = [c["id"] for c in required if c["passed"] is None]
+    evaluated = [c for c in required if c["passed"] is not None]
+    success = not failed and bool(evaluated)
+    branches.append({
+        "id": "success",
+        "matched": success,
+        "reason": ("every evaluated required criterion passed" if success
+                   else f"failed: {', '.join(failed)}" if failed else "no criterion could be evaluated"),
+    })
+
+    low = None
+    reason_low = "needs perplexity_q0 at two checkpoints or more"
+    if len(series) >= 2:
+        first, last = series[0][1], series[-1][1]
+        low = last > first and all(p < PERPLEXITY_MIN_1K for _, p in series)
+        reason_low = (f"perplexity_q0 {_fmt(first)} ({series[0][0]}) -> {_fmt(last)} ({series[-1][0]}): "
+                      f"improves {last > first}, stays < 5 {all(p < PERPLEXITY_MIN_1K for _, p in series)}")
+    branches.append({"id": "partial_low_perplexity", "matched": low, "reason": reason_low})
+
+    collapse, reason_collapse = None, "no 5k/10k checkpoint with active-stage perplexities"
+    parts = []
+    for role in ("5k", "10k"):
+        c = next(c for c in criteria if c["id"] == f"{role}.perplexity_active_stages")
+        if c["measured"] is not None:
+            healthy = sum(1 for p in c["measured"] if p > HEALTHY_PERPLEXITY)
+            gone = len(c["measured"]) - healthy
+            parts.append((role, healthy, gone))
+    if parts:
+        collapse = any(h > 0 and g > 0 for _, h, g in parts)
+        reason_collapse = "; ".join(f"{r}: {h} healthy, {g} collapsed" for r, h, g in parts)
+    branches.append({"id": "partial_stage_collapse", "matched": collapse, "reason": reason_collapse})
+
+    complete = not unevaluated
+    if flat_low:
+        branch, reason = "failure_flat_low", reason_flat
+    elif monopoly:
+        branch, reason = "failure_monopoly", branches[1]["reason"]
+    elif success:
+        branch, reason = "success", branches[2]["reason"]
+    elif low:
+        branch, reason = "partial_low_perplexity", reason_low
+    elif collapse:
+        branch, reason = "partial_stage_collapse", reason_collapse
+    else:
+        branch = "partial_other"
+        reason = f"failed: {', '.join(failed)}" if failed else "no criterion could be evaluated"
+    branches.append({"id": "partial_other", "matched": branch == "partial_other", "reason": reason
+                     if branch == "partial_other" else "an earlier row matched"})
+
+    if branch.startswith("failure"):
+        next_action = NEXT_FAILURE
+    elif branch == "success":
+        next_action = NEXT_SUCCESS
+        if not complete:
+            next_action += f" (provisional: not evaluated: {', '.join(unevaluated)})"
+    elif branch == "partial_low_perplexity":
+        next_action = NEXT_LOW_PERPLEXITY
+    elif branch == "partial_stage_collapse":
+        next_action = NEXT_STAGE_COLLAPSE
+    else:
+        next_action = "inspect: " + (", ".join(failed) if failed else "metrics incomplete, no criterion evaluated")
+
+    return {
+        "experiment": next((cp.get("experiment") for cp in checkpoints if cp.get("experiment")), None),
+        "class": CLASS_OF_BRANCH[branch],
+        "branch": branch,
+        "next_action": next_action,
+        "reason": reason,
+        "complete": complete,
+        "criteria": criteria,
+        "scaled": plan["scaled"],
+        "scale": plan["scale"],
+        "steps": [int(s) for s in steps],
+        "progressive_steps": int(progressive_steps),
+        "checkpoints": summary,
+        "missing": missing,
+        "ignored_steps": ignored,
+        "warnings": plan["warnings"],
+        "branches": branches,
+    }

@@ -1,0 +1,408 @@
+"""Residual vector quantizer (RVQ) of the content stream, at the 50 Hz frame rate.
+
+Shapes: the RVQ takes ``x: B x D x T`` (``D`` = ``codebook_dim``, ``T`` frames of 20 ms) and
+returns ``quantized: B x D x T`` plus one ``codes: B x T`` tensor per active stage. Inside,
+frames are flattened to ``N x D`` vectors (``N = B * T``) once, and every stage works on
+those; nothing is done per sample or per frame in Python.
+
+Tricks used, each a config switch of the ``model.rvq`` section:
+
+* **Straight-through estimator** (VQ-VAE, van den Oord et al. 2017): the forward pass
+  outputs the sum of the chosen codes, the backward pass treats quantization as identity
+  (``d quantized / d x = I``). It is applied once, to the whole residual stack.
+* **Residual quantization** (SoundStream/EnCodec): stage ``i`` quantizes its input residual
+  ``r_i``; the next residual is ``r_i - sg(e_i)`` (the *detached* code). Each stage has its
+  codebook term ``||sg(r_i) - e_i||^2`` and commitment term ``beta * ||r_i - sg(e_i)||^2``
+  (means over elements), both computed against the stage's *input* residual.
+* **Progressive RVQ** (Phase 1 fix): :func:`active_quantizers` gives how many stages run at
+  a global step; ``forward(x, num_active)`` runs only those (inactive stages cost nothing,
+  output nothing and get no gradient).
+* **EMA codebooks with Laplace smoothing** (VQ-VAE-2, EnCodec ``core_vq.py``): with
+  ``codebook_update: ema`` the codebook is a buffer moved by exponential moving averages of
+  the assignment counts and sums; it is not a parameter and receives no gradient, and only
+  the commitment term reaches the encoder.
+* **Dead-code expiry** (EnCodec, Jukebox): codes whose usage EMA falls below
+  ``dead_code_threshold`` are replaced by randomly drawn current residuals of their stage
+  (:func:`sample_vectors`, :meth:`VectorQuantizer.expire_codes_`), in both update modes.
+* **k-means initialisation** (EnCodec): with ``kmeans_init`` each codebook is set by a few
+  iterations of :func:`kmeans` on the first residuals it sees in training.
+* **Cosine / L2-normalised codes** (ViT-VQGAN, DAC ``quantize.py``): with
+  ``distance: cosine`` each stage L2-normalises its input residual and its codebook, picks the
+  code with the largest dot product, and its code, losses and next residual live in that
+  normalised space, so the scale of the input is ignored. The RVQ output is then the sum of
+  unit-norm codes, and the straight-through estimator is taken around ``normalize(x)``.
+
+Randomness (k-means seeding, dead-code sampling) is drawn from torch's global CPU generator
+and moved to the input's device, so a saved ``torch.get_rng_state()`` resumes exactly on any
+device. Everything is float32 and uses only ops MPS implements (matmul, argmin/argmax,
+index_add_, bincount, where); no CPU fallback is needed. On CUDA, ``index_add_`` is only
+bit-reproducible under ``torch.use_deterministic_algorithms(True)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from streamvc_rvq.quantization import stats as code_stats
+
+DISTANCES = ("euclidean", "cosine")
+CODEBOOK_UPDATES = ("gradient", "ema")
+KMEANS_ITERS = 10
+
+
+def active_quantizers(step: int, num_quantizers: int, progressive_steps: int) -> int:
+    """Stages active at global ``step``: ``min(N, 1 + step // progressive_steps)``; all if 0."""
+    if progressive_steps == 0:
+        return num_quantizers
+    return min(num_quantizers, 1 + step // progressive_steps)
+
+
+# ----------------------------------------------------------------------------------------
+# Small named functions: the maths of codebook learning.
+
+
+def sample_vectors(samples: torch.Tensor, num: int) -> torch.Tensor:
+    """``num`` rows drawn at random from ``samples: N x D`` (without replacement if N >= num).
+
+    Indices come from torch's global CPU generator, so the draw is reproducible from a saved
+    RNG state whatever device ``samples`` lives on.
+    """
+    n = samples.shape[0]
+    if n >= num:
+        idx = torch.randperm(n)[:num]
+    else:
+        idx = torch.randint(0, n, (num,))
+    return samples[idx.to(samples.device)]
+
+
+def nearest_codes(x: torch.Tensor, codebook: torch.Tensor, cosine: bool) -> torch.Tensor:
+    """Index of the nearest code for each row of ``x: N x D`` against ``codebook: K x D``.
+
+    Euclidean: argmin over codes of ``||x - e||^2 = ||x||^2 - 2 x.e + ||e||^2`` (one matmul,
+    no cdist). ``||x||^2`` is the same for every code of a row, so the argmin leaves it out
+    (adding an N x K broadcast costs more than the matmul on CPU).
+    Cosine: ``x`` and ``codebook`` are expected already L2-normalised; argmax of ``x.e``.
+    """
+    if cosine:
+        return (x @ codebook.t()).argmax(dim=-1)
+    dist = torch.addmm(codebook.pow(2).sum(-1), x, codebook.t(), alpha=-2.0)  # ||e||^2 - 2 x.e
+    return dist.argmin(dim=-1)
+
+
+def kmeans(
+    samples: torch.Tensor, num_clusters: int, num_iters: int = KMEANS_ITERS, cosine: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lloyd's k-means on ``samples: N x D``; returns ``(centroids K x D, counts K)``.
+
+    Seeds are drawn by :func:`sample_vectors` (global RNG). An empty cluster keeps its
+    previous centroid. With ``cosine`` the assignment uses dot products of unit vectors and
+    centroids are re-normalised (spherical k-means).
+    """
+    means = sample_vectors(samples, num_clusters)
+    counts = torch.zeros(num_clusters, dtype=samples.dtype, device=samples.device)
+    for _ in range(num_iters):
+        assign = nearest_codes(samples, means, cosine)
+        counts = torch.bincount(assign, minlength=num_clusters).to(samples.dtype)
+        sums = cluster_sums(samples, assign, num_clusters)
+        new_means = sums / counts.clamp_min(1.0).unsqueeze(-1)
+        if cosine:
+            new_means = F.normalize(new_means, dim=-1)
+        means = torch.where((counts == 0).unsqueeze(-1), means, new_means)
+    return means, counts
+
+
+def cluster_sums(samples: torch.Tensor, assign: torch.Tensor, num_clusters: int) -> torch.Tensor:
+    """``sums[k] = sum of samples[n] with assign[n] == k`` (``K x D``), by ``index_add_``:
+    O(N * D) instead of an N x K one-hot matmul."""
+    sums = samples.new_zeros(num_clusters, samples.shape[-1])
+    return sums.index_add_(0, assign, samples)
+
+
+def ema_inplace_(moving_avg: torch.Tensor, new: torch.Tensor, decay: float) -> None:
+    """``moving_avg <- decay * moving_avg + (1 - decay) * new``, in place."""
+    moving_avg.mul_(decay).add_(new, alpha=1 - decay)
+
+
+def laplace_smoothing(cluster_size: torch.Tensor, eps: float) -> torch.Tensor:
+    """``n_k = (cs_k + eps) / (n + K * eps) * n`` with ``n = sum_k cs_k`` (no empty cluster)."""
+    n = cluster_size.sum()
+    return (cluster_size + eps) / (n + cluster_size.numel() * eps) * n
+
+
+# ----------------------------------------------------------------------------------------
+# One stage.
+
+
+@dataclass
+class StageOutput:
+    """What one :class:`VectorQuantizer` stage returns, for ``N`` flattened frames."""
+
+    inputs: torch.Tensor  # N x D: the stage's input residual in code space (normalised if cosine)
+    code_vectors: torch.Tensor  # N x D: chosen codes e, detached
+    codes: torch.Tensor  # N: code indices
+    codebook_loss: torch.Tensor  # ||sg(r) - e||^2, mean; zero in EMA mode
+    commitment_loss: torch.Tensor  # beta * ||r - sg(e)||^2, mean
+    stats: dict  # perplexity, usage, top_code_share, dead_codes (python numbers)
+
+
+class VectorQuantizer(nn.Module):
+    """One RVQ stage: nearest-code lookup in a ``codebook_size x codebook_dim`` codebook.
+
+    Works on flattened frames ``r: N x D``; :class:`ResidualVectorQuantizer` does the
+    ``B x D x T`` layout. Buffers: ``cluster_size`` (usage EMA, both update modes, drives
+    dead-code expiry), ``embed_sum`` (EMA mode) and ``initialized`` (k-means done).
+    """
+
+    def __init__(
+        self,
+        codebook_size: int = 1024,
+        codebook_dim: int = 64,
+        distance: str = "euclidean",
+        codebook_update: str = "gradient",
+        ema_decay: float = 0.99,
+        laplace_eps: float = 1e-5,
+        dead_code_threshold: float = 0.0,
+        kmeans_init: bool = False,
+        commitment_cost: float = 0.5,
+    ):
+        super().__init__()
+        if distance not in DISTANCES:
+            raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+        if codebook_update not in CODEBOOK_UPDATES:
+            raise ValueError(f"codebook_update must be one of {CODEBOOK_UPDATES}, got {codebook_update!r}")
+        self.codebook_size = codebook_size
+        self.codebook_dim = codebook_dim
+        self.cosine = distance == "cosine"
+        self.use_ema = codebook_update == "ema"
+        self.ema_decay = ema_decay
+        self.laplace_eps = laplace_eps
+        self.dead_code_threshold = dead_code_threshold
+        self.kmeans_init = kmeans_init
+        self.commitment_cost = commitment_cost
+
+        # N(0, 1) on purpose: the spec's collapse mechanism is encoder std 0.31 vs this std 1.0.
+        init = torch.randn(codebook_size, codebook_dim)
+        if self.use_ema:
+            self.register_buffer("codebook", init)
+            self.register_buffer("embed_sum", init.clone())
+        else:
+            self.codebook = nn.Parameter(init)
+        # Usage EMA; starts at 1 so that codebook = embed_sum / cluster_size holds at init.
+        self.register_buffer("cluster_size", torch.ones(codebook_size))
+        self.register_buffer("initialized", torch.tensor(not kmeans_init))
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.codebook_size}x{self.codebook_dim}, distance={'cosine' if self.cosine else 'euclidean'}, "
+            f"update={'ema' if self.use_ema else 'gradient'}, dead_code_threshold={self.dead_code_threshold}, "
+            f"kmeans_init={self.kmeans_init}, commitment_cost={self.commitment_cost}"
+        )
+
+    def lookup_codebook(self) -> torch.Tensor:
+        """The codebook in code space (L2-normalised rows if cosine)."""
+        return F.normalize(self.codebook, dim=-1) if self.cosine else self.codebook
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Code vectors for integer ``codes`` of any shape (shape + ``[D]``)."""
+        return F.embedding(codes, self.lookup_codebook())
+
+    @torch.no_grad()
+    def init_codebook_(self, r: torch.Tensor) -> None:
+        """k-means initialisation on the stage's residuals ``r: N x D`` (code space)."""
+        means, counts = kmeans(r, self.codebook_size, KMEANS_ITERS, self.cosine)
+        # An empty cluster counts as 1, like a fresh code, so it keeps its seeded position
+        # instead of being pulled to zero by the EMA division.
+        counts = counts.clamp_min(1.0)
+        self.codebook.data.copy_(means)
+        self.cluster_size.copy_(counts)
+        if self.use_ema:
+            self.embed_sum.copy_(means * counts.unsqueeze(-1))
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def expire_codes_(self, r: torch.Tensor) -> None:
+        """Replace codes whose usage EMA is below ``dead_code_threshold`` by random rows of
+        ``r: N x D`` (current residuals, code space); their usage EMA restarts at the threshold."""
+        expired = self.cluster_size < self.dead_code_threshold
+        if not bool(expired.any()):
+            return
+        samples = sample_vectors(r, self.codebook_size)
+        mask = expired.unsqueeze(-1)
+        self.codebook.data.copy_(torch.where(mask, samples, self.codebook))
+        self.cluster_size.masked_fill_(expired, self.dead_code_threshold)
+        if self.use_ema:
+            self.embed_sum.copy_(torch.where(mask, samples * self.dead_code_threshold, self.embed_sum))
+
+    @torch.no_grad()
+    def update_ema_(self, r: torch.Tensor, codes: torch.Tensor, counts: torch.Tensor) -> None:
+        """Usage EMA (both modes); in EMA mode also the codebook from counts and sums."""
+        ema_inplace_(self.cluster_size, counts, self.ema_decay)
+        if not self.use_ema:
+            return
+        ema_inplace_(self.embed_sum, cluster_sums(r, codes, self.codebook_size), self.ema_decay)
+        n_k = laplace_smoothing(self.cluster_size, self.laplace_eps)
+        self.codebook.copy_(self.embed_sum / n_k.unsqueeze(-1))
+
+    def forward(self, r: torch.Tensor) -> StageOutput:
+        """Quantize residuals ``r: N x D``; updates codebook state when training."""
+        if self.cosine:
+            r = F.normalize(r, dim=-1)
+        if self.training:
+            if not bool(self.initialized):
+                self.init_codebook_(r.detach())
+            if self.dead_code_threshold > 0:
+                self.expire_codes_(r.detach())
+
+        embed = self.lookup_codebook()
+        with torch.no_grad():
+            codes = nearest_codes(r.detach(), embed.detach(), self.cosine)
+        e = F.embedding(codes, embed)  # N x D; carries the codebook gradient in gradient mode
+
+        if self.use_ema:
+            codebook_loss = r.new_zeros(())
+        else:
+            codebook_loss = F.mse_loss(e, r.detach())
+        commitment_loss = self.commitment_cost * F.mse_loss(r, e.detach())
+
+        counts = code_stats.code_histogram(codes, self.codebook_size)
+        if self.training:
+            self.update_ema_(r.detach(), codes, counts)
+        if self.use_ema:
+            threshold = self.dead_code_threshold if self.dead_code_threshold > 0 else 1.0
+            dead = int((self.cluster_size < threshold).sum())
+        else:
+            dead = code_stats.dead_codes(counts, 1.0)
+        stage_stats = {
+            "perplexity": code_stats.perplexity(counts),
+            "usage": code_stats.usage(counts),
+            "top_code_share": code_stats.top_code_share(counts),
+            "dead_codes": dead,
+        }
+        return StageOutput(r, e.detach(), codes, codebook_loss, commitment_loss, stage_stats)
+
+
+# ----------------------------------------------------------------------------------------
+# The residual stack.
+
+
+@dataclass
+class RVQOutput:
+    """Everything a caller of :class:`ResidualVectorQuantizer` needs.
+
+    ``codes``, ``codebook_losses``, ``commitment_losses`` and ``stats`` have one entry per
+    *active* stage, in stage order.
+    """
+
+    quantized: torch.Tensor  # B x D x T, straight-through
+    codes: list[torch.Tensor]  # each B x T, int64
+    codebook_losses: list[torch.Tensor]  # scalars; zeros in EMA mode
+    commitment_losses: list[torch.Tensor]  # scalars, beta applied
+    loss: torch.Tensor  # sum of all codebook and commitment terms
+    stats: list[dict]  # per stage: perplexity, usage, top_code_share, dead_codes
+    latents: torch.Tensor  # B x D x T pre-quantization latents in code space (normalised if cosine)
+
+
+class ResidualVectorQuantizer(nn.Module):
+    """``num_quantizers`` :class:`VectorQuantizer` stages applied to successive residuals.
+
+    Built from the ``model.rvq`` config section: ``ResidualVectorQuantizer(**rvq_cfg)`` or
+    :meth:`from_config`. ``progressive_steps`` is accepted (it is part of that section) but
+    used only by the training loop through :func:`active_quantizers`.
+    """
+
+    def __init__(
+        self,
+        num_quantizers: int = 8,
+        codebook_size: int = 1024,
+        codebook_dim: int = 64,
+        distance: str = "euclidean",
+        codebook_update: str = "gradient",
+        ema_decay: float = 0.99,
+        laplace_eps: float = 1e-5,
+        dead_code_threshold: float = 0.0,
+        kmeans_init: bool = False,
+        commitment_cost: float = 0.5,
+        progressive_steps: int = 2000,
+    ):
+        super().__init__()
+        if num_quantizers < 1:
+            raise ValueError(f"num_quantizers must be >= 1, got {num_quantizers}")
+        self.num_quantizers = num_quantizers
+        self.codebook_size = codebook_size
+        self.codebook_dim = codebook_dim
+        self.cosine = distance == "cosine"
+        self.progressive_steps = progressive_steps
+        self.layers = nn.ModuleList(
+            VectorQuantizer(
+                codebook_size=codebook_size,
+                codebook_dim=codebook_dim,
+                distance=distance,
+                codebook_update=codebook_update,
+                ema_decay=ema_decay,
+                laplace_eps=laplace_eps,
+                dead_code_threshold=dead_code_threshold,
+                kmeans_init=kmeans_init,
+                commitment_cost=commitment_cost,
+            )
+            for _ in range(num_quantizers)
+        )
+
+    @classmethod
+    def from_config(cls, rvq_cfg: dict) -> "ResidualVectorQuantizer":
+        """Build from the validated ``model.rvq`` section (unknown keys raise TypeError)."""
+        return cls(**rvq_cfg)
+
+    def _num_active(self, num_active: int | None) -> int:
+        if num_active is None:
+            return self.num_quantizers
+        if not 1 <= num_active <= self.num_quantizers:
+            raise ValueError(f"num_active must be in [1, {self.num_quantizers}], got {num_active}")
+        return num_active
+
+    def forward(self, x: torch.Tensor, num_active: int | None = None) -> RVQOutput:
+        """Quantize ``x: B x D x T`` with the first ``num_active`` stages (all if None)."""
+        n_q = self._num_active(num_active)
+        batch, dim, frames = x.shape
+        if dim != self.codebook_dim:
+            raise ValueError(f"expected {self.codebook_dim} channels, got {dim}")
+        latents = x.transpose(1, 2).reshape(batch * frames, dim)  # N x D
+        if self.cosine:
+            latents = F.normalize(latents, dim=-1)
+
+        residual = latents
+        quantized = torch.zeros_like(latents)
+        codes, codebook_losses, commitment_losses, stage_stats = [], [], [], []
+        for layer in self.layers[:n_q]:
+            out = layer(residual)
+            quantized = quantized + out.code_vectors
+            residual = out.inputs - out.code_vectors  # next residual uses the detached code
+            codes.append(out.codes.view(batch, frames))
+            codebook_losses.append(out.codebook_loss)
+            commitment_losses.append(out.commitment_loss)
+            stage_stats.append(out.stats)
+
+        quantized = latents + (quantized - latents).detach()  # straight-through estimator
+        loss = torch.stack(codebook_losses + commitment_losses).sum()
+        to_bdt = lambda t: t.view(batch, frames, dim).transpose(1, 2).contiguous()  # noqa: E731
+        return RVQOutput(
+            quantized=to_bdt(quantized),
+            codes=codes,
+            codebook_losses=codebook_losses,
+            commitment_losses=commitment_losses,
+            loss=loss,
+            stats=stage_stats,
+            latents=to_bdt(latents),
+        )
+
+    @torch.no_grad()
+    def decode(self, codes: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        """Sum of the code vectors of ``codes`` (one ``B x T`` per stage, first stages first)
+        as ``B x D x T``: the forward value of ``quantized`` for those codes."""
+        if len(codes) > self.num_quantizers:
+            raise ValueError(f"{len(codes)} code streams for {self.num_quantizers} stages")
+        total = sum(layer.decode(c) for layer, c in zip(self.layers, codes))
+        return total.transpose(1, 2).contiguous()

@@ -1,0 +1,82 @@
+"""Checkpoints: everything needed to continue training bit-for-bit, written atomically.
+
+A checkpoint holds the model, optimiser, scheduler, discriminator (when the GAN is on), the
+RNG states, the global step, the resolved config with the hash of its model section, and
+the package version. It is written to a temporary file in the same directory and renamed,
+so a killed job never leaves a half-written ``step_N.pt``. Loading uses
+``torch.load(weights_only=True)``: only tensors and plain containers are stored.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from streamvc_rvq import __version__
+from streamvc_rvq.config import config_hash
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used with the requested config."""
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        state["mps"] = torch.mps.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if "mps" in state and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        torch.mps.set_rng_state(state["mps"])
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` (plus version and model-config hash) to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = dict(payload, version=__version__, model_config_hash=config_hash(payload["config"]["model"]))
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # a truncated or foreign file: say so in one line
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from None
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for key in sorted(set(a) | set(b)):
+            out += _diff(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    return [] if a == b else [f"{prefix[:-1]} ({a!r} in checkpoint, {b!r} in config)"]
+
+
+def check_model_config(checkpoint: dict[str, Any], model_cfg: dict, source: Path | str) -> None:
+    """Refuse a checkpoint whose model section differs from ``model_cfg``, naming the keys."""
+    if checkpoint.get("model_config_hash") == config_hash(model_cfg):
+        return
+    differences = _diff(checkpoint["config"]["model"], model_cfg)
+    raise CheckpointError(
+        f"checkpoint {source} was trained with a different model config: " + "; ".join(differences[:6])
+    )

@@ -1,0 +1,303 @@
+"""Training to a step target: from scratch or from the previous target's checkpoint.
+
+A chain of targets reproduces one straight run exactly (same device, same seed): each
+batch is a pure function of (seed, step), the learning rate a pure function of the step,
+and the checkpoint carries optimiser, scheduler and RNG states.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from streamvc_rvq.data.dataset import Batch, load_utterances, sample_batch
+from streamvc_rvq.device import select_device
+from streamvc_rvq.model.streamvc import StreamVC
+from streamvc_rvq.modules.discriminator import MultiScaleSTFTDiscriminator
+from streamvc_rvq.quantization.rvq import active_quantizers
+from streamvc_rvq.training import losses
+from streamvc_rvq.training.checkpoint import (
+    CheckpointError,
+    check_model_config,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from streamvc_rvq.training.schedule import lr_factor
+from streamvc_rvq.training.tensorboard_log import open_segment
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, unusable checkpoint); the message says where."""
+
+
+@dataclass
+class TrainState:
+    """Everything that changes during training and goes into a checkpoint."""
+
+    model: StreamVC
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    discriminator: nn.Module | None
+    disc_optimizer: torch.optim.Optimizer | None
+    step: int
+
+
+def gan_enabled(train_cfg: dict) -> bool:
+    weights = train_cfg["loss_weights"]
+    return weights["adversarial"] > 0 or weights["feature_matching"] > 0
+
+
+def build_state(cfg: dict, device: torch.device) -> TrainState:
+    """Fresh model and optimiser, initialised from ``train.seed`` alone."""
+    train_cfg = cfg["train"]
+    torch.manual_seed(train_cfg["seed"])
+    model = StreamVC(cfg["model"]).to(device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=train_cfg["lr"], betas=tuple(train_cfg["betas"]), weight_decay=train_cfg["weight_decay"]
+    )
+    total = train_cfg["steps"][-1]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, train_cfg["warmup_steps"], total)
+    )
+    discriminator = disc_optimizer = None
+    if gan_enabled(train_cfg):
+        discriminator = MultiScaleSTFTDiscriminator().to(device)
+        disc_optimizer = torch.optim.AdamW(
+            discriminator.parameters(), lr=train_cfg["lr"], betas=tuple(train_cfg["betas"]),
+            weight_decay=train_cfg["weight_decay"],
+        )
+    return TrainState(model, optimizer, scheduler, discriminator, disc_optimizer, step=0)
+
+
+def restore_state(state: TrainState, checkpoint: dict[str, Any]) -> None:
+    state.model.load_state_dict(checkpoint["model"])
+    state.optimizer.load_state_dict(checkpoint["optimizer"])
+    state.scheduler.load_state_dict(checkpoint["scheduler"])
+    if state.discriminator is not None:
+        if "discriminator" not in checkpoint:
+            raise TrainingError("the GAN is on but the checkpoint has no discriminator state")
+        state.discriminator.load_state_dict(checkpoint["discriminator"])
+        state.disc_optimizer.load_state_dict(checkpoint["disc_optimizer"])
+    state.step = int(checkpoint["step"])
+    set_rng_state(checkpoint["rng"])
+
+
+def checkpoint_payload(state: TrainState, cfg: dict) -> dict[str, Any]:
+    payload = {
+        "model": state.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "step": state.step,
+        "rng": rng_state(),
+        "config": cfg,
+    }
+    if state.discriminator is not None:
+        payload["discriminator"] = state.discriminator.state_dict()
+        payload["disc_optimizer"] = state.disc_optimizer.state_dict()
+    return payload
+
+
+class LossTerms:
+    """Weighted loss terms of one step; refuses non-finite values, naming the term and step."""
+
+    def __init__(self, weights: dict[str, float], step: int):
+        self.weights, self.step = weights, step
+        self.raw: dict[str, torch.Tensor] = {}
+        self.total: torch.Tensor | None = None
+
+    def add(self, name: str, value: torch.Tensor) -> None:
+        if not torch.isfinite(value):
+            raise TrainingError(f"non-finite loss at step {self.step}: {name} = {float(value)}")
+        self.raw[name] = value
+        weighted = self.weights[name] * value
+        if not torch.isfinite(weighted):
+            raise TrainingError(
+                f"non-finite loss at step {self.step}: {name} x weight {self.weights[name]:g} = {float(weighted)}"
+            )
+        self.total = weighted if self.total is None else self.total + weighted
+
+
+class Trainer:
+    def __init__(self, cfg: dict, state: TrainState, device: torch.device):
+        self.cfg, self.state, self.device = cfg, state, device
+        self.model_cfg, self.train_cfg = cfg["model"], cfg["train"]
+        self.spectral = losses.MultiScaleSpectralLoss(sample_rate=self.model_cfg["sample_rate"]).to(device)
+        self.hop = state.model.hop_length
+        self.crop_frames = max(1, int(round(self.train_cfg["crop_seconds"] * self.model_cfg["sample_rate"])) // self.hop)
+
+    def active_stages(self, step: int) -> int:
+        rvq = self.model_cfg["rvq"]
+        return active_quantizers(step, rvq["num_quantizers"], rvq["progressive_steps"])
+
+    def train_step(self, batch: Batch, step: int) -> dict[str, float]:
+        state, weights = self.state, self.train_cfg["loss_weights"]
+        source = batch.source.to(self.device)
+        reference = batch.reference.to(self.device)
+        num_active = self.active_stages(step)
+        out = state.model(source, reference, num_active)
+        target = source[:, : out.audio.shape[-1]]
+        terms = LossTerms(weights, step)
+        terms.add("stft", self.spectral(target, out.audio))
+        terms.add("l1", losses.waveform_l1(target, out.audio))
+        terms.add("rvq", out.rvq.loss)
+        if out.content_logits is not None and batch.labels is not None and weights["content_ce"] > 0:
+            terms.add("content_ce", losses.content_cross_entropy(out.content_logits, batch.labels.to(self.device)))
+        disc_loss = None
+        if state.discriminator is not None:
+            disc_loss = self._discriminator_step(target, out.audio, step)
+            real_logits, real_feats = state.discriminator(target)
+            fake_logits, fake_feats = state.discriminator(out.audio)
+            terms.add("adversarial", losses.generator_adversarial_loss(fake_logits))
+            terms.add("feature_matching", losses.feature_matching_loss(real_feats, fake_feats))
+        state.optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), self.train_cfg["grad_clip"])
+        if not torch.isfinite(grad_norm):
+            raise TrainingError(f"non-finite gradient norm at step {step}: {float(grad_norm)}")
+        lr = state.optimizer.param_groups[0]["lr"]
+        state.optimizer.step()
+        state.scheduler.step()
+        scalars = {f"train/loss_{name}": float(value) for name, value in terms.raw.items()}
+        scalars.update({
+            "train/loss_total": float(terms.total),
+            "train/grad_norm": float(grad_norm),
+            "train/lr": lr,
+            "train/pre_rvq_std": float(out.pre_rvq_std),
+            "train/num_active_quantizers": float(num_active),
+        })
+        if disc_loss is not None:
+            scalars["train/loss_discriminator"] = disc_loss
+        for i, stats in enumerate(out.rvq.stats):
+            scalars[f"train/rvq_perplexity_q{i}"] = stats["perplexity"]
+            scalars[f"train/rvq_usage_q{i}"] = stats["usage"]
+            scalars[f"train/rvq_top_code_share_q{i}"] = stats["top_code_share"]
+        return scalars
+
+    def _discriminator_step(self, real: torch.Tensor, fake: torch.Tensor, step: int) -> float:
+        state = self.state
+        real_logits, _ = state.discriminator(real)
+        fake_logits, _ = state.discriminator(fake.detach())
+        loss = losses.discriminator_hinge_loss(real_logits, fake_logits)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"non-finite loss at step {step}: discriminator = {float(loss)}")
+        state.disc_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(state.discriminator.parameters(), self.train_cfg["grad_clip"])
+        state.disc_optimizer.step()
+        return float(loss)
+
+
+class Progress:
+    """Line-based progress for a log file: steps/s, seconds of audio per second, ETA."""
+
+    def __init__(self, start: int, end: int, audio_seconds_per_step: float, every_seconds: float = 5.0):
+        self.start, self.end, self.audio = start, end, audio_seconds_per_step
+        self.every, self.t0 = every_seconds, time.monotonic()
+        self.last = -math.inf
+
+    def update(self, step: int, scalars: dict[str, float], force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < self.every:
+            return
+        self.last = now
+        done = step + 1 - self.start
+        rate = done / max(now - self.t0, 1e-9)
+        eta = (self.end - step - 1) / rate if rate > 0 else float("inf")
+        print(
+            f"step {step + 1}/{self.end} [{100 * (step + 1 - self.start) / max(1, self.end - self.start):5.1f}%] "
+            f"{rate:.2f} steps/s {rate * self.audio:.1f} audio-s/s ETA {eta:.0f}s | "
+            f"loss {scalars['train/loss_total']:.4f} stft {scalars['train/loss_stft']:.4f} "
+            f"l1 {scalars['train/loss_l1']:.4f} ppl_q0 {scalars.get('train/rvq_perplexity_q0', float('nan')):.2f} "
+            f"pre_rvq_std {scalars['train/pre_rvq_std']:.3f} active {int(scalars['train/num_active_quantizers'])}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _log_audio_example(writer, trainer: Trainer, utterance, step: int) -> None:
+    """Reconstruction of one fixed validation utterance, so each checkpoint can be heard.
+
+    Runs in eval mode without gradients: it changes no state and draws no random numbers,
+    so logging it at a chained target does not break exact resume."""
+    model, sample_rate = trainer.state.model, trainer.model_cfg["sample_rate"]
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        audio = utterance.audio[: 4 * sample_rate].unsqueeze(0).to(trainer.device)
+        out = model(audio, audio, trainer.active_stages(step))
+        writer.add_audio("audio/reconstruction", out.audio[0].clamp(-1, 1).cpu(), step, sample_rate=sample_rate)
+        writer.add_audio("audio/input", audio[0].cpu(), step, sample_rate=sample_rate)
+    model.train(was_training)
+
+
+def train_to_step(
+    cfg: dict,
+    *,
+    manifest: Path,
+    step: int,
+    output: Path,
+    resume: Path | None = None,
+    tensorboard_dir: Path | None = None,
+    device: str | None = None,
+) -> Path:
+    """Train experiment ``cfg`` from ``resume`` (or scratch) to global ``step``; write ``output``."""
+    device_ = select_device(device or cfg["train"]["device"])
+    state = build_state(cfg, device_)
+    if resume is not None:
+        try:
+            checkpoint = load_checkpoint(resume, map_location=device_)
+            check_model_config(checkpoint, cfg["model"], resume)
+        except CheckpointError as err:
+            raise TrainingError(str(err)) from None
+        restore_state(state, checkpoint)
+    start = state.step
+    if step <= start:
+        raise TrainingError(f"target step {step} is not after the checkpoint's step {start}")
+    train_utts = load_utterances(manifest, "train")
+    valid_utts = load_utterances(manifest, "valid")
+    trainer = Trainer(cfg, state, device_)
+    train_cfg = cfg["train"]
+    sample_rate = cfg["model"]["sample_rate"]
+    audio_per_step = train_cfg["batch_size"] * trainer.crop_frames * trainer.hop / sample_rate
+    print(
+        f"training {cfg.get('experiment', '?')} from step {start} to {step} on {device_} "
+        f"({sum(p.numel() for p in state.model.parameters()) / 1e6:.2f} M parameters, "
+        f"{torch.get_num_threads()} threads)",
+        file=sys.stderr, flush=True,
+    )
+    writer = open_segment(tensorboard_dir, start, step) if tensorboard_dir else None
+    progress = Progress(start, step, audio_per_step)
+    state.model.train()
+    try:
+        for s in range(start, step):
+            batch = sample_batch(
+                train_utts, train_cfg["seed"], s, train_cfg["batch_size"], trainer.crop_frames, trainer.hop
+            )
+            scalars = trainer.train_step(batch, s)
+            state.step = s + 1
+            if writer is not None and s % train_cfg["log_every"] == 0:
+                for tag, value in scalars.items():
+                    writer.add_scalar(tag, value, s)
+            progress.update(s, scalars, force=(s == step - 1))
+        if writer is not None and valid_utts:
+            _log_audio_example(writer, trainer, valid_utts[0], step)
+    finally:
+        if writer is not None:
+            writer.close()
+    save_checkpoint(output, checkpoint_payload(state, cfg))
+    elapsed = time.monotonic() - progress.t0
+    print(
+        f"wrote {output}: {step - start} steps in {elapsed:.1f} s "
+        f"({(step - start) / elapsed:.3f} steps/s, {(step - start) * audio_per_step / elapsed:.2f} s of audio per s)",
+        file=sys.stderr, flush=True,
+    )
+    return Path(output)
