@@ -1,0 +1,85 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from streamvc_rvq.config import (
+    ConfigError,
+    config_hash,
+    deep_merge,
+    experiment_names,
+    load_config,
+    resolve_experiment,
+    seed_variants,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ROOT / "config" / "config.yaml"
+
+
+def test_default_config_is_the_design_note():
+    cfg = resolve_experiment(load_config(DEFAULT), "phase1")
+    rvq = cfg["model"]["rvq"]
+    assert cfg["model"]["pre_rvq_norm"] == "utterance"
+    assert (rvq["commitment_cost"], rvq["progressive_steps"], rvq["num_quantizers"], rvq["codebook_size"]) == (0.5, 2000, 8, 1024)
+    train = cfg["train"]
+    assert train["grad_clip"] == 1.0 and train["lr"] == 1e-4 and train["betas"] == [0.9, 0.99]
+    assert train["batch_size"] == 8 and train["crop_seconds"] == 1.28
+    assert train["loss_weights"]["adversarial"] == 0.0 and train["loss_weights"]["feature_matching"] == 0.0
+    assert train["steps"] == [1000, 2000, 5000, 10000]
+
+
+def test_experiments_are_overrides_of_shared_defaults():
+    config = load_config(DEFAULT)
+    beta1 = resolve_experiment(config, "phase1_beta1")
+    phase1 = resolve_experiment(config, "phase1")
+    assert beta1["model"]["rvq"]["commitment_cost"] == 1.0
+    beta1["model"]["rvq"]["commitment_cost"] = 0.5
+    assert beta1["model"] == phase1["model"]  # nothing else differs
+    baseline = resolve_experiment(config, "baseline")
+    assert baseline["model"]["pre_rvq_norm"] == "none"
+    assert baseline["model"]["rvq"]["commitment_cost"] == 0.25
+    assert baseline["model"]["rvq"]["progressive_steps"] == 0
+
+
+def test_quick_and_micro_configs_validate():
+    for extra in ("quick.yaml", "micro.yaml"):
+        config = load_config(DEFAULT, ROOT / "config" / extra)
+        for name in experiment_names(config):
+            resolve_experiment(config, name)
+
+
+def test_unknown_experiment_names_the_known_ones():
+    with pytest.raises(ConfigError, match="unknown experiment 'nope'.*phase1"):
+        resolve_experiment(load_config(DEFAULT), "nope")
+
+
+def test_schema_error_names_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"model": {"rvq": {"distance": "manhattan"}}}))
+    with pytest.raises(ConfigError, match=r"model\.rvq\.distance"):
+        load_config(DEFAULT, bad)
+
+
+def test_bad_experiment_override_is_caught_at_resolution(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"experiments": {"oops": {"model": {"pre_rvq_norm": "batch"}}}}))
+    config = load_config(DEFAULT, bad)
+    with pytest.raises(ConfigError, match="experiment oops: model.pre_rvq_norm"):
+        resolve_experiment(config, "oops")
+
+
+def test_seed_variants_for_ab(tmp_path):
+    extra = tmp_path / "seeds.yaml"
+    extra.write_text(yaml.safe_dump({"ab": {"commitment_cost": {"arms": ["phase1", "phase1_beta1"], "seeds": [0, 1, 2]}}}))
+    config = load_config(DEFAULT, extra)
+    assert seed_variants(config, "phase1") == ["phase1", "phase1_s1", "phase1_s2"]
+    assert resolve_experiment(config, "phase1_beta1_s2")["train"]["seed"] == 2
+    assert "phase1_beta1_s1" in experiment_names(config)
+
+
+def test_deep_merge_and_hash():
+    merged = deep_merge({"a": {"b": 1, "c": 2}, "d": [1]}, {"a": {"b": 3}, "d": [2]})
+    assert merged == {"a": {"b": 3, "c": 2}, "d": [2]}
+    assert config_hash({"x": 1, "y": 2}) == config_hash({"y": 2, "x": 1})
+    assert config_hash({"x": 1}) != config_hash({"x": 2})

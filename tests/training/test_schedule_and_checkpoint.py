@@ -1,0 +1,65 @@
+import math
+
+import pytest
+import torch
+
+from streamvc_rvq.training.checkpoint import (
+    CheckpointError,
+    check_model_config,
+    load_checkpoint,
+    save_checkpoint,
+)
+from streamvc_rvq.training.schedule import lr_factor
+from streamvc_rvq.training.tensorboard_log import open_segment, segment_files
+
+
+def test_lr_warmup_then_cosine_to_zero():
+    assert lr_factor(0, 10, 100) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100) == pytest.approx(1.0)
+    assert lr_factor(10, 10, 100) == pytest.approx(1.0)
+    assert lr_factor(55, 10, 100) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_factor(100, 10, 100) == pytest.approx(0.0)
+    assert lr_factor(0, 0, 100) == pytest.approx(1.0)
+
+
+def _payload(model_cfg):
+    return {"model": {"w": torch.ones(3)}, "step": 5, "config": {"model": model_cfg}}
+
+
+def test_checkpoint_roundtrip_is_atomic_and_weights_only(tmp_path):
+    path = tmp_path / "ckpt" / "step_5.pt"
+    save_checkpoint(path, _payload({"a": 1}))
+    assert [p.name for p in path.parent.iterdir()] == ["step_5.pt"]  # no temporary left
+    loaded = load_checkpoint(path)
+    assert torch.equal(loaded["model"]["w"], torch.ones(3)) and loaded["step"] == 5
+    assert "version" in loaded and "model_config_hash" in loaded
+
+
+def test_mismatched_model_config_is_refused_naming_the_key(tmp_path):
+    path = tmp_path / "step_5.pt"
+    save_checkpoint(path, _payload({"rvq": {"codebook_size": 1024, "distance": "euclidean"}}))
+    ckpt = load_checkpoint(path)
+    check_model_config(ckpt, {"rvq": {"distance": "euclidean", "codebook_size": 1024}}, path)
+    with pytest.raises(CheckpointError, match=r"rvq\.codebook_size \(1024 in checkpoint, 512 in config\)"):
+        check_model_config(ckpt, {"rvq": {"codebook_size": 512, "distance": "euclidean"}}, path)
+
+
+def test_truncated_checkpoint_is_one_clear_error(tmp_path):
+    path = tmp_path / "step_5.pt"
+    save_checkpoint(path, _payload({"a": 1}))
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_segments_at_or_after_a_rebuilt_start_are_removed(tmp_path):
+    for start, end in [(0, 10), (10, 20), (20, 30)]:
+        writer = open_segment(tmp_path, start, end)
+        writer.add_scalar("x", 1.0, start)
+        writer.close()
+    assert [(s, e) for s, e, _ in segment_files(tmp_path)] == [(0, 10), (10, 20), (20, 30)]
+    writer = open_segment(tmp_path, 10, 20)  # rebuilding the middle target
+    writer.close()
+    assert [(s, e) for s, e, _ in segment_files(tmp_path)] == [(0, 10), (10, 20)]
