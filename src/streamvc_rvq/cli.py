@@ -60,7 +60,7 @@ def cmd_prepare_data(args: argparse.Namespace) -> None:
     corpus = json.loads(args.corpus_json) if args.corpus_json else load_config(*(args.config or [Path("config/config.yaml")]))["corpus"]
     out_dir = args.output_dir or Path("results/data") / corpus["name"]
     try:
-        summary = prepare_corpus(corpus, Path(out_dir), sample_rate=args.sample_rate)
+        summary = prepare_corpus(corpus, Path(out_dir), sample_rate=args.sample_rate, workers=args.threads)
     except CorpusError as err:
         raise UserError(str(err)) from None
     print(json.dumps(summary, indent=2))

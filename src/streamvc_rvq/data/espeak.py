@@ -6,10 +6,13 @@ synth callback that collects the 16-bit samples and the events, and phoneme even
 (``espeakINITIALIZE_PHONEME_EVENTS``) whose eSpeak mnemonic (e.g. ``aI``, ``_:``) gives the
 frame labels of the built-in corpus.
 
-eSpeak keeps global state, so the library is initialised once per process and every call
-is serialised by a lock. Synthesis is deterministic: the same text and settings give the
-same samples, whatever was synthesised before (the C library's ``rand`` is reseeded before
-each call in case a voice uses it).
+eSpeak keeps global state, so the library is initialised once per process and calls are
+serialised by a lock. Its wave generator also carries state from one utterance to the next
+(glottal phase, flutter index, echo buffer), so the same text synthesised twice in one
+process differs by a few samples. To make synthesis a pure function of its inputs, each call
+runs in a child forked from the initialised, never-used instance (on platforms without
+``fork`` it runs in-process and only the first call of a process is reproducible); eSpeak's
+random seed is also reset before each call.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import ctypes
 import os
 import pickle
 import threading
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -196,7 +200,8 @@ class _Engine:
             self._libc.srand(1)
         data = text.encode("utf-8") + b"\0"
         buf = ctypes.create_string_buffer(data, len(data))
-        err = lib.espeak_Synth(buf, len(data), 0, POS_CHARACTER, 0, espeakCHARS_AUTO, None, None)
+        err = lib.espeak_Synth(buf, len(data), 0, POS_CHARACTER, 0, espeakCHARS_AUTO | espeakENDPAUSE,
+                               None, None)
         if err != EE_OK:
             raise EspeakError(f"espeak_Synth failed with code {err}")
         lib.espeak_Synchronize()
@@ -213,7 +218,11 @@ class _Engine:
         A child forked from this never-used instance always starts from the same state.
         """
         rfd, wfd = os.pipe()
-        pid = os.fork()
+        with warnings.catch_warnings():
+            # Python >= 3.12 warns about fork() in a process with threads (torch's); the child
+            # only runs eSpeak and writes to a pipe, then _exit()s.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
         if pid == 0:  # child
             code = 0
             try:

@@ -22,6 +22,7 @@ from typing import Mapping, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from .verdict import (
     HEALTHY_PERPLEXITY,
@@ -62,6 +63,18 @@ def _stage_indices(checkpoints: Sequence[dict], scalars: Mapping | None) -> list
     return sorted(idx)
 
 
+def _log_y(ax) -> None:
+    """Log y axis with plain numbers (2, 5, 10, 20) instead of 2x10^0."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    lo, hi = ax.get_ylim()
+    ticks = [t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if lo <= t <= hi]
+    if len(ticks) >= 2:
+        ax.set_yticks(ticks)
+        ax.set_ylim(lo, hi)
+
+
 def _mark_checkpoints(ax, checkpoints: Sequence[dict]) -> None:
     for cp in checkpoints:
         ax.axvline(int(cp["step"]), color="0.85", lw=0.8, zorder=0)
@@ -81,24 +94,26 @@ def plot_codebook(checkpoints: Sequence[dict], scalars: Mapping | None, out_png:
                              (ax_u, "usage", f"train/rvq_usage_q{i}")):
             xs, ys = _series(scalars, tag)
             if xs:
-                ax.plot(xs, ys, color=colors[i], lw=1.0, alpha=0.7, label=f"q{i} train")
+                ax.plot(xs, ys, color=colors[i], lw=1.0, alpha=0.7, label=f"q{i}")
             pts = [(int(cp["step"]), stage_value(cp, i, key)) for cp in checkpoints]
             pts = [(s, v) for s, v in pts if v is not None]
             if pts:
                 ax.plot([s for s, _ in pts], [v for _, v in pts], "o", color=colors[i],
-                        markeredgecolor="k", label=f"q{i} checkpoint")
+                        markeredgecolor="k", label=None if xs else f"q{i}")
     ax_p.axhline(HEALTHY_PERPLEXITY, color="red", ls="--", lw=1, label="threshold 5")
     ax_p.axhline(PERPLEXITY_IDEAL_1K, color="green", ls=":", lw=1, label="ideal 10")
-    ax_p.set_yscale("log")
+    _log_y(ax_p)
     ax_p.set_ylabel("perplexity")
-    ax_p.set_title("Codebook perplexity per stage")
+    ax_p.set_title("Codebook perplexity per stage (lines: training batches, dots: checkpoint validation)",
+                   fontsize=10)
     ax_u.axhline(USAGE_MIN_1K, color="red", ls="--", lw=1, label="threshold 5 %")
     ax_u.set_ylabel("usage (fraction of codes)")
-    ax_u.set_title("Codebook usage per stage")
+    ax_u.set_title("Codebook usage per stage (lines: training batches, dots: checkpoint validation)",
+                   fontsize=10)
     for ax in (ax_p, ax_u):
         _mark_checkpoints(ax, checkpoints)
         ax.set_xlabel("step")
-        ax.legend(fontsize=7, ncol=3, loc="best")
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, out_png)
 
 
@@ -171,11 +186,11 @@ def plot_ab(comparison: dict, out_png: str | os.PathLike,
                         ls="-" if i == 0 else "--", alpha=1.0 if i == 0 else 0.6, capsize=3,
                         label=f"{arm} q{i}" if i <= 1 else None)
     ax.axhline(HEALTHY_PERPLEXITY, color="red", ls="--", lw=1, label="threshold 5")
-    ax.set_yscale("log")
+    _log_y(ax)
     ax.set_xlabel("step")
     ax.set_ylabel("perplexity (mean over seeds)")
     ax.set_title("A/B: codebook perplexity per arm (q0 bold, later stages dashed)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, out_png)
 
 

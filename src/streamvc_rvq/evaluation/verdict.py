@@ -66,8 +66,8 @@ Decision table (evaluated in this order; the first matching row wins)
    perplexity (its "> 5" is read as the checkpoint table's ``>= 5``, the same criterion),
    2k stage 0 stable, 5k every active stage healthy ("several stages healthy"), outputs
    not silent at any checkpoint and diverse — and, as the project's reading, also the rest
-   of the checkpoint table: a run whose 1k usage or losses fail the protocol is not sent
-   on to Phase 2.
+   of the checkpoint table: a run whose 1k usage or losses fail the protocol, or whose
+   stages collapse at 10k, is not sent on to Phase 2.
 3. partial — ``partial_low_perplexity``: perplexity_q0 improves (last > first over the
    available checkpoints, at least two) but stays ``< 5`` at every one of them;
    ``partial_stage_collapse``: at 5k or 10k some active stages are healthy (``> 5``) and
@@ -439,8 +439,7 @@ def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int)
     required = [c for c in criteria if not c["informational"]]
     failed = [c["id"] for c in required if c["passed"] is False]
     unevaluated = [c["id"] for c in required if c["passed"] is None]
-    evaluated = [c for c in required if c["passed"] is not None]
-    success = not failed and bool(evaluated)
+    success = not failed and any(c["passed"] is not None for c in required)
     branches.append({
         "id": "success",
         "matched": success,
@@ -507,6 +506,7 @@ def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int)
         "next_action": next_action,
         "reason": reason,
         "complete": complete,
+        "failed_checks": failed,
         "criteria": criteria,
         "scaled": plan["scaled"],
         "scale": plan["scale"],

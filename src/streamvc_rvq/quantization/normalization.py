@@ -28,9 +28,12 @@ competition. Three modes (config key ``model.pre_rvq_norm``):
       those are the closest streaming analogue of ``utterance`` and keep per-frame energy,
       but they need state, are poorly estimated on the first frames (the std of one frame is
       undefined), depend on what came before (leading silence skews them), and make train and
-      streaming inference agree only if both start from the same state. The cost of the
-      per-frame form is that each frame's mean and gain across channels is removed; the
-      decoder receives energy and pitch as separate features, so little is lost.
+      streaming inference agree only if both start from the same state. The costs of the
+      per-frame form: each frame's mean and gain across channels is removed (the decoder
+      receives energy and pitch as separate features, so little is lost), and a constant
+      per-channel offset shared by all frames is *not* removed (unlike ``utterance``): if it
+      is large against the frame-to-frame variation, normalised frames all point the same way
+      and codes concentrate again. ``pre_rvq_conv``'s bias can learn to cancel it.
 
 ``none``
     Identity: the pre-fix baseline.
@@ -69,7 +72,11 @@ class PreRVQNorm(nn.Module):
             x = x - x.mean(dim=-1, keepdim=True)
             return x / (x.std(dim=-1, keepdim=True) + self.eps)
         if self.mode == "causal":
-            # Per frame over channels; population std so that ||x_t||^2 = D.
-            x = x - x.mean(dim=1, keepdim=True)
-            return x / (x.std(dim=1, keepdim=True, correction=0) + self.eps)
+            # Per frame over channels; population std so that ||x_t||^2 = D. Reducing over the
+            # contiguous last axis of a B x T x D copy makes every frame's arithmetic the same
+            # whatever T is, so chunked (streamed) output equals offline output bit for bit.
+            f = x.transpose(1, 2).contiguous()
+            f = f - f.mean(dim=-1, keepdim=True)
+            f = f / (f.std(dim=-1, keepdim=True, correction=0) + self.eps)
+            return f.transpose(1, 2)
         return x

@@ -196,10 +196,12 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
 
     def extra_repr(self) -> str:
+        distance = "cosine" if self.cosine else "euclidean"
+        update = "ema" if self.use_ema else "gradient"
         return (
-            f"{self.codebook_size}x{self.codebook_dim}, distance={'cosine' if self.cosine else 'euclidean'}, "
-            f"update={'ema' if self.use_ema else 'gradient'}, dead_code_threshold={self.dead_code_threshold}, "
-            f"kmeans_init={self.kmeans_init}, commitment_cost={self.commitment_cost}"
+            f"{self.codebook_size}x{self.codebook_dim}, distance={distance}, update={update}, "
+            f"dead_code_threshold={self.dead_code_threshold}, kmeans_init={self.kmeans_init}, "
+            f"commitment_cost={self.commitment_cost}"
         )
 
     def lookup_codebook(self) -> torch.Tensor:
@@ -248,11 +250,17 @@ class VectorQuantizer(nn.Module):
         self.codebook.copy_(self.embed_sum / n_k.unsqueeze(-1))
 
     def forward(self, r: torch.Tensor) -> StageOutput:
-        """Quantize residuals ``r: N x D``; updates codebook state when training."""
+        """Quantize residuals ``r: N x D``; updates codebook state when training.
+
+        Training order: k-means init (first call only), dead-code expiry (judged on the usage
+        EMA of earlier steps, so re-drawn codes already compete for this batch), lookup, then
+        the EMA update with this batch's assignments. Expiring before the lookup also keeps
+        in-place codebook writes away from tensors autograd has saved.
+        """
         if self.cosine:
             r = F.normalize(r, dim=-1)
         if self.training:
-            if not bool(self.initialized):
+            if self.kmeans_init and not bool(self.initialized):
                 self.init_codebook_(r.detach())
             if self.dead_code_threshold > 0:
                 self.expire_codes_(r.detach())
@@ -304,6 +312,11 @@ class RVQOutput:
     loss: torch.Tensor  # sum of all codebook and commitment terms
     stats: list[dict]  # per stage: perplexity, usage, top_code_share, dead_codes
     latents: torch.Tensor  # B x D x T pre-quantization latents in code space (normalised if cosine)
+
+
+def _to_bdt(flat: torch.Tensor, batch: int) -> torch.Tensor:
+    """``(B * T) x D`` frames back to ``B x D x T``."""
+    return flat.view(batch, -1, flat.shape[-1]).transpose(1, 2).contiguous()
 
 
 class ResidualVectorQuantizer(nn.Module):
@@ -387,15 +400,14 @@ class ResidualVectorQuantizer(nn.Module):
 
         quantized = latents + (quantized - latents).detach()  # straight-through estimator
         loss = torch.stack(codebook_losses + commitment_losses).sum()
-        to_bdt = lambda t: t.view(batch, frames, dim).transpose(1, 2).contiguous()  # noqa: E731
         return RVQOutput(
-            quantized=to_bdt(quantized),
+            quantized=_to_bdt(quantized, batch),
             codes=codes,
             codebook_losses=codebook_losses,
             commitment_losses=commitment_losses,
             loss=loss,
             stats=stage_stats,
-            latents=to_bdt(latents),
+            latents=_to_bdt(latents, batch),
         )
 
     @torch.no_grad()

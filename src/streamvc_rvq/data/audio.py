@@ -1,0 +1,201 @@
+"""Audio input/output: read any soundfile-readable file as 16 kHz mono, trim, normalise, save.
+
+Reading uses ``soundfile`` (``torchaudio.load`` needs torchcodec, which is not installed);
+resampling uses ``torchaudio.functional.resample``. Every failure to get usable audio out
+of a file raises :class:`AudioError` whose ``reason`` is one short line fit for
+``rejected.csv`` (``empty file``, ``unreadable: ...``, ``not audio: ...``, ``too short: ...``,
+``silent``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+SILENCE_PEAK = 1e-3  # a file whose peak is below -60 dBFS is silent
+
+# First bytes of the containers libsndfile reads; a file that fails to open and starts with
+# none of them is reported as "not audio" rather than as a damaged audio file.
+_AUDIO_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"FORM", b".snd", b"ID3",
+                b"caff", b"wvpk", b"MThd", b"\xff\xfb", b"\xff\xf3", b"\xff\xf2", b"BW64")
+
+
+class AudioError(Exception):
+    """A file that gives no usable audio; ``reason`` says why in one line."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """``(samples [frames, channels] float32, sample_rate)`` as stored; raises AudioError."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise AudioError(f"unreadable: {_one_line(exc.strerror or exc)}") from exc
+    if size == 0:
+        raise AudioError("empty file")
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError/ValueError...
+        message = _one_line(exc)
+        prefix = str(path)
+        # soundfile's message starts with "Error opening '<path>': "; keep the cause only.
+        for quote in ("'", '"'):
+            head = f"Error opening {quote}{prefix}{quote}: "
+            if message.startswith(head):
+                message = message[len(head):]
+        try:
+            with open(path, "rb") as f:
+                head_bytes = f.read(16)
+        except OSError:
+            head_bytes = b""
+        if not any(head_bytes.startswith(m) for m in _AUDIO_MAGIC):
+            raise AudioError(f"not audio: {message}") from exc
+        raise AudioError(f"unreadable: {message}") from exc
+    if data.shape[0] == 0:
+        raise AudioError("no audio samples (header only, or truncated)")
+    if sr <= 0:
+        raise AudioError(f"unreadable: invalid sample rate {sr}")
+    if not np.all(np.isfinite(data)):
+        raise AudioError("invalid samples (NaN or infinity)")
+    return data, int(sr)
+
+
+def resample(x: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
+    """Band-limited resampling of a 1-D (or [..., T]) float tensor."""
+    if int(orig_rate) == int(new_rate):
+        return x
+    g = math.gcd(int(orig_rate), int(new_rate))
+    return AF.resample(x, int(orig_rate) // g, int(new_rate) // g)
+
+
+def load_audio(path: str | Path, sample_rate: int = 16000) -> torch.Tensor:
+    """The file as a 1-D float32 mono tensor at ``sample_rate`` (channels averaged)."""
+    data, sr = read_audio(path)
+    mono = data.mean(axis=1, dtype=np.float64).astype(np.float32)
+    x = torch.from_numpy(np.ascontiguousarray(mono))
+    x = resample(x, sr, sample_rate)
+    return x.contiguous().to(torch.float32)
+
+
+def peak(x: torch.Tensor) -> float:
+    return float(x.abs().max()) if x.numel() else 0.0
+
+
+def is_silent(x: torch.Tensor, threshold: float = SILENCE_PEAK) -> bool:
+    return peak(x) < threshold
+
+
+def check_usable(x: torch.Tensor, sample_rate: int, min_seconds: float = 0.0) -> None:
+    """Raise AudioError (``silent`` / ``too short: ...``) unless ``x`` is usable speech."""
+    if is_silent(x):
+        raise AudioError("silent")
+    duration = x.shape[-1] / float(sample_rate)
+    if duration < min_seconds:
+        raise AudioError(f"too short: {duration:.2f} s < {min_seconds:.2f} s")
+
+
+def trim_bounds(x: torch.Tensor, threshold_db: float = -40.0, frame: int = 320) -> tuple[int, int]:
+    """``(start, end)`` sample bounds of the non-silent part, both multiples of ``frame``
+    (``end`` may be ``len(x)``). A frame is silent when its peak is more than
+    ``-threshold_db`` dB below the peak of the whole signal. ``(0, 0)`` for a silent signal.
+    """
+    n = int(x.shape[-1])
+    p = peak(x)
+    if n == 0 or p <= 0.0:
+        return 0, 0
+    level = p * (10.0 ** (threshold_db / 20.0))
+    num_frames = -(-n // frame)
+    padded = torch.zeros(num_frames * frame, dtype=x.dtype)
+    padded[:n] = x.abs()
+    loud = (padded.view(num_frames, frame).amax(dim=1) >= level).nonzero().flatten()
+    if loud.numel() == 0:
+        return 0, 0
+    start = int(loud[0]) * frame
+    end = min(n, (int(loud[-1]) + 1) * frame)
+    return start, end
+
+
+def trim_silence(x: torch.Tensor, threshold_db: float = -40.0, frame: int = 320) -> torch.Tensor:
+    """``x`` without its leading and trailing silence (whole frames, see :func:`trim_bounds`)."""
+    start, end = trim_bounds(x, threshold_db, frame)
+    return x[start:end]
+
+
+def normalise_level(x: torch.Tensor, target_dbfs: float = -20.0, peak_limit: float = 0.99) -> torch.Tensor:
+    """Scale to ``target_dbfs`` RMS, then down (if needed) so the peak is at most ``peak_limit``."""
+    if x.numel() == 0:
+        return x
+    x64 = x.to(torch.float64)
+    rms = float(torch.sqrt(torch.mean(x64 * x64)))
+    if rms <= 0.0:
+        return x.clone()
+    gain = (10.0 ** (target_dbfs / 20.0)) / rms
+    p = float(x64.abs().max()) * gain
+    if p > peak_limit:
+        gain *= peak_limit / p
+    return (x64 * gain).to(torch.float32)
+
+
+def save_wav(path: str | Path, x: torch.Tensor | np.ndarray, sample_rate: int) -> None:
+    """Write 16-bit PCM WAV atomically (a temporary file in the same folder, then rename).
+
+    Float input is clipped to [-1, 1] and scaled by 32767; int16 input is written as is.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if data.dtype != np.int16:
+        data = np.clip(data.astype(np.float64), -1.0, 1.0)
+        data = np.round(data * 32767.0).astype(np.int16)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        sf.write(tmp, data, int(sample_rate), subtype="PCM_16", format="WAV")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def save_labels(path: str | Path, labels: np.ndarray) -> None:
+    """``np.save`` of int16 labels, atomically (the bytes depend only on the values)."""
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(labels, dtype=np.int16), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,139 @@
+"""Training-side access to a prepared corpus: utterances in memory and deterministic batches.
+
+A batch is a pure function of ``(seed, step)`` and the utterance list: ``sample_batch`` draws
+from a ``torch.Generator`` seeded from ``(seed, step)`` only, so resuming training at step
+``s`` sees exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+
+@dataclass
+class Utterance:
+    utterance_id: str
+    speaker: str
+    split: str
+    audio: torch.Tensor  # [T] float32 at the corpus sample rate
+    labels: torch.Tensor | None  # [T // hop] int64, or None
+    text: str = ""
+    path: str = ""
+
+    @property
+    def num_frames_audio(self) -> int:
+        return int(self.audio.shape[-1])
+
+
+@dataclass
+class Batch:
+    source: torch.Tensor  # [B, crop_frames * hop] float32
+    reference: torch.Tensor  # [B, crop_frames * hop] float32, same speakers, other utterances
+    labels: torch.Tensor | None  # [B, crop_frames] int64, or None
+    speakers: list[str]
+    utterance_ids: list[str]
+    reference_ids: list[str]
+
+
+def read_manifest(manifest_path: str | Path) -> list[dict]:
+    with open(manifest_path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def load_utterances(manifest_path: str | Path, split: str | Iterable[str] | None = None) -> list[Utterance]:
+    """The utterances of ``split`` (a name, several names, or None for all), sorted by id,
+    with audio as float32 tensors and labels as int64 tensors (None when absent)."""
+    manifest_path = Path(manifest_path)
+    base = manifest_path.parent
+    wanted = None if split is None else ({split} if isinstance(split, str) else set(split))
+    out = []
+    for row in read_manifest(manifest_path):
+        if wanted is not None and row["split"] not in wanted:
+            continue
+        data, _ = sf.read(str(base / row["path"]), dtype="float32", always_2d=True)
+        audio = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1) if data.shape[1] > 1
+                                                      else data[:, 0]))
+        labels = None
+        if row.get("labels_path"):
+            labels = torch.from_numpy(np.load(base / row["labels_path"]).astype(np.int64))
+        out.append(Utterance(utterance_id=row["utterance_id"], speaker=row["speaker"],
+                             split=row["split"], audio=audio, labels=labels,
+                             text=row.get("text", ""), path=row["path"]))
+    out.sort(key=lambda u: u.utterance_id)
+    return out
+
+
+def batch_generator(seed: int, step: int) -> torch.Generator:
+    """A CPU generator seeded from ``(seed, step)`` alone."""
+    digest = hashlib.sha256(f"batch:{int(seed)}:{int(step)}".encode()).digest()
+    g = torch.Generator(device="cpu")
+    g.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+    return g
+
+
+def _randint(g: torch.Generator, high: int) -> int:
+    return int(torch.randint(0, max(1, int(high)), (1,), generator=g))
+
+
+def _crop(u: Utterance, start_frame: int, crop_frames: int, hop: int,
+          with_labels: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    n = crop_frames * hop
+    a = u.audio[start_frame * hop:start_frame * hop + n]
+    audio = torch.zeros(n, dtype=torch.float32)
+    audio[:a.shape[0]] = a
+    labels = None
+    if with_labels:
+        lab = u.labels[start_frame:start_frame + crop_frames]
+        labels = torch.zeros(crop_frames, dtype=torch.int64)
+        labels[:lab.shape[0]] = lab
+    return audio, labels
+
+
+def sample_batch(utterances: Sequence[Utterance], seed: int, step: int, batch_size: int,
+                 crop_frames: int, hop_length: int) -> Batch:
+    """A batch of ``batch_size`` crops of ``crop_frames`` frames (``crop_frames * hop_length``
+    samples), a pure function of ``(utterances, seed, step)``.
+
+    Each source is a random utterance and a random crop starting on a frame boundary; its
+    reference is a crop of another utterance of the same speaker (the same one only if the
+    speaker has no other). Short utterances are zero-padded (labels with 0 = silence).
+    ``labels`` is None when any utterance of the list has no labels.
+    """
+    if not utterances:
+        raise ValueError("sample_batch needs at least one utterance")
+    g = batch_generator(seed, step)
+    hop = int(hop_length)
+    with_labels = all(u.labels is not None for u in utterances)
+    by_speaker: dict[str, list[int]] = {}
+    for i, u in enumerate(utterances):
+        by_speaker.setdefault(u.speaker, []).append(i)
+
+    def start_of(u: Utterance) -> int:
+        frames = u.num_frames_audio // hop
+        return _randint(g, frames - crop_frames + 1)
+
+    src, ref, labs, spks, ids, ref_ids = [], [], [], [], [], []
+    for _ in range(batch_size):
+        i = _randint(g, len(utterances))
+        u = utterances[i]
+        a, lab = _crop(u, start_of(u), crop_frames, hop, with_labels)
+        others = [j for j in by_speaker[u.speaker] if j != i]
+        j = others[_randint(g, len(others))] if others else i
+        r, _ = _crop(utterances[j], start_of(utterances[j]), crop_frames, hop, False)
+        src.append(a)
+        ref.append(r)
+        labs.append(lab)
+        spks.append(u.speaker)
+        ids.append(u.utterance_id)
+        ref_ids.append(utterances[j].utterance_id)
+    return Batch(source=torch.stack(src), reference=torch.stack(ref),
+                 labels=torch.stack(labs) if with_labels else None, speakers=spks,
+                 utterance_ids=ids, reference_ids=ref_ids)

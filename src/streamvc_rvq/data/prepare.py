@@ -1,0 +1,146 @@
+"""Prepare a corpus folder: audio, labels, ``manifest.csv``, ``rejected.csv``, ``phonemes.json``.
+
+``manifest.csv`` columns (exactly): ``utterance_id,path,speaker,duration,split,labels_path,text``;
+paths relative to the corpus folder, ``labels_path`` empty when there are none, ``duration``
+in seconds with 4 decimals, rows sorted by ``utterance_id``, ``split`` one of
+``train|valid|heldout``. It is written last and atomically: a corpus folder with a manifest is
+complete. Building twice gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .audio import atomic_write_bytes
+from .builtin_corpus import build_builtin_corpus
+from .folder_corpus import FolderError, build_folder_corpus
+from .labels import VOCABULARY, write_vocabulary
+from .splits import SplitError, assign_splits
+
+MANIFEST_COLUMNS = ("utterance_id", "path", "speaker", "duration", "split", "labels_path", "text")
+REJECTED_COLUMNS = ("path", "reason")
+
+
+class CorpusError(RuntimeError):
+    """The corpus cannot be prepared; the message is one readable line."""
+
+
+def _csv_bytes(columns, rows) -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for row in rows:
+        w.writerow([row[c] for c in columns])
+    return buf.getvalue().encode("utf-8")
+
+
+def _resolve(corpus_cfg: dict) -> dict:
+    """The corpus section with schema defaults filled in (and validated)."""
+    from ..config import ConfigError, validate
+
+    try:
+        return validate({"corpus": copy.deepcopy(dict(corpus_cfg or {}))})["corpus"]
+    except ConfigError as exc:
+        raise CorpusError(str(exc)) from exc
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def prepare_corpus(corpus_cfg: dict, out_dir: Path, sample_rate: int = 16000, hop_length: int = 320,
+                   workers: int | None = None, progress: bool = True) -> dict:
+    """Build the corpus described by ``corpus_cfg`` (the config's ``corpus`` section) in ``out_dir``.
+
+    Returns ``{"num_utterances", "num_speakers", "minutes", "num_rejected", "seconds", ...}``.
+    Raises :class:`CorpusError` (one line) when fewer than ``min_files`` usable files or
+    ``min_speakers`` speakers remain, after writing ``rejected.csv``.
+    """
+    t0 = time.monotonic()
+    cfg = _resolve(corpus_cfg)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = out_dir / "manifest.csv"
+    if manifest.exists():
+        manifest.unlink()  # a half-built corpus must have no manifest
+    for sub in ("audio", "labels"):
+        if (out_dir / sub).is_dir():
+            shutil.rmtree(out_dir / sub)
+
+    kind = cfg["type"]
+    try:
+        if kind == "builtin":
+            built = build_builtin_corpus(cfg, out_dir, sample_rate, hop_length, workers, progress)
+            source = "the built-in corpus"
+            vocabulary = list(VOCABULARY)
+        else:
+            built = build_folder_corpus(cfg, out_dir, sample_rate, hop_length, workers, progress)
+            source = built["root"]
+            vocabulary = None
+    except FolderError as exc:
+        raise CorpusError(str(exc)) from exc
+
+    utts = sorted(built["utterances"], key=lambda u: u["utterance_id"])
+    rejected = sorted(built["rejected"], key=lambda r: r["path"])
+    atomic_write_bytes(out_dir / "rejected.csv", _csv_bytes(REJECTED_COLUMNS, rejected))
+    if vocabulary is None:  # a user corpus: ids as given by its label files
+        top = -1
+        for u in utts:
+            if u["labels_path"]:
+                lab = np.load(out_dir / u["labels_path"])
+                if lab.size:
+                    top = max(top, int(lab.max()))
+        vocabulary = [str(i) for i in range(top + 1)]
+    write_vocabulary(out_dir / "phonemes.json", vocabulary)
+    if kind == "builtin":
+        atomic_write_bytes(out_dir / "speakers.json",
+                           (json.dumps(built["speakers"], indent=1) + "\n").encode())
+
+    speakers = sorted({u["speaker"] for u in utts})
+    n_files, n_spk = len(utts), len(speakers)
+    need_files, need_spk = int(cfg["min_files"]), int(cfg["min_speakers"])
+    held = int(cfg["held_out_speakers"])
+    if n_files < need_files or n_spk < need_spk:
+        extra = (f"; see rejected.csv for the {_plural(len(rejected), 'file')} not used"
+                 if rejected else "")
+        raise CorpusError(f"only {_plural(n_files, 'usable file')} from "
+                          f"{_plural(n_spk, 'speaker')} in {source} (need >= {need_files} files "
+                          f"and >= {need_spk} speakers){extra}")
+    if n_spk <= held:
+        raise CorpusError(f"{_plural(n_spk, 'speaker')} in {source} cannot give "
+                          f"held_out_speakers={held} and keep one for training "
+                          f"(need >= {held + 1} speakers)")
+    try:
+        splits = assign_splits({u["utterance_id"]: u["speaker"] for u in utts}, held,
+                               float(cfg["validation_fraction"]), int(cfg["seed"]))
+    except SplitError as exc:
+        raise CorpusError(str(exc)) from exc
+
+    rows = []
+    total_samples = 0
+    for u in utts:
+        total_samples += u["num_samples"]
+        rows.append({"utterance_id": u["utterance_id"], "path": u["path"], "speaker": u["speaker"],
+                     "duration": f"{u['num_samples'] / sample_rate:.4f}",
+                     "split": splits[u["utterance_id"]], "labels_path": u["labels_path"],
+                     "text": u["text"]})
+    atomic_write_bytes(manifest, _csv_bytes(MANIFEST_COLUMNS, rows))
+    counts = {s: sum(1 for r in rows if r["split"] == s) for s in ("train", "valid", "heldout")}
+    return {
+        "num_utterances": n_files,
+        "num_speakers": n_spk,
+        "minutes": round(total_samples / sample_rate / 60.0, 3),
+        "num_rejected": len(rejected),
+        "seconds": round(time.monotonic() - t0, 2),
+        "splits": counts,
+        "held_out_speakers": sorted({r["speaker"] for r in rows if r["split"] == "heldout"}),
+        "manifest": str(manifest),
+    }

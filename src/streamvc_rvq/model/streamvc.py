@@ -1,0 +1,169 @@
+"""StreamVC: causal streaming voice conversion with an RVQ on the content stream.
+
+Assembly (Yang et al., ICASSP 2024, with the quantizer of SPEC section 3)::
+
+    source B x T --ContentEncoder--> content B x D x F ------(stop-gradient)----+
+          |                              +--label head--> logits B x L x F    |
+          +--PitchEnergy (Yin f0 x thresholds, energy)--> B x P x F --------+  |
+    reference B x T_ref --SpeakerEncoder--> B x S --FiLM--+                |  |
+                                                          v                v  v
+                          Decoder: pre_rvq_conv -> PreRVQNorm -> RVQ -> ++ pitch -> blocks -> B x F*hop
+
+``F = T // hop`` (a source not a multiple of ``hop`` is truncated to ``F * hop`` samples).
+
+Latency. Every path from the source to the output is causal at the frame level: output
+sample ``p`` (in frame ``n = p // hop``) depends on source samples ``<= (n + 1) * hop - 1``,
+the end of its own frame, and on nothing later. A stream therefore emits output chunk ``n``
+as soon as input chunk ``n`` is complete: the algorithmic delay is one frame,
+``hop = 320`` samples (20 ms at 16 kHz), with no look-ahead beyond the frame; compute
+time comes on top. (Within a frame, output sample ``p`` may use input up to ``hop - 1``
+samples later than ``p``; that is the frame's buffering, which the delay already counts.)
+
+Streaming (:meth:`StreamVC.stream`) needs every stage causal: ``pre_rvq_norm: causal`` or
+``none`` and ``pitch.whitening: running``; ``utterance`` statistics use the future and raise
+``ValueError``. Streamed output equals offline ``forward`` output (eval mode) to float32
+rounding: each layer keeps a cache of its past inputs instead of padding.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from streamvc_rvq.config import load_schema, validate
+from streamvc_rvq.model.content_encoder import ContentEncoder
+from streamvc_rvq.model.decoder import Decoder
+from streamvc_rvq.model.pitch import PitchEnergy
+from streamvc_rvq.model.speaker_encoder import SpeakerEncoder
+from streamvc_rvq.modules.conv import StreamingModule
+from streamvc_rvq.quantization.rvq import RVQOutput
+
+__all__ = ["StreamVC", "StreamVCOutput", "StreamingConverter"]
+
+
+@dataclass
+class StreamVCOutput:
+    audio: Tensor  # B x (F * hop)
+    content_logits: Tensor | None  # B x num_labels x F, or None without a label head
+    rvq: RVQOutput
+    pre_rvq_std: Tensor  # scalar, detached: std of the normalised RVQ input
+    content_features: Tensor  # B x D x F (before the stop-gradient)
+
+
+def resolve_model_config(model_cfg: dict) -> dict:
+    """A validated copy of a ``model`` config section with every default filled in."""
+    return validate(copy.deepcopy(model_cfg), load_schema()["properties"]["model"])
+
+
+class StreamVC(nn.Module):
+    def __init__(self, model_cfg: dict):
+        super().__init__()
+        cfg = resolve_model_config(model_cfg)
+        self.config = cfg
+        self.sample_rate = cfg["sample_rate"]
+        self.hop_length = math.prod(cfg["strides"])
+        ce, se, pc = cfg["content_encoder"], cfg["speaker_encoder"], cfg["pitch"]
+        self.stop_gradient = ce["stop_gradient"]
+        self.content_encoder = ContentEncoder(ce["channels"], ce["dim"], cfg["strides"], ce["num_labels"])
+        self.speaker_encoder = SpeakerEncoder(se["channels"], se["dim"], cfg["strides"])
+        self.pitch = PitchEnergy(
+            self.sample_rate, self.hop_length, pc["thresholds"], pc["fmin"], pc["fmax"], pc["whitening"]
+        )
+        self.decoder = Decoder(
+            cfg["decoder"]["channels"],
+            ce["dim"],
+            self.pitch.num_features,
+            se["dim"],
+            cfg["strides"],
+            cfg["rvq"],
+            cfg["pre_rvq_norm"],
+        )
+
+    @property
+    def algorithmic_delay_samples(self) -> int:
+        """One frame: output chunk ``n`` needs input chunk ``n`` complete, nothing later."""
+        return self.hop_length
+
+    def forward(
+        self, source: Tensor, reference: Tensor, num_active_quantizers: int | None = None
+    ) -> StreamVCOutput:
+        """Convert ``source: B x T`` to the voice of ``reference: B x T_ref``."""
+        frames = source.shape[-1] // self.hop_length
+        if frames == 0:
+            raise ValueError(f"source needs at least one frame ({self.hop_length} samples), got {source.shape[-1]}")
+        source = source[..., : frames * self.hop_length]
+        content, logits = self.content_encoder(source)
+        pitch = self.pitch(source)
+        speaker = self.speaker_encoder(reference)
+        decoder_input = content.detach() if self.stop_gradient else content
+        audio, rvq_out, pre_rvq_std = self.decoder(decoder_input, pitch, speaker, num_active_quantizers)
+        return StreamVCOutput(audio, logits, rvq_out, pre_rvq_std, content)
+
+    def streamable_error(self) -> str | None:
+        """Why this configuration cannot stream, or None if it can."""
+        reasons = []
+        if not self.decoder.norm.streamable:
+            reasons.append(
+                f"pre_rvq_norm {self.decoder.norm.mode!r} normalises each channel over the whole utterance "
+                "(use 'causal' or 'none')"
+            )
+        if not self.pitch.streamable:
+            reasons.append(
+                f"pitch.whitening {self.pitch.whitening!r} uses whole-utterance f0 statistics (use 'running')"
+            )
+        return "; ".join(reasons) or None
+
+    def stream(self, reference: Tensor, num_active_quantizers: int | None = None) -> "StreamingConverter":
+        """A chunk-by-chunk converter to the voice of ``reference: B x T_ref`` (eval mode)."""
+        reason = self.streamable_error()
+        if reason:
+            raise ValueError(f"this StreamVC configuration cannot stream: {reason}")
+        if self.training:
+            raise ValueError("stream() needs eval mode (the RVQ updates its codebook state in training); call model.eval()")
+        return StreamingConverter(self, reference, num_active_quantizers)
+
+
+class StreamingConverter:
+    """Converts a stream chunk by chunk: ``process(chunk B x hop) -> B x hop``.
+
+    Output chunk ``n`` is the offline output for the samples of input chunk ``n``
+    (:attr:`algorithmic_delay_samples` = one chunk). The speaker embedding and FiLM
+    coefficients are computed once here. The streaming state lives in the model's layers,
+    so one model serves one stream at a time: creating a converter (or :meth:`reset`)
+    restarts it, and an older converter of the same model refuses to run.
+    """
+
+    def __init__(self, model: StreamVC, reference: Tensor, num_active_quantizers: int | None = None):
+        self.model = model
+        self.hop = model.hop_length
+        self.algorithmic_delay_samples = model.algorithmic_delay_samples
+        self.num_active = model.decoder.rvq._num_active(num_active_quantizers)
+        with torch.no_grad():
+            speaker = model.speaker_encoder(reference)
+            self.films = [(g.detach(), b.detach()) for g, b in model.decoder.film_coefficients(speaker)]
+        self.batch = reference.shape[0]
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new stream from silence (same reference)."""
+        for module in self.model.modules():
+            if isinstance(module, StreamingModule):
+                module._reset_own_stream()
+        self.model._active_stream = self
+
+    def process(self, chunk: Tensor) -> Tensor:
+        """Next ``chunk: B x (k * hop)`` samples -> converted ``B x (k * hop)``."""
+        model = self.model
+        if getattr(model, "_active_stream", None) is not self:
+            raise RuntimeError("another stream was started on this model; call reset() to restart this one")
+        if chunk.dim() != 2 or chunk.shape[-1] % self.hop or chunk.shape[0] != self.batch:
+            raise ValueError(f"chunk must be {self.batch} x (k * {self.hop}) samples, got {tuple(chunk.shape)}")
+        with torch.inference_mode():
+            content = model.content_encoder.stream_step(chunk)
+            pitch = model.pitch.stream_step(chunk)
+            quantized = model.decoder.quantize_step(content, self.num_active)
+            return model.decoder.synthesize_step(torch.cat((quantized, pitch), dim=1), self.films)

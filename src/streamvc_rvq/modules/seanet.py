@@ -1,0 +1,129 @@
+"""SoundStream building blocks (Zeghidour et al. 2021), causal, each with a streaming form.
+
+Shapes are ``B x C x T``. All convolutions are :mod:`streamvc_rvq.modules.conv` causal ones,
+so a block is causal because its layers are.
+
+* :class:`ResidualUnit` ``(channels, dilation)``: ``x + conv1x1(ELU(conv7_dilated(ELU(x))))``
+  (pre-activation, as EnCodec's SEANet block); SoundStream uses dilations 1, 3, 9.
+* :class:`EncoderBlock` ``(in, out, stride)``: three residual units at ``in`` channels,
+  ELU, then a strided causal conv (kernel ``2 * stride``) to ``out`` channels.
+* :class:`DecoderBlock` ``(in, out, stride)``: ELU, causal transposed conv (kernel
+  ``2 * stride``) upsampling by ``stride`` to ``out`` channels, three residual units.
+* :class:`SEANetEncoder`: conv7 to ``C``, one encoder block per stride with the channels
+  doubling (``C -> 2C -> 4C ...``), ELU, conv3 to ``D``; ``T`` samples give ``T // prod(strides)``
+  frames, frame ``n`` depending on samples ``<= (n + 1) * prod(strides) - 1``.
+* :class:`FiLM` ``(cond_dim, channels)``: ``x * gamma + beta`` with ``gamma = 1 + W_g c``,
+  ``beta = W_b c`` from a conditioning vector ``c`` (the speaker embedding).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from streamvc_rvq.modules.conv import CausalConv1d, CausalConvTranspose1d, StreamingModule
+
+__all__ = ["ResidualUnit", "EncoderBlock", "DecoderBlock", "SEANetEncoder", "FiLM", "DILATIONS"]
+
+DILATIONS = (1, 3, 9)
+KERNEL = 7
+
+
+class ResidualUnit(StreamingModule):
+    def __init__(self, channels: int, dilation: int, kernel_size: int = KERNEL):
+        super().__init__()
+        self.conv = CausalConv1d(channels, channels, kernel_size, dilation=dilation)
+        self.pointwise = CausalConv1d(channels, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.pointwise(F.elu(self.conv(F.elu(x))))
+
+    def stream_step(self, x: Tensor) -> Tensor:
+        h = self.conv.stream_step(F.elu(x))
+        return x + self.pointwise.stream_step(F.elu(h))
+
+
+class EncoderBlock(StreamingModule):
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.units = nn.ModuleList(ResidualUnit(in_channels, d) for d in DILATIONS)
+        self.down = CausalConv1d(in_channels, out_channels, 2 * stride, stride=stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for unit in self.units:
+            x = unit(x)
+        return self.down(F.elu(x))
+
+    def stream_step(self, x: Tensor) -> Tensor:
+        for unit in self.units:
+            x = unit.stream_step(x)
+        return self.down.stream_step(F.elu(x))
+
+
+class DecoderBlock(StreamingModule):
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.up = CausalConvTranspose1d(in_channels, out_channels, 2 * stride, stride=stride)
+        self.units = nn.ModuleList(ResidualUnit(out_channels, d) for d in DILATIONS)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.up(F.elu(x))
+        for unit in self.units:
+            x = unit(x)
+        return x
+
+    def stream_step(self, x: Tensor) -> Tensor:
+        x = self.up.stream_step(F.elu(x))
+        for unit in self.units:
+            x = unit.stream_step(x)
+        return x
+
+
+class SEANetEncoder(StreamingModule):
+    """Waveform ``B x 1 x T`` -> features ``B x dim x (T // prod(strides))``, causal."""
+
+    def __init__(self, channels: int, dim: int, strides: list[int] | tuple[int, ...]):
+        super().__init__()
+        self.strides = tuple(strides)
+        self.input_conv = CausalConv1d(1, channels, KERNEL)
+        widths = [channels * 2**i for i in range(len(strides) + 1)]
+        self.blocks = nn.ModuleList(
+            EncoderBlock(widths[i], widths[i + 1], s) for i, s in enumerate(self.strides)
+        )
+        self.output_conv = CausalConv1d(widths[-1], dim, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.input_conv(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.output_conv(F.elu(x))
+
+    def stream_step(self, x: Tensor) -> Tensor:
+        x = self.input_conv.stream_step(x)
+        for block in self.blocks:
+            x = block.stream_step(x)
+        return self.output_conv.stream_step(F.elu(x))
+
+
+class FiLM(nn.Module):
+    """Feature-wise linear modulation of ``x: B x C x T`` by ``cond: B x cond_dim``."""
+
+    def __init__(self, cond_dim: int, channels: int):
+        super().__init__()
+        self.proj = nn.Linear(cond_dim, 2 * channels)
+        nn.init.normal_(self.proj.weight, std=0.02)  # start near the identity: gamma ~ 1, beta ~ 0
+        nn.init.zeros_(self.proj.bias)
+
+    def coefficients(self, cond: Tensor) -> tuple[Tensor, Tensor]:
+        """``(gamma, beta)``, each ``B x C x 1``; a stream computes them once per reference."""
+        gamma, beta = self.proj(cond).unsqueeze(-1).chunk(2, dim=1)
+        return 1.0 + gamma, beta
+
+    @staticmethod
+    def modulate(x: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
+        return torch.addcmul(beta, x, gamma)
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        gamma, beta = self.coefficients(cond)
+        return self.modulate(x, gamma, beta)

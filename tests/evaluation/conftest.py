@@ -1,0 +1,103 @@
+"""Hand-made checkpoint metrics for the evaluation tests.
+
+``make_cp`` builds a metrics dict in the shape of results/{experiment}/metrics/step_{N}.json.
+Stages are given either as explicit numbers or as code histograms, whose statistics are
+computed with the project's own stats.py (so the tests also exercise it).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from streamvc_rvq.quantization import stats
+
+CODEBOOK = 1024
+
+
+def stage_from_counts(index: int, counts) -> dict:
+    c = torch.as_tensor(counts, dtype=torch.float32)
+    return {
+        "index": index,
+        "perplexity": stats.perplexity(c),
+        "usage": stats.usage(c),
+        "top_code_share": stats.top_code_share(c),
+        "dead_codes": stats.dead_codes(c),
+    }
+
+
+def healthy_counts(n_codes: int = 200) -> list[float]:
+    """``n_codes`` codes used equally out of 1024: perplexity n_codes, usage n_codes/1024."""
+    return [10.0] * n_codes + [0.0] * (CODEBOOK - n_codes)
+
+
+def collapsed_counts() -> list[float]:
+    """Code 808 wins nearly every search (the note's collapse)."""
+    c = [0.0] * CODEBOOK
+    c[808] = 5000.0
+    c[3] = 2.0
+    return c
+
+
+def _make_cp(step, ppl=(20.0,), usage=None, share=None, *, counts=None, std=1.0, stft=3.0, l1=0.05,
+             silent=0, falling=True, active=None, experiment="phase1", curve=True):
+    if counts is not None:
+        stages = [stage_from_counts(i, c) for i, c in enumerate(counts)]
+    else:
+        ppl = list(ppl)
+        usage = list(usage) if usage is not None else [0.2] * len(ppl)
+        share = list(share) if share is not None else [0.05] * len(ppl)
+        stages = [{"index": i, "perplexity": p, "usage": u, "top_code_share": s, "dead_codes": 0}
+                  for i, (p, u, s) in enumerate(zip(ppl, usage, share))]
+    cp = {
+        "experiment": experiment,
+        "step": step,
+        "num_active_quantizers": len(stages) if active is None else active,
+        "stages": stages,
+        "pre_rvq_std": std,
+        "validation": {"loss_stft": stft, "loss_l1": l1, "num_utterances": 60},
+        "outputs": {"std": [0.0] * silent + [0.1] * (4 - silent), "num_outputs": 4, "num_silent": silent,
+                    "rms_ratio": 0.8},
+    }
+    if curve:
+        cp["training_curve"] = {
+            "up_to_step": step,
+            "window": 10,
+            "tags": {"train/loss_stft": {"first": 4.0, "last": 3.0 if falling else 4.2,
+                                         "slope": -1e-3 if falling else 1e-3, "num_points": 100,
+                                         "falling": falling}},
+        }
+    return cp
+
+
+@pytest.fixture
+def make_cp():
+    return _make_cp
+
+
+@pytest.fixture
+def hist():
+    """Histogram helpers: ``hist.stage(index, counts)``, ``hist.healthy(n)``, ``hist.collapsed()``."""
+
+    class _Hist:
+        stage = staticmethod(stage_from_counts)
+        healthy = staticmethod(healthy_counts)
+        collapsed = staticmethod(collapsed_counts)
+
+    return _Hist
+
+
+@pytest.fixture
+def healthy_run():
+    """A run that passes every criterion at steps 1000, 2000, 5000, 10000."""
+
+    def build(steps=(1000, 2000, 5000, 10000), experiment="phase1"):
+        s1, s2, s5, s10 = steps
+        return [
+            _make_cp(s1, [12.0], [0.2], [0.05], stft=3.0, l1=0.06, experiment=experiment),
+            _make_cp(s2, [14.0, 6.0], stft=2.9, l1=0.055, experiment=experiment),
+            _make_cp(s5, [20.0, 12.0, 8.0], stft=2.5, l1=0.05, experiment=experiment),
+            _make_cp(s10, [25.0, 18.0, 12.0, 9.0, 7.0, 6.0], stft=2.2, l1=0.045, experiment=experiment),
+        ]
+
+    return build

@@ -1,0 +1,384 @@
+"""The verdict: every class, every branch, every boundary of SPEC.md section 2."""
+
+import json
+
+import pytest
+import torch
+
+from streamvc_rvq.evaluation.verdict import (
+    NEXT_FAILURE,
+    NEXT_LOW_PERPLEXITY,
+    NEXT_STAGE_COLLAPSE,
+    NEXT_SUCCESS,
+    decide,
+)
+from streamvc_rvq.quantization import stats
+
+STEPS = [1000, 2000, 5000, 10000]
+
+EXPECTED_IDS = [
+    "1k.perplexity_q0",
+    "1k.perplexity_q0_ideal",
+    "1k.usage_q0",
+    "1k.pre_rvq_std",
+    "1k.loss_stft_falling",
+    "1k.not_silent",
+    "2k.perplexity_q0_stable",
+    "2k.loss_stft_undisturbed",
+    "2k.pre_rvq_std",
+    "5k.perplexity_active_stages",
+    "5k.loss_stft_improving",
+    "5k.loss_l1_improving",
+    "10k.perplexity_active_stages",
+    "10k.loss_stft_improving",
+    "10k.loss_l1_improving",
+    "10k.not_silent",
+    "all.not_silent",
+    "last.top_code_share_q0",
+]
+
+
+def run(cps, steps=STEPS, progressive=2000):
+    return decide(cps, steps=list(steps), progressive_steps=progressive)
+
+
+def crit(verdict, cid):
+    return next(c for c in verdict["criteria"] if c["id"] == cid)
+
+
+# ------------------------------------------------------------------ stats on hand-made histograms
+
+
+def test_stats_on_small_histograms():
+    c = torch.tensor([2.0, 2.0, 0.0, 0.0])
+    assert stats.perplexity(c) == pytest.approx(2.0, rel=1e-6)
+    assert stats.usage(c) == 0.5
+    assert stats.top_code_share(c) == 0.5
+    uniform = torch.ones(8)
+    assert stats.perplexity(uniform) == pytest.approx(8.0, rel=1e-6)
+    one = torch.tensor([0.0, 7.0, 0.0, 0.0])
+    assert stats.perplexity(one) == pytest.approx(1.0)
+    assert stats.top_code_share(one) == 1.0
+    assert stats.usage(one) == 0.25
+
+
+# ------------------------------------------------------------------ classes and branches
+
+
+def test_success_all_criteria_pass(healthy_run):
+    v = run(healthy_run())
+    assert (v["class"], v["branch"]) == ("success", "success")
+    assert v["next_action"] == NEXT_SUCCESS
+    assert v["complete"] is True and v["missing"] == [] and v["scaled"] is False and v["scale"] == 1.0
+    assert [c["id"] for c in v["criteria"]] == EXPECTED_IDS
+    for c in v["criteria"]:
+        assert c["passed"] is True, c
+    json.dumps(v, allow_nan=False)  # the verdict file is plain JSON
+
+
+def test_success_from_code_histograms(make_cp, hist):
+    """The same decision when the stage numbers come from stats.py on histograms."""
+    h = hist.healthy(200)
+    cps = [
+        make_cp(1000, counts=[h], stft=3.0, l1=0.06),
+        make_cp(2000, counts=[h, hist.healthy(50)], stft=2.9, l1=0.05),
+        make_cp(5000, counts=[h, h, hist.healthy(30)], stft=2.5, l1=0.04),
+        make_cp(10000, counts=[h] * 6, stft=2.2, l1=0.03),
+    ]
+    v = run(cps)
+    assert v["class"] == "success"
+    assert crit(v, "1k.perplexity_q0")["measured"] == pytest.approx(200.0, rel=1e-4)
+    assert crit(v, "1k.usage_q0")["measured"] == pytest.approx(200 / 1024)
+
+
+def test_ideal_perplexity_is_informational(healthy_run):
+    cps = healthy_run()
+    cps[0]["stages"][0]["perplexity"] = 7.0
+    cps[1]["stages"][0]["perplexity"] = 8.0
+    v = run(cps)
+    ideal = crit(v, "1k.perplexity_q0_ideal")
+    assert ideal["passed"] is False and ideal["informational"] is True
+    assert v["class"] == "success"
+
+
+def test_partial_low_perplexity(make_cp):
+    cps = [
+        make_cp(1000, [3.0], share=[0.2], stft=3.0, l1=0.06),
+        make_cp(2000, [3.5, 3.0], share=[0.2, 0.2], stft=2.9, l1=0.05),
+        make_cp(5000, [4.0, 3.0, 3.0], share=[0.2] * 3, stft=2.5, l1=0.04),
+        make_cp(10000, [4.5] * 6, share=[0.2] * 6, stft=2.2, l1=0.03),
+    ]
+    v = run(cps)
+    assert (v["class"], v["branch"]) == ("partial", "partial_low_perplexity")
+    assert v["next_action"] == NEXT_LOW_PERPLEXITY
+    assert crit(v, "1k.perplexity_q0")["passed"] is False
+
+
+def test_rising_below_two_is_not_flat_failure(make_cp):
+    """perplexity_q0 < 2 everywhere but rising by more than 10 %: improving, not flat."""
+    cps = [make_cp(s, [p], share=[0.3]) for s, p in zip(STEPS, [1.1, 1.2, 1.4, 1.5])]
+    v = run(cps)
+    assert v["branch"] == "partial_low_perplexity"
+
+
+def test_partial_stage_collapse(healthy_run):
+    cps = healthy_run()
+    cps[2]["stages"][2]["perplexity"] = 1.3  # 5k: q2 collapsed, q0 and q1 healthy
+    v = run(cps)
+    assert (v["class"], v["branch"]) == ("partial", "partial_stage_collapse")
+    assert v["next_action"] == NEXT_STAGE_COLLAPSE
+    c = crit(v, "5k.perplexity_active_stages")
+    assert c["passed"] is False and c["measured"] == [20.0, 12.0, 1.3] and "q2" in c["note"]
+
+
+def test_every_stage_collapsed_is_not_some_stages(make_cp):
+    """'Only some stages collapse' needs a healthy stage beside a collapsed one."""
+    cps = [make_cp(1000, [6.0], share=[0.3], stft=3.0, l1=0.06),
+           make_cp(2000, [6.0, 4.0], share=[0.3, 0.3], stft=2.9, l1=0.05),
+           make_cp(5000, [4.0] * 3, share=[0.3] * 3, stft=2.5, l1=0.04),
+           make_cp(10000, [4.0] * 6, share=[0.3] * 6, stft=2.2, l1=0.03)]
+    v = run(cps)
+    assert v["branch"] == "partial_other"
+    assert v["next_action"] == "inspect: 5k.perplexity_active_stages, 10k.perplexity_active_stages"
+
+
+def test_stage_collapse_at_10k_only(healthy_run):
+    cps = healthy_run()
+    cps[3]["stages"][5]["perplexity"] = 4.0
+    v = run(cps)
+    assert v["branch"] == "partial_stage_collapse"
+    assert crit(v, "5k.perplexity_active_stages")["passed"] is True
+
+
+def test_failure_flat_low_from_collapsed_histograms(make_cp, hist):
+    cps = [make_cp(s, counts=[hist.collapsed()]) for s in STEPS]
+    v = run(cps)
+    assert (v["class"], v["branch"]) == ("failure", "failure_flat_low")
+    assert v["next_action"] == NEXT_FAILURE
+    assert "phase2_cosine" in v["next_action"] and "phase2_ema" in v["next_action"]
+
+
+def test_failure_flat_low_without_monopoly(make_cp):
+    cps = [make_cp(s, [p], share=[0.3]) for s, p in zip(STEPS, [1.0, 0.95, 1.05, 1.1])]
+    v = run(cps)  # last 1.1 <= 1.1 x first 1.0: flat (boundary included)
+    assert v["branch"] == "failure_flat_low"
+    cps[-1]["stages"][0]["perplexity"] = 1.1001
+    assert run(cps)["branch"] == "partial_low_perplexity"
+
+
+def test_failure_monopoly(healthy_run):
+    cps = healthy_run()
+    cps[-1]["stages"][0]["top_code_share"] = 0.6
+    v = run(cps)
+    assert (v["class"], v["branch"]) == ("failure", "failure_monopoly")
+    assert v["next_action"] == NEXT_FAILURE
+    assert crit(v, "last.top_code_share_q0")["passed"] is False
+
+
+def test_monopoly_boundary_exactly_half(healthy_run, hist):
+    cps = healthy_run()
+    cps[-1]["stages"][0] = hist.stage(0, [2, 2, 0, 0])  # share exactly 0.5
+    cps[-1]["stages"][0]["perplexity"] = 30.0
+    v = run(cps)
+    assert crit(v, "last.top_code_share_q0")["measured"] == 0.5
+    assert crit(v, "last.top_code_share_q0")["passed"] is False
+    assert v["branch"] == "failure_monopoly"
+    cps[-1]["stages"][0]["top_code_share"] = 0.4999
+    assert run(cps)["branch"] == "success"
+
+
+def test_monopoly_only_judged_at_last_checkpoint(healthy_run):
+    cps = healthy_run()
+    cps[0]["stages"][0]["top_code_share"] = 0.9  # early monopoly, resolved later
+    v = run(cps)
+    assert v["branch"] == "success"
+
+
+def test_partial_other_names_failed_criteria(healthy_run):
+    cps = healthy_run()
+    cps[0]["stages"][0]["usage"] = 0.05  # exactly 5 %: fails (> 0.05 required)
+    cps[1]["outputs"]["num_silent"] = 1
+    v = run(cps)
+    assert (v["class"], v["branch"]) == ("partial", "partial_other")
+    assert v["next_action"] == "inspect: 1k.usage_q0, all.not_silent"
+
+
+def test_loss_not_falling_blocks_success(healthy_run, make_cp):
+    cps = healthy_run()
+    cps[0]["training_curve"]["tags"]["train/loss_stft"]["falling"] = False
+    v = run(cps)
+    assert v["branch"] == "partial_other" and "1k.loss_stft_falling" in v["next_action"]
+
+
+def test_failure_row_precedes_success_and_partial(make_cp):
+    """Flat < 2 perplexity wins over everything else even when other checks pass."""
+    cps = [make_cp(s, [1.2] + [20.0] * (k), share=[0.3] + [0.05] * k) for k, s in enumerate(STEPS)]
+    v = run(cps)
+    assert v["branch"] == "failure_flat_low"
+
+
+# ------------------------------------------------------------------ boundaries
+
+
+@pytest.mark.parametrize("p1, passed", [(5.0, True), (4.999, False), (5.0001, True)])
+def test_perplexity_1k_boundary(healthy_run, p1, passed):
+    cps = healthy_run()
+    cps[0]["stages"][0]["perplexity"] = p1
+    cps[1]["stages"][0]["perplexity"] = 14.0
+    v = run(cps)
+    assert crit(v, "1k.perplexity_q0")["passed"] is passed
+    assert v["branch"] == ("success" if passed else "partial_other")
+    if not passed:
+        assert v["next_action"] == "inspect: 1k.perplexity_q0"
+
+
+@pytest.mark.parametrize("u, passed", [(0.05, False), (0.0501, True), (0.0499, False)])
+def test_usage_1k_boundary(healthy_run, u, passed):
+    cps = healthy_run()
+    cps[0]["stages"][0]["usage"] = u
+    assert crit(run(cps), "1k.usage_q0")["passed"] is passed
+
+
+@pytest.mark.parametrize("std, passed", [(0.9, True), (1.1, True), (1.0, True), (0.8999, False), (1.1001, False)])
+def test_pre_rvq_std_band(healthy_run, std, passed):
+    cps = healthy_run()
+    cps[0]["pre_rvq_std"] = std
+    cps[1]["pre_rvq_std"] = std
+    v = run(cps)
+    assert crit(v, "1k.pre_rvq_std")["passed"] is passed
+    assert crit(v, "2k.pre_rvq_std")["passed"] is passed
+    assert (v["class"] == "success") is passed
+
+
+@pytest.mark.parametrize("p2, passed", [(9.0, True), (8.999, False), (30.0, True)])
+def test_stage0_stable_at_2k(healthy_run, p2, passed):
+    cps = healthy_run()
+    cps[0]["stages"][0]["perplexity"] = 10.0
+    cps[1]["stages"][0]["perplexity"] = p2  # bar = 0.9 x 10 = 9
+    assert crit(run(cps), "2k.perplexity_q0_stable")["passed"] is passed
+
+
+@pytest.mark.parametrize("l2, passed", [(2.2, True), (2.2001, False), (1.5, True)])
+def test_loss_undisturbed_at_2k(healthy_run, l2, passed):
+    cps = healthy_run()
+    cps[0]["validation"]["loss_stft"] = 2.0
+    cps[1]["validation"]["loss_stft"] = l2  # bar = 1.1 x 2.0
+    cps[2]["validation"]["loss_stft"] = 1.0
+    cps[3]["validation"]["loss_stft"] = 0.9
+    assert crit(run(cps), "2k.loss_stft_undisturbed")["passed"] is passed
+
+
+def test_healthy_means_strictly_above_five(healthy_run):
+    cps = healthy_run()
+    cps[2]["stages"][2]["perplexity"] = 5.0
+    v = run(cps)
+    assert crit(v, "5k.perplexity_active_stages")["passed"] is False
+    assert v["branch"] == "partial_stage_collapse"
+    cps[2]["stages"][2]["perplexity"] = 5.0001
+    assert crit(run(cps), "5k.perplexity_active_stages")["passed"] is True
+
+
+def test_losses_must_strictly_improve(healthy_run):
+    cps = healthy_run()
+    cps[2]["validation"]["loss_l1"] = cps[1]["validation"]["loss_l1"]  # equal is not improving
+    v = run(cps)
+    assert crit(v, "5k.loss_l1_improving")["passed"] is False
+    assert crit(v, "5k.loss_stft_improving")["passed"] is True
+    assert v["next_action"] == "inspect: 5k.loss_l1_improving"
+
+
+def test_only_active_stages_are_judged(healthy_run):
+    cps = healthy_run()
+    # an inactive stage listed in the metrics (index 3 at 5k with 3 active) is ignored
+    cps[2]["stages"].append({"index": 3, "perplexity": 1.0, "usage": 0.001, "top_code_share": 1.0})
+    cps[2]["num_active_quantizers"] = 3
+    assert crit(run(cps), "5k.perplexity_active_stages")["measured"] == [20.0, 12.0, 8.0]
+
+
+def test_silent_from_std_list_when_count_absent(healthy_run):
+    cps = healthy_run()
+    cps[0]["outputs"] = {"std": [0.1, 0.01, 0.2], "num_outputs": 3}  # 0.01 is silent (> 0.01 needed)
+    v = run(cps)
+    assert crit(v, "1k.not_silent")["measured"] == 1
+    assert crit(v, "1k.not_silent")["passed"] is False
+    assert crit(v, "all.not_silent")["passed"] is False
+
+
+# ------------------------------------------------------------------ scaling and missing checkpoints
+
+
+def test_scaled_steps(healthy_run):
+    steps = [50, 100, 250, 500]
+    v = run(healthy_run(steps), steps=steps, progressive=100)
+    assert v["scaled"] is True and v["scale"] == pytest.approx(0.05)
+    assert v["class"] == "success" and v["warnings"] == []
+    by_id = {c["id"]: c for c in v["criteria"]}
+    assert (by_id["1k.perplexity_q0"]["step"], by_id["1k.perplexity_q0"]["nominal_step"]) == (50, 1000)
+    assert (by_id["2k.perplexity_q0_stable"]["step"], by_id["2k.perplexity_q0_stable"]["nominal_step"]) == (100, 2000)
+    assert (by_id["5k.loss_l1_improving"]["step"], by_id["5k.loss_l1_improving"]["nominal_step"]) == (250, 5000)
+    assert (by_id["10k.not_silent"]["step"], by_id["10k.not_silent"]["nominal_step"]) == (500, 10000)
+
+
+def test_unscaled_default_and_baseline_scale(healthy_run):
+    v = run(healthy_run())
+    assert v["scaled"] is False and v["scale"] == 1.0
+    steps = [50, 100, 250, 500]
+    v0 = run(healthy_run(steps), steps=steps, progressive=0)  # baseline: no progressive schedule
+    assert v0["scaled"] is True and v0["scale"] == pytest.approx(0.05)
+
+
+def test_inconsistent_scaled_steps_warn(healthy_run):
+    steps = [50, 120, 250, 500]
+    v = run(healthy_run(steps), steps=steps, progressive=100)
+    assert len(v["warnings"]) == 1 and "2k" in v["warnings"][0]
+
+
+def test_missing_metrics_file(healthy_run):
+    cps = healthy_run()
+    del cps[2]  # step 5000 metrics absent
+    v = run(cps)
+    assert [m["role"] for m in v["missing"]] == ["5k"]
+    assert v["missing"][0]["step"] == 5000
+    for cid in ("5k.perplexity_active_stages", "5k.loss_stft_improving", "5k.loss_l1_improving"):
+        assert crit(v, cid)["measured"] is None and crit(v, cid)["passed"] is None
+    for cid in ("10k.loss_stft_improving", "10k.loss_l1_improving"):  # compared against the missing 5k
+        assert crit(v, cid)["measured"] is not None and crit(v, cid)["passed"] is None
+    assert crit(v, "10k.perplexity_active_stages")["passed"] is True
+    assert v["class"] == "success" and v["complete"] is False
+    assert "provisional" in v["next_action"] and "5k.perplexity_active_stages" in v["next_action"]
+
+
+def test_fewer_than_four_steps_configured(healthy_run):
+    cps = healthy_run()[:2]
+    v = run(cps, steps=[1000, 2000])
+    assert [(m["role"], m["step"]) for m in v["missing"]] == [("5k", None), ("10k", None)]
+    assert "not configured" in v["missing"][0]["reason"]
+    assert [c["id"] for c in v["criteria"]] == EXPECTED_IDS
+    assert crit(v, "10k.not_silent")["passed"] is None and crit(v, "10k.not_silent")["step"] is None
+    assert v["class"] == "success" and v["complete"] is False
+
+
+def test_missing_does_not_hide_a_failure(healthy_run):
+    cps = healthy_run()[:2]
+    cps[1]["stages"][0]["perplexity"] = 3.0  # stage 0 dropped from 12 to 3
+    v = run(cps, steps=[1000, 2000])
+    assert v["branch"] == "partial_other"
+    assert v["next_action"] == "inspect: 2k.perplexity_q0_stable"
+
+
+def test_missing_training_curve_is_unevaluated(healthy_run):
+    cps = healthy_run()
+    del cps[0]["training_curve"]
+    c = crit(run(cps), "1k.loss_stft_falling")
+    assert c["passed"] is None and "no training curve" in c["note"]
+
+
+def test_extra_steps_are_ignored(healthy_run, make_cp, hist):
+    cps = healthy_run() + [make_cp(20000, counts=[hist.collapsed()])]
+    v = run(cps, steps=STEPS + [20000])
+    assert v["ignored_steps"] == [20000] and v["class"] == "success"
+
+
+def test_no_protocol_checkpoint_is_an_error():
+    with pytest.raises(ValueError, match="no metrics"):
+        decide([], steps=STEPS, progressive_steps=2000)

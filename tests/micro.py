@@ -1,0 +1,16 @@
+"""The micro corpus and configs the tests share: built once per session, real code throughout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamvc_rvq.config import deep_merge, load_config, resolve_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_FILES = (ROOT / "config" / "config.yaml", ROOT / "config" / "micro.yaml")
+
+
+def micro_config(experiment: str = "phase1", **overrides) -> dict:
+    """The resolved micro config of ``experiment`` with nested ``overrides`` merged in."""
+    cfg = resolve_experiment(load_config(*CONFIG_FILES), experiment)
+    return deep_merge(cfg, overrides)

@@ -1,0 +1,138 @@
+"""Causal convolutions and SoundStream blocks: causality, streaming == offline, folding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from streamvc_rvq.modules.conv import CausalConv1d, CausalConvTranspose1d, streaming
+from streamvc_rvq.modules.seanet import DecoderBlock, EncoderBlock, FiLM, ResidualUnit, SEANetEncoder
+
+CONVS = [
+    pytest.param(lambda: CausalConv1d(3, 5, 7), 1, id="k7"),
+    pytest.param(lambda: CausalConv1d(3, 5, 7, dilation=9), 1, id="k7-d9"),
+    pytest.param(lambda: CausalConv1d(3, 5, 1), 1, id="k1"),
+    pytest.param(lambda: CausalConv1d(3, 5, 8, stride=4), 4, id="k8-s4"),
+    pytest.param(lambda: CausalConv1d(3, 5, 10, stride=5), 5, id="k10-s5"),
+]
+TRANSPOSED = [
+    pytest.param(lambda: CausalConvTranspose1d(3, 5, 16, stride=8), 8, id="k16-s8"),
+    pytest.param(lambda: CausalConvTranspose1d(3, 5, 7, stride=3), 3, id="k7-s3"),
+    pytest.param(lambda: CausalConvTranspose1d(3, 5, 2, stride=2), 2, id="k2-s2"),
+]
+
+
+def first_change(a: torch.Tensor, b: torch.Tensor) -> int:
+    """Index along the last axis of the first sample where ``a`` and ``b`` differ (-1 if none)."""
+    changed = (a != b).flatten(0, -2).any(0).nonzero()
+    return int(changed[0]) if len(changed) else -1
+
+
+@pytest.mark.parametrize("make, stride", CONVS)
+def test_conv_output_frame_depends_on_samples_up_to_its_end(make, stride):
+    conv = make().eval()
+    x = torch.randn(2, 3, 200)
+    with torch.no_grad():
+        y = conv(x)
+        assert y.shape == (2, 5, 200 // stride)
+        for t in (0, 37, 100, 199):
+            x2 = x.clone()
+            x2[..., t] += 1.0
+            # output frame n covers samples <= (n + 1) * stride - 1: the first one reading t is t // stride
+            assert first_change(y, conv(x2)) == t // stride
+
+
+@pytest.mark.parametrize("make, stride", TRANSPOSED)
+def test_transposed_conv_output_sample_depends_on_frames_up_to_its_own(make, stride):
+    conv = make().eval()
+    x = torch.randn(2, 3, 30)
+    with torch.no_grad():
+        y = conv(x)
+        assert y.shape == (2, 5, 30 * stride)
+        for n in (0, 11, 29):
+            x2 = x.clone()
+            x2[..., n] += 1.0
+            assert first_change(y, conv(x2)) == n * stride  # nothing before frame n's samples
+
+
+@pytest.mark.parametrize("make, stride", CONVS + TRANSPOSED)
+@pytest.mark.parametrize("chunk", [1, 3, 8])
+def test_streaming_equals_offline_for_any_chunking(make, stride, chunk):
+    conv = make().eval()
+    frames = 24 * stride if isinstance(conv, CausalConv1d) else 24
+    x = torch.randn(2, 3, frames)
+    step = chunk * stride if isinstance(conv, CausalConv1d) else chunk
+    with torch.no_grad():
+        offline = conv(x)
+        with streaming(conv):
+            streamed = torch.cat([conv.stream_step(x[..., i : i + step]) for i in range(0, frames, step)], dim=-1)
+    torch.testing.assert_close(streamed, offline, rtol=0, atol=1e-5)
+
+
+def test_strided_stream_keeps_leftover_samples_for_the_next_chunk():
+    conv = CausalConv1d(2, 3, 8, stride=4).eval()
+    x = torch.randn(1, 2, 40)
+    with torch.no_grad(), streaming(conv):
+        parts = [conv.stream_step(x[..., a:b]) for a, b in [(0, 3), (3, 10), (10, 11), (11, 40)]]
+        assert [p.shape[-1] for p in parts] == [0, 2, 0, 8]
+        torch.testing.assert_close(torch.cat(parts, -1), conv(x), rtol=0, atol=1e-5)
+
+
+def test_weight_norm_is_folded_once_per_stream():
+    conv = CausalConv1d(4, 4, 7, dilation=3)
+    assert hasattr(conv, "parametrizations")  # weight norm is on
+    x = torch.randn(1, 4, 10)
+    with torch.no_grad(), streaming(conv):
+        conv.stream_step(x)
+        folded = conv._stream.weight
+        conv.stream_step(x)
+        assert conv._stream.weight is folded  # not recomputed per chunk
+        torch.testing.assert_close(folded, conv.weight.permute(2, 1, 0).reshape(-1, 4))
+    assert conv._stream is None  # leaving the block forgets the state
+
+
+def test_reset_restarts_from_silence():
+    conv = CausalConv1d(2, 2, 5).eval()
+    x = torch.randn(1, 2, 20)
+    with torch.no_grad():
+        first = conv.stream_step(x)
+        conv.stream_step(torch.randn(1, 2, 20))
+        conv.reset_stream()
+        torch.testing.assert_close(conv.stream_step(x), first)
+
+
+BLOCKS = [
+    pytest.param(lambda: ResidualUnit(4, 9), 1, 1, id="residual-unit"),
+    pytest.param(lambda: EncoderBlock(4, 8, 5), 5, 1, id="encoder-block"),
+    pytest.param(lambda: DecoderBlock(8, 4, 4), 1, 4, id="decoder-block"),
+    pytest.param(lambda: SEANetEncoder(2, 6, (2, 4, 5)), 40, 1, id="seanet-encoder"),
+]
+
+
+@pytest.mark.parametrize("make, down, up", BLOCKS)
+def test_blocks_are_causal_and_stream_like_offline(make, down, up):
+    block = make().eval()
+    channels = block.input_conv.in_channels if isinstance(block, SEANetEncoder) else (
+        block.up.in_channels if isinstance(block, DecoderBlock) else 4)
+    frames = 12 * down
+    x = torch.randn(1, channels, frames)
+    with torch.no_grad():
+        y = block(x)
+        assert y.shape[-1] == frames // down * up
+        t = 5 * down + down // 2
+        x2 = x.clone()
+        x2[..., t] += 1.0
+        assert first_change(y, block(x2)) == t // down * up
+        with streaming(block):
+            streamed = torch.cat([block.stream_step(x[..., i : i + 2 * down]) for i in range(0, frames, 2 * down)], -1)
+    torch.testing.assert_close(streamed, y, rtol=0, atol=1e-5)
+
+
+def test_film_starts_near_identity_and_modulates_per_channel():
+    film = FiLM(3, 5)
+    x = torch.randn(2, 5, 7)
+    cond = torch.randn(2, 3)
+    gamma, beta = film.coefficients(cond)
+    assert gamma.shape == beta.shape == (2, 5, 1)
+    torch.testing.assert_close(film(x, cond), x * gamma + beta)
+    torch.testing.assert_close(film(x, cond), x, atol=0.2, rtol=0.2)
