@@ -52,6 +52,8 @@ rule ab_comparison:
         ),
     log:
         "results/logs/ab/{comparison}.log",
+    params:
+        arms=lambda wildcards: config["ab"][wildcards.comparison]["arms"],
     threads: 1
     resources:
         mem_mb=2000,
@@ -59,6 +61,6 @@ rule ab_comparison:
     conda:
         "../envs/streamvc.yaml"
     shell:
-        "streamvc-rvq ab --name {wildcards.comparison} --verdicts {input.verdicts} "
+        "streamvc-rvq ab --name {wildcards.comparison} --arms {params.arms} --verdicts {input.verdicts} "
         "--metrics {input.metrics} --output {output.comparison} --report {output.report} "
         "--plots-dir {output.plots} > {log} 2>&1"

@@ -104,7 +104,7 @@ def cmd_verdict(args: argparse.Namespace) -> None:
 def cmd_ab(args: argparse.Namespace) -> None:
     from streamvc_rvq.evaluation.judge import write_ab
 
-    write_ab(args.name, verdicts=args.verdicts, metrics=args.metrics, output=args.output, report=args.report, plots_dir=args.plots_dir)
+    write_ab(args.name, arms=args.arms, verdicts=args.verdicts, metrics=args.metrics, output=args.output, report=args.report, plots_dir=args.plots_dir)
 
 
 def cmd_infer(args: argparse.Namespace) -> None:
@@ -178,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ab", help="compare the arms of an A/B test at every checkpoint")
     p.add_argument("--name", required=True, help="comparison name (a key of the config's ab section)")
+    p.add_argument("--arms", nargs="+", required=True, help="the compared experiments (seed variants {arm}_s{seed} are grouped under their arm)")
     p.add_argument("--verdicts", nargs="+", required=True, type=Path)
     p.add_argument("--metrics", nargs="+", required=True, type=Path)
     p.add_argument("--output", required=True, type=Path)

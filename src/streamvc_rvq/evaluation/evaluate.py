@@ -24,9 +24,9 @@ def _rms(x: torch.Tensor) -> float:
 
 
 @torch.inference_mode()
-def codebook_and_losses(model, utterances, num_active: int, codebook_size: int, device) -> dict:
+def codebook_and_losses(model, utterances, num_active: int, codebook_size: int, sample_rate: int, device) -> dict:
     """Stage statistics from code histograms summed over every utterance (not one batch)."""
-    spectral = losses.MultiScaleSpectralLoss(sample_rate=16000).to(device)
+    spectral = losses.MultiScaleSpectralLoss(sample_rate=sample_rate).to(device)
     hop = model.hop_length
     histograms = [torch.zeros(codebook_size) for _ in range(num_active)]
     frames_total, std_sum, stft_sum, l1_sum = 0, 0.0, 0.0, 0.0
@@ -113,8 +113,13 @@ def evaluate_checkpoint(
         valid = valid[: eval_cfg["max_validation_utterances"]]
     heldout = load_utterances(manifest, "heldout")
     print(f"evaluating {checkpoint} (step {step}, {num_active} active stages) on {len(valid)} validation utterances", file=sys.stderr, flush=True)
-    metrics = {"experiment": cfg.get("experiment"), "step": step, "num_active_quantizers": num_active}
-    metrics.update(codebook_and_losses(model, valid, num_active, model_cfg["rvq"]["codebook_size"], device_))
+    metrics = {
+        "experiment": cfg.get("experiment"),
+        "seed": ckpt_cfg["train"]["seed"],
+        "step": step,
+        "num_active_quantizers": num_active,
+    }
+    metrics.update(codebook_and_losses(model, valid, num_active, model_cfg["rvq"]["codebook_size"], model_cfg["sample_rate"], device_))
     metrics["outputs"] = write_samples(
         model, valid, heldout, num_active, eval_cfg["num_conversions"], Path(samples_dir),
         model_cfg["sample_rate"], eval_cfg["silence_std"], device_,

@@ -1,0 +1,97 @@
+"""The ``verdict`` and ``ab`` commands: read metrics files, apply the pure decision logic,
+write the JSON answer, the plots and the Markdown report."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+from streamvc_rvq.evaluation import report as reporting
+from streamvc_rvq.evaluation.comparison import compare_arms, control_comparison
+from streamvc_rvq.evaluation.curves import read_scalars
+from streamvc_rvq.evaluation.verdict import decide
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN/Infinity: write them as strings so strict readers still parse the file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_json(path: Path, data: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_metrics(paths: Sequence[Path]) -> list[dict]:
+    """Metrics dicts in step order."""
+    return sorted((json.loads(Path(p).read_text()) for p in paths), key=lambda m: m["step"])
+
+
+def write_verdict(
+    cfg: dict, *, metrics: Sequence[Path], control_metrics: Sequence[Path], tensorboard_dir: Path | None,
+    output: Path, report: Path, plots_dir: Path,
+) -> dict:
+    checkpoints = read_metrics(metrics)
+    verdict = decide(checkpoints, steps=cfg["train"]["steps"], progressive_steps=cfg["model"]["rvq"]["progressive_steps"])
+    verdict["experiment"] = cfg.get("experiment", verdict.get("experiment"))
+    control = None
+    if control_metrics:
+        control_cps = read_metrics(control_metrics)
+        control = control_comparison(checkpoints, control_cps)
+        control["experiment"] = control_cps[0].get("experiment")
+        verdict["control"] = control
+    scalars = read_scalars(tensorboard_dir) if tensorboard_dir and Path(tensorboard_dir).exists() else None
+    plots_dir = Path(plots_dir)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    pngs = {
+        "Codebook perplexity and usage per stage": reporting.plot_codebook(checkpoints, scalars, plots_dir / "codebook.png"),
+        "Pre-RVQ standard deviation": reporting.plot_pre_rvq_std(checkpoints, scalars, plots_dir / "pre_rvq_std.png"),
+        "Losses": reporting.plot_losses(checkpoints, scalars, plots_dir / "losses.png"),
+    }
+    reporting.write_verdict_report(verdict, checkpoints, control, pngs, Path(report))
+    write_json(output, verdict)
+    print(f"{verdict['experiment']}: {verdict['class'].upper()} ({verdict['branch']}) -> {verdict['next_action']}")
+    return verdict
+
+
+def _arm_and_seed(experiment: str, arms: Sequence[str]) -> str:
+    for arm in sorted(arms, key=len, reverse=True):
+        if experiment == arm or re.fullmatch(re.escape(arm) + r"_s\d+", experiment):
+            return arm
+    raise ValueError(f"run {experiment!r} belongs to none of the arms {list(arms)}")
+
+
+def write_ab(
+    name: str, *, arms: Sequence[str], verdicts: Sequence[Path], metrics: Sequence[Path], output: Path,
+    report: Path, plots_dir: Path,
+) -> dict:
+    """Group the runs by arm and seed, compare them, write JSON, plot and report."""
+    runs: dict[str, dict[int, list[dict]]] = {arm: {} for arm in arms}
+    seed_of: dict[str, int] = {}
+    for m in read_metrics(metrics):
+        seed_of[m["experiment"]] = int(m["seed"])
+        runs[_arm_and_seed(m["experiment"], arms)].setdefault(int(m["seed"]), []).append(m)
+    run_verdicts: dict[str, dict[int, dict]] = {arm: {} for arm in arms}
+    for path in verdicts:
+        v = json.loads(Path(path).read_text())
+        run_verdicts[_arm_and_seed(v["experiment"], arms)][seed_of[v["experiment"]]] = v
+    comparison = compare_arms(runs, run_verdicts)
+    comparison["name"] = name
+    plots_dir = Path(plots_dir)
+    pngs = {"Perplexity per arm": reporting.plot_ab(comparison, plots_dir / "perplexity.png")}
+    reporting.write_ab_report(comparison, Path(report), pngs)
+    write_json(output, comparison)
+    return comparison
