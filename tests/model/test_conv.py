@@ -84,11 +84,13 @@ def test_weight_norm_is_folded_once_per_stream():
     x = torch.randn(1, 4, 10)
     with torch.no_grad(), streaming(conv):
         conv.stream_step(x)
-        folded = conv._stream.weight
+        product = conv._product
         conv.stream_step(x)
-        assert conv._stream.weight is folded  # not recomputed per chunk
-        torch.testing.assert_close(folded, conv.weight.permute(2, 1, 0).reshape(-1, 4))
-    assert conv._stream is None  # leaving the block forgets the state
+        assert conv._product is product  # folded once, not per chunk
+        torch.testing.assert_close(product.weight, conv.weight.permute(2, 1, 0).reshape(-1, 4))
+        conv.reset_stream(keep_weights=True)
+        assert conv._product is product and conv._cache is None
+    assert conv._product is None and conv._cache is None  # leaving the block forgets it all
 
 
 def test_reset_restarts_from_silence():
@@ -136,3 +138,14 @@ def test_film_starts_near_identity_and_modulates_per_channel():
     assert gamma.shape == beta.shape == (2, 5, 1)
     torch.testing.assert_close(film(x, cond), x * gamma + beta)
     torch.testing.assert_close(film(x, cond), x, atol=0.2, rtol=0.2)
+
+
+@pytest.mark.parametrize("rows, k_in", [(1, 64), (1, 512), (8, 512), (8, 64), (3, 1024)])
+def test_folded_product_routes_agree_with_addmm(rows, k_in):
+    from streamvc_rvq.modules.conv import FoldedProduct
+
+    weight, bias = torch.randn(k_in, 24) / k_in**0.5, torch.randn(24)
+    product = FoldedProduct(weight, bias, rows)
+    for n in (rows, 2):  # the planned row count and another one
+        x = torch.randn(n, k_in)
+        torch.testing.assert_close(product(x), torch.addmm(bias, x, weight), rtol=1e-5, atol=1e-5)

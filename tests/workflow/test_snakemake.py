@@ -31,7 +31,7 @@ def workflow(tmp_path_factory) -> Path:
     """A copy of the workflow (Snakefile, rules, config, profiles) in a fresh directory."""
     work = tmp_path_factory.mktemp("workflow")
     shutil.copy(ROOT / "Snakefile", work)
-    for name in ("rules", "config", "profiles"):
+    for name in ("rules", "config", "profiles", "envs"):
         shutil.copytree(ROOT / name, work / name, symlinks=False)
     return work
 
@@ -58,7 +58,7 @@ def test_checkpoint_chain_builds_plans_nothing_after_and_forced_middle_target_re
     for step in (2, 4, 10, 20):
         assert (workflow / f"results/phase1/checkpoints/step_{step}.pt").stat().st_size > 0
     assert "Nothing to be done" in snakemake(workflow, "-n", last).stdout + snakemake(workflow, "-n", last).stderr
-    plan = planned_jobs(snakemake(workflow, "-n", "--forcerun", "results/phase1/checkpoints/step_4.pt", last))
+    plan = planned_jobs(snakemake(workflow, "-n", last, "--forcerun", "results/phase1/checkpoints/step_4.pt"))
     assert plan.get("train") == 3  # step_4 and the two targets built from it, not step_2
     assert "prepare_data" not in plan
 

@@ -54,12 +54,17 @@ class Decoder(StreamingModule):
         self.films = nn.ModuleList(FiLM(speaker_dim, widths[i + 1]) for i in range(len(up)))
         self.output_conv = CausalConv1d(channels, 1, KERNEL)
         self._fast_rvq: list | None = None
+        self._fast_pre: tuple[Tensor, Tensor] | None = None
 
     # -- offline -------------------------------------------------------------------------
     def quantize(self, content: Tensor, num_active: int | None = None) -> tuple[RVQOutput, Tensor]:
-        """``content: B x D x F`` -> (RVQ output, std of the normalised RVQ input, detached)."""
-        z = self.norm(self.pre_rvq_conv(content))
-        return self.rvq(z, num_active), z.detach().std()
+        """``content: B x D x F`` -> (RVQ output, std of the normalised RVQ input, detached).
+
+        Always float32, also inside an autocast region: nearest-code search in bfloat16
+        would tie distances that differ in the third digit."""
+        with torch.autocast(device_type=content.device.type, enabled=False):
+            z = self.norm(self.pre_rvq_conv(content.float()))
+            return self.rvq(z, num_active), z.detach().std()
 
     def film_coefficients(self, speaker: Tensor) -> list[tuple[Tensor, Tensor]]:
         """``(gamma, beta)`` of every FiLM layer for ``speaker: B x S``."""
@@ -80,8 +85,9 @@ class Decoder(StreamingModule):
         return self.synthesize(rvq_out.quantized, pitch, speaker), rvq_out, pre_rvq_std
 
     # -- streaming -------------------------------------------------------------------------
-    def _reset_own_stream(self) -> None:
-        self._fast_rvq = None
+    def _reset_own_stream(self, keep_weights: bool = False) -> None:
+        if not keep_weights:
+            self._fast_rvq = None
 
     def _prepare_fast_rvq(self) -> list | None:
         """Per-stage ``(codebook, ||e||^2, cosine)`` for a lean eval-mode RVQ lookup, or None
@@ -102,9 +108,10 @@ class Decoder(StreamingModule):
         normalisation are per frame), without the losses and code statistics that make the
         full RVQ call cost ~1 ms per frame.
         """
-        z = self.norm(self.pre_rvq_conv(content))
         if self._fast_rvq is None:
+            self._fast_pre = (self.pre_rvq_conv.weight.detach()[..., 0].clone(), self.pre_rvq_conv.bias.detach().clone())
             self._fast_rvq = self._prepare_fast_rvq() or []
+        z = self.norm(F.linear(content.transpose(1, 2), *self._fast_pre).transpose(1, 2))  # the 1x1 conv
         if not self._fast_rvq:
             return self.rvq(z, num_active).quantized
         batch, dim, frames = z.shape

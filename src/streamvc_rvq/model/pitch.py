@@ -3,7 +3,7 @@
 StreamVC (Yang et al. 2024) conditions its decoder on the source's f0 from Yin at thresholds
 0.05, 0.10 and 0.15, each giving the (whitened) f0, an unvoiced flag and the CMND value at
 the chosen lag, plus the frame energy. This module computes them, vectorised over batch and
-frames (no Python loop per sample or frame; one loop over the few thresholds), float32.
+frames (no Python loop at all: frames and thresholds are tensor dimensions), float32.
 
 Causal analysis window (the choice this module documents and its tests check):
     frame ``n`` covers samples ``[n*hop, (n+1)*hop)``. Its Yin integration window is the frame
@@ -99,6 +99,7 @@ class PitchEnergy(StreamingModule):
         lags = torch.arange(self.max_lag + 2)
         L, W = self.segment, self.window
         self.register_buffer("_lags", lags.to(torch.float32), persistent=False)
+        self.register_buffer("_thresholds", torch.tensor(self.thresholds).unsqueeze(-1), persistent=False)
         self.register_buffer("_energy_hi", (L - lags).long(), persistent=False)
         self.register_buffer("_energy_lo", (L - W - lags).long(), persistent=False)
         self._history: Tensor | None = None
@@ -145,28 +146,21 @@ class PitchEnergy(StreamingModule):
         return torch.cat((torch.ones_like(d[..., :1]), ratio), dim=-1)
 
     def yin_segments(self, segments: Tensor) -> YinOutput:
-        """Yin on ``segments: B x F x L`` (see :meth:`segments`)."""
+        """Yin on ``segments: B x F x L`` (see :meth:`segments`), all thresholds at once."""
         cmnd = self.cmnd(segments)
         lo, hi = self.min_lag, self.max_lag
         prev, cur, nxt = cmnd[..., lo - 1 : hi], cmnd[..., lo : hi + 1], cmnd[..., lo + 1 : hi + 2]
-        is_dip = nxt >= cur
-        global_min = cur.argmin(dim=-1)
-        f0s, unvoiced, values = [], [], []
-        for theta in self.thresholds:
-            cond = (cur < theta) & is_dip
-            voiced = cond.any(dim=-1)
-            first = cond.to(torch.float32).argmax(dim=-1)  # first True
-            idx = torch.where(voiced, first, global_min).unsqueeze(-1)
-            a, b, c = prev.gather(-1, idx), cur.gather(-1, idx), nxt.gather(-1, idx)
-            curvature = (a - 2.0 * b + c).clamp_min(1e-12)
-            delta = (0.5 * (a - c) / curvature).clamp(-0.5, 0.5)  # parabolic interpolation
-            lag = idx.to(torch.float32) + lo + delta
-            f0s.append((self.sample_rate / lag).squeeze(-1))
-            unvoiced.append(~voiced)
-            values.append(b.squeeze(-1))
+        cond = (cur.unsqueeze(-2) < self._thresholds) & (nxt >= cur).unsqueeze(-2)  # B x F x K x lags
+        voiced = cond.any(dim=-1)  # B x F x K
+        first = cond.to(torch.float32).argmax(dim=-1)  # first dip below each threshold
+        idx = torch.where(voiced, first, cur.argmin(dim=-1, keepdim=True))  # else the global minimum
+        a, b, c = prev.gather(-1, idx), cur.gather(-1, idx), nxt.gather(-1, idx)
+        curvature = (a - 2.0 * b + c).clamp_min(1e-12)
+        delta = (0.5 * (a - c) / curvature).clamp(-0.5, 0.5)  # parabolic interpolation
+        f0 = self.sample_rate / (idx.to(torch.float32) + (lo + delta))
         frame = segments[..., self.segment - self.window :]
         energy = torch.log(frame.var(dim=-1, correction=0) + ENERGY_FLOOR)
-        return YinOutput(torch.stack(f0s, 1), torch.stack(unvoiced, 1), torch.stack(values, 1), energy)
+        return YinOutput(f0.transpose(1, 2), ~voiced.transpose(1, 2), b.transpose(1, 2), energy)
 
     @torch.no_grad()
     def yin(self, audio: Tensor) -> YinOutput:
@@ -202,7 +196,7 @@ class PitchEnergy(StreamingModule):
         return self._features(yin, self._whiten(x, voiced, count, s1, s2))
 
     # -- streaming -------------------------------------------------------------------------
-    def _reset_own_stream(self) -> None:
+    def _reset_own_stream(self, keep_weights: bool = False) -> None:
         self._history = None
         self._sums = None
 

@@ -39,7 +39,7 @@ from streamvc_rvq.model.content_encoder import ContentEncoder
 from streamvc_rvq.model.decoder import Decoder
 from streamvc_rvq.model.pitch import PitchEnergy
 from streamvc_rvq.model.speaker_encoder import SpeakerEncoder
-from streamvc_rvq.modules.conv import StreamingModule
+from streamvc_rvq.modules.conv import reset_streams
 from streamvc_rvq.quantization.rvq import RVQOutput
 
 __all__ = ["StreamVC", "StreamVCOutput", "StreamingConverter"]
@@ -95,7 +95,8 @@ class StreamVC(nn.Module):
         frames = source.shape[-1] // self.hop_length
         if frames == 0:
             raise ValueError(f"source needs at least one frame ({self.hop_length} samples), got {source.shape[-1]}")
-        source = source[..., : frames * self.hop_length]
+        dtype = self.decoder.pre_rvq_conv.weight.dtype  # float32: inputs of another dtype are cast
+        source, reference = source[..., : frames * self.hop_length].to(dtype), reference.to(dtype)
         content, logits = self.content_encoder(source)
         pitch = self.pitch(source)
         speaker = self.speaker_encoder(reference)
@@ -131,28 +132,36 @@ class StreamingConverter:
     """Converts a stream chunk by chunk: ``process(chunk B x hop) -> B x hop``.
 
     Output chunk ``n`` is the offline output for the samples of input chunk ``n``
-    (:attr:`algorithmic_delay_samples` = one chunk). The speaker embedding and FiLM
-    coefficients are computed once here. The streaming state lives in the model's layers,
-    so one model serves one stream at a time: creating a converter (or :meth:`reset`)
-    restarts it, and an older converter of the same model refuses to run.
+    (:attr:`algorithmic_delay_samples` = one chunk). At construction the converter takes a
+    snapshot of the model for inference: the speaker embedding and FiLM coefficients of the
+    reference, and every layer's folded weight (primed on one silent chunk, so the first
+    real chunk costs no more than the others). :meth:`reset` restarts the stream from
+    silence and keeps that snapshot; after changing the weights, make a new converter.
+    The streaming state lives in the model's layers, so one model serves one stream at a
+    time: an older converter of the same model refuses to run once a new one exists.
     """
 
     def __init__(self, model: StreamVC, reference: Tensor, num_active_quantizers: int | None = None):
         self.model = model
         self.hop = model.hop_length
         self.algorithmic_delay_samples = model.algorithmic_delay_samples
-        self.num_active = model.decoder.rvq._num_active(num_active_quantizers)
-        with torch.no_grad():
-            speaker = model.speaker_encoder(reference)
-            self.films = [(g.detach(), b.detach()) for g, b in model.decoder.film_coefficients(speaker)]
+        stages = model.decoder.rvq.num_quantizers
+        self.num_active = stages if num_active_quantizers is None else int(num_active_quantizers)
+        if not 1 <= self.num_active <= stages:
+            raise ValueError(f"num_active_quantizers must be in [1, {stages}], got {num_active_quantizers}")
+        self.dtype = model.decoder.pre_rvq_conv.weight.dtype
         self.batch = reference.shape[0]
+        with torch.no_grad():
+            speaker = model.speaker_encoder(reference.to(self.dtype))
+            self.films = [(g.detach(), b.detach()) for g, b in model.decoder.film_coefficients(speaker)]
+        reset_streams(model)  # fold the current weights
+        model._active_stream = self
+        self.process(torch.zeros(self.batch, self.hop, dtype=self.dtype, device=reference.device))
         self.reset()
 
     def reset(self) -> None:
-        """Start a new stream from silence (same reference)."""
-        for module in self.model.modules():
-            if isinstance(module, StreamingModule):
-                module._reset_own_stream()
+        """Start a new stream from silence (same reference, same weight snapshot)."""
+        reset_streams(self.model, keep_weights=True)
         self.model._active_stream = self
 
     def process(self, chunk: Tensor) -> Tensor:
@@ -163,6 +172,7 @@ class StreamingConverter:
         if chunk.dim() != 2 or chunk.shape[-1] % self.hop or chunk.shape[0] != self.batch:
             raise ValueError(f"chunk must be {self.batch} x (k * {self.hop}) samples, got {tuple(chunk.shape)}")
         with torch.inference_mode():
+            chunk = chunk.to(self.dtype)
             content = model.content_encoder.stream_step(chunk)
             pitch = model.pitch.stream_step(chunk)
             quantized = model.decoder.quantize_step(content, self.num_active)

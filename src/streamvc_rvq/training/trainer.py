@@ -166,9 +166,9 @@ class Trainer:
         lr = state.optimizer.param_groups[0]["lr"]
         state.optimizer.step()
         state.scheduler.step()
-        scalars = {f"train/loss_{name}": float(value) for name, value in terms.raw.items()}
+        scalars = {f"train/loss_{name}": float(value.detach()) for name, value in terms.raw.items()}
         scalars.update({
-            "train/loss_total": float(terms.total),
+            "train/loss_total": float(terms.total.detach()),
             "train/grad_norm": float(grad_norm),
             "train/lr": lr,
             "train/pre_rvq_std": float(out.pre_rvq_std),
