@@ -3,7 +3,7 @@
 Builds the model from the ``model`` section of a config (default: config/config.yaml, the
 paper-size model) in its causal form (``pre_rvq_norm: causal``, ``pitch.whitening:
 running``), random weights, eval mode; streams ``--seconds`` of a synthetic voiced signal in
-``hop``-sample chunks (320 = 20 ms) under ``torch.inference_mode()`` with ``--threads``
+``hop``-sample chunks (320 = 20 ms; ``--chunk-frames`` for longer ones) under ``torch.inference_mode()`` with ``--threads``
 torch threads, and prints the real-time factor (processing time / audio time) and the
 per-chunk latency (mean, median, p95, max). It also checks that the streamed output equals
 the offline ``forward`` output (max abs difference) unless ``--no-check``.
@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="config file whose model section is used (default: config/config.yaml)")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds of audio streamed (default 10)")
+    parser.add_argument("--chunk-frames", type=int, default=1,
+                        help="frames of 320 samples per chunk (default 1 = 20 ms, the spec's setting; more "
+                        "frames add latency and amortise weight reads)")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds streamed first and not timed (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the test signal")
     parser.add_argument("--no-check", action="store_true", help="skip the streamed-vs-offline comparison")
@@ -71,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     model_cfg = deep_merge(load_config(args.config)["model"], CAUSAL)
     model = StreamVC(model_cfg).eval()
-    sr, hop = model.sample_rate, model.hop_length
+    sr = model.sample_rate
+    hop = model.hop_length * args.chunk_frames  # samples per chunk
     audio = synthetic_voice(args.seconds, sr, args.seed)
     audio = audio[:, : audio.shape[-1] // hop * hop]
     reference = synthetic_voice(3.0, sr, args.seed + 1)
@@ -104,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": seconds,
         "threads": args.threads,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "algorithmic_delay_samples": converter.algorithmic_delay_samples,
-        "algorithmic_delay_ms": 1000 * converter.algorithmic_delay_samples / sr,
+        "algorithmic_delay_samples": converter.algorithmic_delay_samples * args.chunk_frames,
+        "algorithmic_delay_ms": 1000 * converter.algorithmic_delay_samples * args.chunk_frames / sr,
         "cpu": cpu_name(),
         "torch": torch.__version__,
         "config": str(args.config),
