@@ -84,13 +84,13 @@ def test_weight_norm_is_folded_once_per_stream():
     x = torch.randn(1, 4, 10)
     with torch.no_grad(), streaming(conv):
         conv.stream_step(x)
-        product = conv._product
+        product = conv._stream.product
         conv.stream_step(x)
-        assert conv._product is product  # folded once, not per chunk
+        assert conv._stream.product is product  # folded once, not per chunk
         torch.testing.assert_close(product.weight, conv.weight.permute(2, 1, 0).reshape(-1, 4))
         conv.reset_stream(keep_weights=True)
-        assert conv._product is product and conv._cache is None
-    assert conv._product is None and conv._cache is None  # leaving the block forgets it all
+        assert conv._stream.product is product and conv._stream.cache is None
+    assert conv._stream.product is None and conv._stream.cache is None  # leaving the block forgets it all
 
 
 def test_reset_restarts_from_silence():

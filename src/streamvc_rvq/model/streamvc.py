@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import math
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -155,19 +156,20 @@ class StreamingConverter:
             speaker = model.speaker_encoder(reference.to(self.dtype))
             self.films = [(g.detach(), b.detach()) for g, b in model.decoder.film_coefficients(speaker)]
         reset_streams(model)  # fold the current weights
-        model._active_stream = self
+        model._active_stream = weakref.ref(self)
         self.process(torch.zeros(self.batch, self.hop, dtype=self.dtype, device=reference.device))
         self.reset()
 
     def reset(self) -> None:
         """Start a new stream from silence (same reference, same weight snapshot)."""
         reset_streams(self.model, keep_weights=True)
-        self.model._active_stream = self
+        self.model._active_stream = weakref.ref(self)
 
     def process(self, chunk: Tensor) -> Tensor:
         """Next ``chunk: B x (k * hop)`` samples -> converted ``B x (k * hop)``."""
         model = self.model
-        if getattr(model, "_active_stream", None) is not self:
+        active = getattr(model, "_active_stream", None)
+        if active is None or active() is not self:
             raise RuntimeError("another stream was started on this model; call reset() to restart this one")
         if chunk.dim() != 2 or chunk.shape[-1] % self.hop or chunk.shape[0] != self.batch:
             raise ValueError(f"chunk must be {self.batch} x (k * {self.hop}) samples, got {tuple(chunk.shape)}")

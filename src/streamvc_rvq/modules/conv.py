@@ -95,6 +95,9 @@ def streaming(module: nn.Module) -> Iterator[nn.Module]:
         reset_streams(module)
 
 
+PACK_MIN_K = 448  # inner dimension from which oneDNN's packed product beats addmm
+
+
 class FoldedProduct:
     """``rows @ W + b`` for a folded weight ``W: K x N``, by the fastest exact float32 route.
 
@@ -115,12 +118,14 @@ class FoldedProduct:
     __slots__ = ("weight", "weight_t", "bias", "packed")
 
     def __init__(self, weight: Tensor, bias: Tensor | None, rows: int):
-        self.weight, self.bias = weight, bias
+        self.weight: Tensor | None = weight
+        self.bias = bias
         self.weight_t: Tensor | None = None
         self.packed: Tensor | None = None
         k, n = weight.shape
-        if k >= _PACK_MIN_K and (rows > 1 or torch.get_num_threads() > 1) and _onednn_usable(weight):
+        if k >= PACK_MIN_K and (rows > 1 or torch.get_num_threads() > 1) and _onednn_usable(weight):
             self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.t().contiguous(), rows)
+            self.weight = None  # the packed copy is all a call needs
         elif rows == 1 and k >= n:
             self.weight_t = weight.t().contiguous()
             self.weight = self.weight_t.t()
@@ -134,8 +139,6 @@ class FoldedProduct:
             return out.view(1, -1)
         return torch.mm(rows, self.weight) if self.bias is None else torch.addmm(self.bias, rows, self.weight)
 
-
-_PACK_MIN_K = 448
 
 
 def _onednn_usable(weight: Tensor) -> bool:
@@ -166,6 +169,25 @@ def _im2col(buf: Tensor, kernel: int, stride: int, dilation: int) -> Tensor:
     return windows.reshape(batch * frames, kernel * channels).contiguous()  # the one copy
 
 
+class _StreamState:
+    """A streaming layer's state between chunks, in a plain object: assigning a module
+    attribute goes through ``nn.Module.__setattr__`` (~5 us), too slow for ~60 layers x 50
+    chunks per second."""
+
+    __slots__ = ("product", "cache", "kernel", "stride", "dilation", "padding", "out_channels")
+
+    def __init__(self, kernel: int, stride: int, dilation: int, padding: int, out_channels: int):
+        self.kernel, self.stride, self.dilation = kernel, stride, dilation
+        self.padding, self.out_channels = padding, out_channels
+        self.product: FoldedProduct | None = None  # the folded weight
+        self.cache: Tensor | None = None  # the inputs the next chunk still needs (None: stream start)
+
+    def reset(self, keep_weights: bool) -> None:
+        self.cache = None
+        if not keep_weights:
+            self.product = None
+
+
 class CausalConv1d(nn.Conv1d, StreamingModule):
     """``nn.Conv1d`` padded on the left only (see the module docstring for the exact rule).
 
@@ -188,17 +210,14 @@ class CausalConv1d(nn.Conv1d, StreamingModule):
             raise ValueError(f"kernel_size {kernel_size} x dilation {dilation} must cover the stride {stride}")
         if weight_norm:
             _weight_norm(self)
-        self._product: FoldedProduct | None = None  # the folded weight, per stream
-        self._cache: Tensor | None = None  # the inputs the next chunk still needs
+        self._stream = _StreamState(kernel_size, stride, dilation, self.causal_padding, out_channels)
 
     def forward(self, x: Tensor) -> Tensor:
         return super().forward(F.pad(x, (self.causal_padding, 0)))
 
     # -- streaming -------------------------------------------------------------------------
     def _reset_own_stream(self, keep_weights: bool = False) -> None:
-        self._cache = None
-        if not keep_weights:
-            self._product = None
+        self._stream.reset(keep_weights)
 
     def folded_weight(self) -> tuple[Tensor, Tensor | None]:
         """The effective weight as ``(k * C_in) x C_out`` (rows (tap, channel)) and the bias."""
@@ -209,21 +228,21 @@ class CausalConv1d(nn.Conv1d, StreamingModule):
 
     def stream_step(self, x: Tensor) -> Tensor:
         """Next chunk ``x: B x C_in x T`` -> ``B x C_out x (T // stride)`` (time-major storage)."""
+        st = self._stream
         xt = x.transpose(1, 2)  # B x T x C (a view)
-        cache = self._cache
+        cache = st.cache
         if cache is None:  # start of a stream: silence before it, as the offline padding
-            cache = xt.new_zeros(xt.shape[0], self.causal_padding, xt.shape[2])
+            cache = xt.new_zeros(xt.shape[0], st.padding, xt.shape[2])
         buf = torch.cat((cache, xt), dim=1) if cache.shape[1] else xt
-        kernel, stride, dilation = self.kernel_size[0], self.stride[0], self.dilation[0]
-        frames = (buf.shape[1] - (kernel - 1) * dilation - 1) // stride + 1
+        frames = (buf.shape[1] - (st.kernel - 1) * st.dilation - 1) // st.stride + 1
         if frames <= 0:  # not enough for one output yet: keep everything
-            self._cache = buf
-            return xt.new_zeros(xt.shape[0], 0, self.out_channels).transpose(1, 2)
-        rows = _im2col(buf, kernel, stride, dilation)
-        if self._product is None:
-            self._product = FoldedProduct(*self.folded_weight(), rows.shape[0])
-        out = self._product(rows).view(xt.shape[0], frames, self.out_channels)
-        self._cache = buf[:, frames * stride :]
+            st.cache = buf
+            return xt.new_zeros(xt.shape[0], 0, st.out_channels).transpose(1, 2)
+        rows = _im2col(buf, st.kernel, st.stride, st.dilation)
+        if st.product is None:
+            st.product = FoldedProduct(*self.folded_weight(), rows.shape[0])
+        out = st.product(rows).view(xt.shape[0], frames, st.out_channels)
+        st.cache = buf[:, frames * st.stride :]
         return out.transpose(1, 2)
 
 
@@ -249,8 +268,8 @@ class CausalConvTranspose1d(nn.ConvTranspose1d, StreamingModule):
         self.taps = math.ceil(kernel_size / stride)  # input frames each output block reads
         if weight_norm:
             _weight_norm(self)
-        self._product: FoldedProduct | None = None
-        self._cache: Tensor | None = None
+        # streamed as a causal conv over input frames: kernel taps, stride 1, s * C_out outputs
+        self._stream = _StreamState(self.taps, 1, 1, self.taps - 1, out_channels)
 
     def forward(self, x: Tensor) -> Tensor:
         y = super().forward(x)
@@ -258,9 +277,7 @@ class CausalConvTranspose1d(nn.ConvTranspose1d, StreamingModule):
 
     # -- streaming -------------------------------------------------------------------------
     def _reset_own_stream(self, keep_weights: bool = False) -> None:
-        self._cache = None
-        if not keep_weights:
-            self._product = None
+        self._stream.reset(keep_weights)
 
     def folded_weight(self) -> tuple[Tensor, Tensor | None]:
         """The transposed convolution as a causal one over input frames.
@@ -279,15 +296,16 @@ class CausalConvTranspose1d(nn.ConvTranspose1d, StreamingModule):
 
     def stream_step(self, x: Tensor) -> Tensor:
         """Next input frames ``x: B x C_in x T`` -> ``B x C_out x (T * stride)``."""
+        st = self._stream
         xt = x.transpose(1, 2)
-        cache = self._cache
+        cache = st.cache
         if cache is None:
-            cache = xt.new_zeros(xt.shape[0], self.taps - 1, xt.shape[2])
+            cache = xt.new_zeros(xt.shape[0], st.padding, xt.shape[2])
         buf = torch.cat((cache, xt), dim=1) if cache.shape[1] else xt
-        rows = _im2col(buf, self.taps, 1, 1)  # (B * T) x (taps * C_in)
-        if self._product is None:
-            self._product = FoldedProduct(*self.folded_weight(), rows.shape[0])
+        rows = _im2col(buf, st.kernel, 1, 1)  # (B * T) x (taps * C_in)
+        if st.product is None:
+            st.product = FoldedProduct(*self.folded_weight(), rows.shape[0])
         batch, frames = xt.shape[0], xt.shape[1]
-        self._cache = buf[:, frames:]
-        out = self._product(rows)  # (B * T) x (s * C_out), columns (phase, channel)
-        return out.view(batch, frames * self.stride[0], self.out_channels).transpose(1, 2)
+        st.cache = buf[:, frames:]
+        out = st.product(rows)  # (B * T) x (s * C_out), columns (phase, channel)
+        return out.view(batch, frames * self.stride[0], st.out_channels).transpose(1, 2)
