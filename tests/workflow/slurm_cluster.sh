@@ -27,8 +27,13 @@ SOCKET=$DIR/munge/munge.socket
 NODE=$(hostname -s)
 export SLURM_CONF=$CONF
 
-die() { # code, reason
+STARTING=0
+die() { # code, reason; a failed start stops whatever it had started
     echo "slurm_cluster.sh: $2" >&2
+    if [ "$STARTING" = 1 ]; then
+        stop_daemons slurmd slurmctld munged
+        rm -f "$PIDS"
+    fi
     exit "$1"
 }
 
@@ -80,8 +85,9 @@ install_slurm() {
     local apt_log=$DIR/apt.log
     export DEBIAN_FRONTEND=noninteractive
     local opts=(-y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
-    # Package lists may be missing or stale on a fresh machine: update first, then install.
-    { apt-get update -q && apt-get install "${opts[@]}" slurm-wlm munge; } >"$apt_log" 2>&1 ||
+    # Package lists may be missing or stale on a fresh machine: update first (a failing extra
+    # source need not stop the install), then install.
+    { apt-get update -q || true; apt-get install "${opts[@]}" slurm-wlm munge; } >"$apt_log" 2>&1 ||
         die 11 "apt-get install slurm-wlm munge failed ($(log_tail "$apt_log"); full log: $apt_log)"
 }
 
@@ -193,7 +199,6 @@ ctld_ok() { scontrol ping 2>/dev/null | grep -q 'is UP'; }
 
 start_slurmctld() {
     alive slurmctld && ctld_ok && return 0
-    port_busy "$PORT" && die 16 "port $PORT (SlurmctldPort) is taken by another process; set STREAMVC_SLURM_PORT"
     # -c: a fresh controller state every start (no jobs or node states left from an earlier run).
     spawn slurmctld "$DIR/log/slurmctld.out" slurmctld -D -c -f "$CONF"
     wait_for 30 slurmctld ctld_ok ||
@@ -202,7 +207,6 @@ start_slurmctld() {
 
 start_slurmd() {
     if ! alive slurmd; then
-        port_busy $((PORT + 1)) && die 16 "port $((PORT + 1)) (SlurmdPort) is taken by another process; set STREAMVC_SLURM_PORT"
         spawn slurmd "$DIR/log/slurmd.out" slurmd -D -f "$CONF" -N "$NODE"
     fi
     local deadline=$((SECONDS + 60)) state
@@ -215,15 +219,20 @@ start_slurmd() {
     die 15 "node $NODE is '${state:-unknown}', not idle, 60 s after slurmd started: $(sinfo -h -N -o '%T %E' 2>&1 | head -n 1)"
 }
 
-stop_one() { # name: TERM, up to 10 s, then KILL; only if the recorded pid is still that daemon
-    local name=$1 pid i
-    pid=$(pid_of "$name") || return 0
-    kill -TERM "$pid" 2>/dev/null
-    for i in $(seq 50); do
-        [ -d "/proc/$pid" ] || return 0
-        sleep 0.2
+stop_daemons() { # TERM all of ours at once (each takes ~2 s to exit), KILL what is left after 10 s
+    local name pid i left
+    for name in "$@"; do
+        pid=$(pid_of "$name") && kill -TERM "$pid" 2>/dev/null
     done
-    kill -KILL "$pid" 2>/dev/null
+    for i in $(seq 100); do
+        left=""
+        for name in "$@"; do alive "$name" && left="$left $name"; done
+        [ -z "$left" ] && return 0
+        sleep 0.1
+    done
+    for name in $left; do # re-checked by name: never a recycled PID
+        pid=$(pid_of "$name") && kill -KILL "$pid" 2>/dev/null
+    done
 }
 
 cmd_start() {
@@ -238,14 +247,20 @@ cmd_start() {
     fi
     # Anything half up from an earlier start is ours: stop it and start clean.
     [ -f "$PIDS" ] && cmd_stop >/dev/null
+    local port
+    for port in "$PORT" $((PORT + 1)); do
+        port_busy "$port" && die 16 "port $port (SlurmctldPort=$PORT, SlurmdPort=$((PORT + 1))) is taken by another process; set STREAMVC_SLURM_PORT to a free pair"
+    done
     mkdir -p "$DIR"
     : >"$PIDS"
+    STARTING=1
     write_config
     write_wrappers
     local t0=$SECONDS
     start_munged
     start_slurmctld
     start_slurmd
+    STARTING=0
     echo "started munged, slurmctld, slurmd in $((SECONDS - t0)) s; node $NODE idle (pids: $(tr '\n' ' ' <"$PIDS"))"
     echo "SLURM_BIN=$DIR/bin"
     echo "SLURM_CONF=$CONF"
@@ -262,9 +277,7 @@ cmd_stop() {
         jobs=$(squeue -h -o '%i' 2>/dev/null | tr '\n' ' ')
         [ -n "${jobs// /}" ] && scancel $jobs 2>/dev/null && sleep 1
     fi
-    stop_one slurmd
-    stop_one slurmctld
-    stop_one munged
+    stop_daemons slurmd slurmctld munged
     rm -f "$PIDS"
     echo "stopped"
 }

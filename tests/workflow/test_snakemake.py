@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import os
 import shutil
 import subprocess
@@ -78,3 +80,76 @@ def test_verdict_and_ab_through_snakemake(workflow):
     metrics = json.loads((workflow / "results/phase1/metrics/step_2.json").read_text())
     assert metrics["num_active_quantizers"] == 1 and metrics["stages"][0]["perplexity"] >= 1.0
     assert list((workflow / "results/phase1/samples/step_2").glob("*.wav"))
+
+
+# ---------------------------------------------------------------- the README journey
+
+# The micro config's step targets stand in for the protocol's 1k/2k/5k/10k.
+MICRO_STEPS = {"1000": "2", "2000": "4", "5000": "10", "10000": "20"}
+NOT_RUN = (
+    "python3.11 -m venv",  # installing: the suite already runs inside the installed environment
+    "bash .ci/test.sh",  # the suite itself
+    "tensorboard ",  # a server; the test checks its log directory instead
+)
+
+
+def readme_commands() -> list[str]:
+    """Command lines of the README's ```bash blocks, continuation lines joined."""
+    text = (ROOT / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.DOTALL):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("  #")[0].strip()
+            if line and not line.startswith("#"):
+                commands.append(line)
+    return commands
+
+
+def micro_command(command: str, workdir: Path, wavs: dict[str, Path]) -> list[str]:
+    """The README command as it runs against the micro config in ``workdir``."""
+    for nominal, micro in MICRO_STEPS.items():
+        command = command.replace(f"step_{nominal}.", f"step_{micro}.")
+    command = command.replace("config/quick.yaml", "config/micro.yaml")
+    command = command.replace("| dot -Tsvg > dag.svg", "")
+    for name, path in wavs.items():
+        command = command.replace(name, str(path))
+    args = shlex.split(command)
+    if args[0] == "snakemake" and "--configfile" not in args:
+        args += ["--configfile", "config/micro.yaml"]
+    elif args[0] == "snakemake" and "config/micro.yaml" not in args:  # the user's overlay goes on top of micro
+        args.insert(args.index("--configfile") + 1, "config/micro.yaml")
+    if args[:2] in (["streamvc-rvq", "infer"], ["streamvc-rvq", "model-summary"]):
+        args += ["--config", "config/micro.yaml"]
+    if args[0] == "python":
+        args[0] = sys.executable
+    return args
+
+
+def test_readme_commands_run_against_the_micro_config(workflow):
+    # a user corpus, as the README's overlay file describes it: here the micro corpus's own wavs
+    overlay = re.search(r"```yaml\n(corpus:\n.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)[1]
+    overlay = overlay.replace("/data/VCTK-Corpus/wav48", str(workflow / "results/data/micro/audio"))
+    (workflow / "my_corpus.yaml").write_text(overlay)
+    wav = sorted((workflow / "results/data/micro/audio").rglob("*.wav"))
+    wavs = {"SRC.wav": wav[0], "REF.wav": wav[-1], "OUT.wav": workflow / "out.wav"}
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    ran = []
+    for command in readme_commands():
+        if command.startswith(NOT_RUN):
+            continue
+        args = micro_command(command, workflow, wavs)
+        proc = subprocess.run(args, cwd=workflow, env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, f"README command failed: {command}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        ran.append(command)
+    assert any(c.startswith("snakemake --cores all results/phase1/verdict.json --forcerun") for c in ran)
+    assert any(c.startswith("streamvc-rvq infer") for c in ran)
+    assert (workflow / "out.wav").stat().st_size > 1000
+    assert (workflow / "results/data/vctk/manifest.csv").exists()
+    assert list((workflow / "results/phase1/tensorboard").glob("events.out.tfevents.*"))
+    report = workflow / "results/report.html"
+    assert report.stat().st_size > 10_000 and "verdict" in report.read_text(errors="ignore").lower()
+
+
+def test_readme_dag_is_current():
+    proc = subprocess.run([sys.executable, str(ROOT / ".ci" / "readme_dag.py"), "--check"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

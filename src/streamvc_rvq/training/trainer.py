@@ -116,12 +116,12 @@ class LossTerms:
 
     def add(self, name: str, value: torch.Tensor) -> None:
         if not torch.isfinite(value):
-            raise TrainingError(f"non-finite loss at step {self.step}: {name} = {float(value)}")
+            raise TrainingError(f"non-finite loss at step {self.step}: {name} = {float(value.detach())}")
         self.raw[name] = value
         weighted = self.weights[name] * value
         if not torch.isfinite(weighted):
             raise TrainingError(
-                f"non-finite loss at step {self.step}: {name} x weight {self.weights[name]:g} = {float(weighted)}"
+                f"non-finite loss at step {self.step}: {name} x weight {self.weights[name]:g} = {float(weighted.detach())}"
             )
         self.total = weighted if self.total is None else self.total + weighted
 
