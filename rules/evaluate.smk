@@ -4,7 +4,13 @@ rule evaluate:
         checkpoint="results/{experiment}/checkpoints/step_{step}.pt",
     output:
         metrics="results/{experiment}/metrics/step_{step}.json",
-        samples=directory("results/{experiment}/samples/step_{step}"),
+        samples=report(
+            directory("results/{experiment}/samples/step_{step}"),
+            patterns=["{name}.wav"],
+            caption="report/samples.rst",
+            category="Samples",
+            subcategory="{experiment} step {step}",
+        ),
     log:
         "results/{experiment}/logs/evaluate_step_{step}.log",
     params:

@@ -103,3 +103,35 @@ def test_resume_with_a_different_model_config_is_refused(micro_manifest, tmp_pat
     with pytest.raises(TrainingError, match=r"different model config: rvq\.codebook_size \(32 in checkpoint, 16 in config\)"):
         train_to_step(other, manifest=micro_manifest, step=4, output=tmp_path / "step_4.pt", resume=first, device="cpu")
     assert not (tmp_path / "step_4.pt").exists()
+
+
+def test_gan_experiment_trains_and_checkpoints_its_discriminator(micro_manifest, tmp_path):
+    cfg = micro_config("phase2_gan", train={"steps": [2]})
+    out = train_to_step(cfg, manifest=micro_manifest, step=2, output=tmp_path / "step_2.pt", device="cpu")
+    ckpt = load_checkpoint(out)
+    assert ckpt["discriminator"] and ckpt["disc_optimizer"]["state"]
+
+
+def test_killed_job_leaves_no_checkpoint_and_rerun_continues_from_the_last_complete_one(micro_manifest, tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = micro_config("phase1", train={"steps": [2, 60]})
+    first = train_to_step(cfg, manifest=micro_manifest, step=2, output=tmp_path / "step_2.pt", device="cpu")
+    target = tmp_path / "step_60.pt"
+    cmd = [sys.executable, "-m", "streamvc_rvq", "train", "--config-json", json.dumps(cfg), "--manifest", str(micro_manifest),
+           "--step", "60", "--resume", str(first), "--output", str(target), "--device", "cpu", "--threads", "1"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # wait until it is really training
+        if line.startswith("step "):
+            break
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_2.pt"]  # nothing half-written
+    again = train_to_step(cfg, manifest=micro_manifest, step=60, output=target, resume=first, device="cpu")
+    assert load_checkpoint(again)["step"] == 60
