@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 import yaml
 
 from micro import CONFIG_FILES, micro_config

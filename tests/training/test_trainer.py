@@ -114,7 +114,6 @@ def test_gan_experiment_trains_and_checkpoints_its_discriminator(micro_manifest,
 
 def test_killed_job_leaves_no_checkpoint_and_rerun_continues_from_the_last_complete_one(micro_manifest, tmp_path):
     import json
-    import os
     import signal
     import subprocess
     import sys

@@ -10,14 +10,14 @@ of a file raises :class:`AudioError` whose ``reason`` is one short line fit for
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
+
+from ..atomic import atomic_path, atomic_write_bytes
 
 SILENCE_PEAK = 1e-3  # a file whose peak is below -60 dBFS is silent
 
@@ -162,34 +162,8 @@ def save_wav(path: str | Path, x: torch.Tensor | np.ndarray, sample_rate: int) -
     if data.dtype != np.int16:
         data = np.clip(data.astype(np.float64), -1.0, 1.0)
         data = np.round(data * 32767.0).astype(np.int16)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         sf.write(tmp, data, int(sample_rate), subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def save_labels(path: str | Path, labels: np.ndarray) -> None:

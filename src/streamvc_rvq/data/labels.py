@@ -88,7 +88,7 @@ def frame_labels(phoneme_events: Sequence[tuple[int, str]], num_samples: int, sa
 
 def write_vocabulary(path: str | Path, vocabulary: Sequence[str] = VOCABULARY) -> None:
     """``phonemes.json``: the list of label names, index = id."""
-    from .audio import atomic_write_bytes
+    from ..atomic import atomic_write_bytes
 
     atomic_write_bytes(path, (json.dumps(list(vocabulary), indent=1) + "\n").encode())
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 from .builtin_corpus import build_builtin_corpus
 from .folder_corpus import FolderError, build_folder_corpus
 from .labels import VOCABULARY, write_vocabulary

@@ -3,13 +3,12 @@ losses, and sample conversions between held-out speakers (written as wavs)."""
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from pathlib import Path
 
 import torch
 
+from streamvc_rvq.atomic import write_json
 from streamvc_rvq.data.audio import save_wav
 from streamvc_rvq.data.dataset import load_utterances
 from streamvc_rvq.device import select_device
@@ -126,11 +125,7 @@ def evaluate_checkpoint(
     )
     scalars = read_scalars(tensorboard_dir) if tensorboard_dir and Path(tensorboard_dir).exists() else {}
     metrics["training_curve"] = curve_facts(scalars, up_to_step=step, window=20) if scalars else {}
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, output)
+    write_json(output, metrics)
     q0 = metrics["stages"][0]
     print(
         f"step {step}: perplexity_q0 {q0['perplexity']:.2f} usage_q0 {q0['usage']:.3f} top_share_q0 {q0['top_code_share']:.3f} "

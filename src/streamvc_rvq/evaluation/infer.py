@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import soundfile as sf
 import torch
 
 from streamvc_rvq.data.audio import AudioError, load_audio, save_wav

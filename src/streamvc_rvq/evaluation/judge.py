@@ -4,35 +4,15 @@ write the JSON answer, the plots and the Markdown report."""
 from __future__ import annotations
 
 import json
-import math
-import os
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
+from streamvc_rvq.atomic import write_json
 from streamvc_rvq.evaluation import report as reporting
 from streamvc_rvq.evaluation.comparison import compare_arms, control_comparison
 from streamvc_rvq.evaluation.curves import read_scalars
 from streamvc_rvq.evaluation.verdict import decide
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN/Infinity: write them as strings so strict readers still parse the file."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def write_json(path: Path, data: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
 
 
 def read_metrics(paths: Sequence[Path]) -> list[dict]:

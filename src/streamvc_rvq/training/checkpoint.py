@@ -9,13 +9,13 @@ so a killed job never leaves a half-written ``step_N.pt``. Loading uses
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from streamvc_rvq import __version__
+from streamvc_rvq.atomic import atomic_path
 from streamvc_rvq.config import config_hash
 
 
@@ -45,12 +45,8 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = dict(payload, version=__version__, model_config_hash=config_hash(payload["config"]["model"]))
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
