@@ -90,6 +90,7 @@ NOT_RUN = (
     "python3.11 -m venv",  # installing: the suite already runs inside the installed environment
     "bash .ci/test.sh",  # the suite itself
     "tensorboard ",  # a server; the test checks its log directory instead
+    "pip install -e \".[slurm]\" && snakemake results/phase1/verdict.json --profile profiles/slurm",  # test_slurm.py
 )
 
 
