@@ -1,5 +1,6 @@
 # Helpers shared by the rules: experiment resolution, step chains and target lists.
 import json
+import re
 
 from streamvc_rvq.config import experiment_names, resolve_experiment, seed_variants
 
@@ -7,9 +8,9 @@ EXPERIMENTS = experiment_names(config)
 
 
 wildcard_constraints:
-    experiment="|".join(EXPERIMENTS),
+    experiment="|".join(map(re.escape, EXPERIMENTS)),
     step=r"\d+",
-    corpus=config["corpus"]["name"],
+    corpus=re.escape(config["corpus"]["name"]),
     comparison="|".join(config.get("ab", {})) or "none",
 
 
