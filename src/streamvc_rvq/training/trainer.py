@@ -193,7 +193,7 @@ class Trainer:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(state.discriminator.parameters(), self.train_cfg["grad_clip"])
         state.disc_optimizer.step()
-        return float(loss)
+        return float(loss.detach())
 
 
 class Progress:
