@@ -88,7 +88,7 @@ def test_verdict_and_ab_through_snakemake(workflow):
 MICRO_STEPS = {"1000": "2", "2000": "4", "5000": "10", "10000": "20"}
 NOT_RUN = (
     "python3.11 -m venv",  # installing: the suite already runs inside the installed environment
-    "bash .ci/test.sh",  # the suite itself
+    "bash .ci/run",  # the suite itself
     "tensorboard ",  # a server; the test checks its log directory instead
     "pip install -e \".[slurm]\" && snakemake results/phase1/verdict.json --profile profiles/slurm",  # test_slurm.py
 )
