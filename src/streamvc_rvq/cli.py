@@ -15,6 +15,7 @@ from pathlib import Path
 from streamvc_rvq import __version__
 
 EXIT_USER_ERROR = 2
+DEFAULT_CONFIG = Path("config/config.yaml")
 
 
 class UserError(Exception):
@@ -39,7 +40,7 @@ def load_experiment_config(args: argparse.Namespace) -> dict:
     try:
         if args.config_json:
             return json.loads(args.config_json)
-        paths = args.config or [Path("config/config.yaml")]
+        paths = args.config or [DEFAULT_CONFIG]
         return resolve_experiment(load_config(*paths), getattr(args, "experiment", "phase1"))
     except (ConfigError, json.JSONDecodeError) as err:
         raise UserError(str(err)) from None
@@ -57,7 +58,7 @@ def cmd_prepare_data(args: argparse.Namespace) -> None:
     from streamvc_rvq.data.prepare import CorpusError, prepare_corpus
 
     _set_threads(args.threads)
-    corpus = json.loads(args.corpus_json) if args.corpus_json else load_config(*(args.config or [Path("config/config.yaml")]))["corpus"]
+    corpus = json.loads(args.corpus_json) if args.corpus_json else load_config(*(args.config or [DEFAULT_CONFIG]))["corpus"]
     out_dir = args.output_dir or Path("results/data") / corpus["name"]
     try:
         summary = prepare_corpus(corpus, Path(out_dir), sample_rate=args.sample_rate, workers=args.threads)

@@ -47,7 +47,8 @@ def write_verdict(
     return verdict
 
 
-def _arm_and_seed(experiment: str, arms: Sequence[str]) -> str:
+def arm_of(experiment: str, arms: Sequence[str]) -> str:
+    """The arm a run belongs to: the arm itself or one of its seed variants ``{arm}_s{seed}``."""
     for arm in sorted(arms, key=len, reverse=True):
         if experiment == arm or re.fullmatch(re.escape(arm) + r"_s\d+", experiment):
             return arm
@@ -63,11 +64,11 @@ def write_ab(
     seed_of: dict[str, int] = {}
     for m in read_metrics(metrics):
         seed_of[m["experiment"]] = int(m["seed"])
-        runs[_arm_and_seed(m["experiment"], arms)].setdefault(int(m["seed"]), []).append(m)
+        runs[arm_of(m["experiment"], arms)].setdefault(int(m["seed"]), []).append(m)
     run_verdicts: dict[str, dict[int, dict]] = {arm: {} for arm in arms}
     for path in verdicts:
         v = json.loads(Path(path).read_text())
-        run_verdicts[_arm_and_seed(v["experiment"], arms)][seed_of[v["experiment"]]] = v
+        run_verdicts[arm_of(v["experiment"], arms)][seed_of[v["experiment"]]] = v
     comparison = compare_arms(runs, run_verdicts)
     comparison["name"] = name
     plots_dir = Path(plots_dir)

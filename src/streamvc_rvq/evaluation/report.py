@@ -24,6 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
+from ..atomic import atomic_write_bytes
 from .verdict import (
     HEALTHY_PERPLEXITY,
     PERPLEXITY_IDEAL_1K,
@@ -305,6 +306,15 @@ def _checkpoint_table(checkpoints: Sequence[dict]) -> list[str]:
     return lines + [""]
 
 
+def _write_markdown(lines: list[str], pngs: PngList | None, out: Path) -> Path:
+    """Append the plot links (relative to ``out``) and write the report atomically."""
+    plot_lines = _png_lines(pngs, out)
+    if plot_lines:
+        lines += ["## Plots", ""] + plot_lines
+    atomic_write_bytes(out, "\n".join(lines).encode())
+    return out
+
+
 def write_verdict_report(verdict: dict, checkpoints: Sequence[dict], control: dict | None,
                          pngs: PngList | None, out_md: str | os.PathLike) -> Path:
     """The Markdown verdict report; its first line states the class. Returns the path."""
@@ -356,12 +366,7 @@ def write_verdict_report(verdict: dict, checkpoints: Sequence[dict], control: di
         lines += _control_lines(control)
     else:
         lines += ["## Control comparison", "", "No control run was compared.", ""]
-    plot_lines = _png_lines(pngs, out)
-    if plot_lines:
-        lines += ["## Plots", ""] + plot_lines
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines))
-    return out
+    return _write_markdown(lines, pngs, out)
 
 
 def write_ab_report(comparison: dict, out_md: str | os.PathLike, pngs: PngList | None = None) -> Path:
@@ -409,9 +414,4 @@ def write_ab_report(comparison: dict, out_md: str | os.PathLike, pngs: PngList |
         elif row["difference"] is not None:
             lines += ["", "perplexity_q0: tie."]
         lines.append("")
-    plot_lines = _png_lines(pngs, out)
-    if plot_lines:
-        lines += ["## Plots", ""] + plot_lines
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines))
-    return out
+    return _write_markdown(lines, pngs, out)
