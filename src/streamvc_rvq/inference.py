@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from streamvc_rvq.model.streamvc import StreamVC
-from streamvc_rvq.quantization.rvq import active_quantizers
+from streamvc_rvq.quantization.rvq import checkpoint_stages
 from streamvc_rvq.training.checkpoint import check_model_config, load_checkpoint
 
 
@@ -29,8 +29,9 @@ def load_trained_model(
 
 
 def num_active_at(model_cfg: dict, step: int) -> int:
+    """Stages a checkpoint at ``step`` was trained with (it saw steps 0 .. step - 1)."""
     rvq = model_cfg["rvq"]
-    return active_quantizers(step, rvq["num_quantizers"], rvq["progressive_steps"])
+    return checkpoint_stages(step, rvq["num_quantizers"], rvq["progressive_steps"])
 
 
 @torch.inference_mode()

@@ -102,3 +102,28 @@ def test_short_utterances_are_zero_padded_and_missing_labels_give_none(tmp_path)
     assert sample_batch(unlabelled, 0, 0, 2, 10, HOP).labels is None
     with pytest.raises(ValueError):
         sample_batch([], 0, 0, 2, 10, HOP)
+
+
+def test_sources_carry_real_left_context_and_say_where_their_audio_ends(tiny_corpus):
+    out, _ = tiny_corpus
+    utts = load_utterances(out / "manifest.csv", "train")
+    by_id = {u.utterance_id: u for u in utts}
+    context, crop = 18, 20
+    for step in range(6):
+        batch = sample_batch(utts, seed=0, step=step, batch_size=4, crop_frames=crop, hop_length=HOP,
+                             context_frames=context)
+        assert batch.context_frames == context
+        assert batch.source.shape == (4, (context + crop) * HOP) and batch.reference.shape == (4, crop * HOP)
+        assert batch.labels.shape == (4, context + crop)
+        for b in range(4):
+            audio = by_id[batch.utterance_ids[b]].audio
+            window = batch.source[b]
+            # the whole window, context included, is a contiguous piece of the utterance
+            starts = [s for s in range(0, audio.numel() - HOP + 1, HOP) if torch.equal(audio[s : s + HOP], window[:HOP])]
+            assert starts, "context is not the utterance's own audio"
+            real = min(context + crop, (audio.numel() - starts[0]) // HOP)
+            assert int(batch.lengths[b]) == real
+    first = sample_batch(utts, seed=0, step=0, batch_size=4, crop_frames=crop, hop_length=HOP, context_frames=context)
+    other = sample_batch(utts, seed=0, step=0, batch_size=4, crop_frames=crop, hop_length=HOP,
+                         context_frames=context, stream="kmeans0")
+    assert not torch.equal(other.source, first.source)  # another stream, other batches

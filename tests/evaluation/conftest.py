@@ -40,7 +40,7 @@ def collapsed_counts() -> list[float]:
 
 
 def _make_cp(step, ppl=(20.0,), usage=None, share=None, *, counts=None, std=1.0, stft=3.0, l1=0.05,
-             silent=0, falling=True, active=None, experiment="phase1", curve=True):
+             silent=0, falling=True, active=None, experiment="phase1", curve=True, frame_scale=1.0):
     if counts is not None:
         stages = [stage_from_counts(i, c) for i, c in enumerate(counts)]
     else:
@@ -55,6 +55,8 @@ def _make_cp(step, ppl=(20.0,), usage=None, share=None, *, counts=None, std=1.0,
         "num_active_quantizers": len(stages) if active is None else active,
         "stages": stages,
         "pre_rvq_std": std,
+        "pre_rvq_frame": {"frame_scale": frame_scale, "effective_rank": 12.0, "first_frames_energy_share": 0.13,
+                          "first_frames_share": 0.125},
         "validation": {"loss_stft": stft, "loss_l1": l1, "num_utterances": 60},
         "outputs": {"std": [0.0] * silent + [0.1] * (4 - silent), "num_outputs": 4, "num_silent": silent,
                     "rms_ratio": 0.8},

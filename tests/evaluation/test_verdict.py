@@ -21,11 +21,13 @@ EXPECTED_IDS = [
     "1k.perplexity_q0_ideal",
     "1k.usage_q0",
     "1k.pre_rvq_std",
+    "1k.pre_rvq_frame_scale",
     "1k.loss_stft_falling",
     "1k.not_silent",
     "2k.perplexity_q0_stable",
     "2k.loss_stft_undisturbed",
     "2k.pre_rvq_std",
+    "2k.pre_rvq_frame_scale",
     "5k.perplexity_active_stages",
     "5k.loss_stft_improving",
     "5k.loss_l1_improving",
@@ -382,3 +384,41 @@ def test_extra_steps_are_ignored(healthy_run, make_cp, hist):
 def test_no_protocol_checkpoint_is_an_error():
     with pytest.raises(ValueError, match="no metrics"):
         decide([], steps=STEPS, progressive_steps=2000)
+
+
+@pytest.mark.parametrize("scale, passed", [(0.5, True), (2.0, True), (1.0, True), (0.49, False), (0.11, False), (2.01, False)])
+def test_frame_scale_band(healthy_run, scale, passed):
+    cps = healthy_run()
+    cps[0]["pre_rvq_frame"]["frame_scale"] = scale
+    cps[1]["pre_rvq_frame"]["frame_scale"] = scale
+    v = run(cps)
+    assert crit(v, "1k.pre_rvq_frame_scale")["passed"] is passed
+    assert crit(v, "2k.pre_rvq_frame_scale")["passed"] is passed
+    assert (v["class"] == "success") is passed
+
+
+def test_shrunk_frames_fail_the_verdict_while_pre_rvq_std_passes_and_the_warning_says_so(healthy_run):
+    from streamvc_rvq.quantization.frame_stats import frame_scale_stats
+
+    z = 0.11 * torch.randn(4, 32, 100)  # the reviewed artefact's scale; per-channel std of a
+    measured = frame_scale_stats(z, torch.ones(4, 100, dtype=torch.bool))  # normalised input is 1
+    cps = healthy_run()
+    for cp in cps[:2]:
+        cp["pre_rvq_frame"] = measured
+    v = run(cps)
+    assert crit(v, "1k.pre_rvq_std")["passed"] is True
+    assert crit(v, "1k.pre_rvq_frame_scale")["passed"] is False
+    assert v["class"] != "success"
+    assert any("pre_rvq_std" in w and "frame scale" in w for w in v["warnings"])
+
+
+def test_a_stage_with_no_trained_step_is_reported_but_not_judged(healthy_run):
+    cps = healthy_run()
+    last = cps[-1]
+    last["stages"].append({"index": len(last["stages"]), "perplexity": 1.0, "usage": 0.001,
+                           "top_code_share": 0.99, "dead_codes": 1000, "trained_steps": 0})
+    last["num_active_quantizers"] = len(last["stages"])
+    v = run(cps)
+    c = crit(v, "10k.perplexity_active_stages")
+    assert c["passed"] is True and 1.0 not in c["measured"]
+    assert v["class"] == "success"

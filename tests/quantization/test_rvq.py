@@ -176,8 +176,10 @@ def test_ema_update_matches_hand_computation():
 
 
 def test_dead_codes_are_replaced_by_current_residuals():
+    # threshold relative to the expected assignments: 12 frames / 8 codes = 1.5 per code,
+    # so 0.5 x 1.5 = 0.75; the usage EMA starts at 1 (alive)
     rvq = ResidualVectorQuantizer(
-        num_quantizers=1, codebook_size=8, codebook_dim=4, dead_code_threshold=0.9, ema_decay=0.5
+        num_quantizers=1, codebook_size=8, codebook_dim=4, dead_code_threshold=0.5, ema_decay=0.5
     )
     vq = rvq.layers[0]
     vq.codebook.data.copy_(torch.full((8, 4), 100.0))
@@ -186,22 +188,42 @@ def test_dead_codes_are_replaced_by_current_residuals():
 
     first = rvq(torch.randn(2, 4, 6) * 0.1)
     assert first.codes[0].unique().tolist() == [0]
-    assert first.stats[0]["dead_codes"] == 7  # gradient mode: unused in this batch
-    # usage EMA of unused codes: 0.5 * 1 + 0.5 * 0 = 0.5 < 0.9
+    assert first.stats[0]["redrawn"] == 0.0
+    # usage EMA of unused codes: 0.5 * 1 + 0.5 * 0 = 0.5 < 0.75
     assert torch.equal(vq.cluster_size[1:], torch.full((7,), 0.5))
+    assert first.stats[0]["dead_codes"] == 7
 
     x = torch.randn(2, 4, 6)
-    rvq(x)  # codes 1..7 expire and are re-drawn from this batch's residuals
+    second = rvq(x)  # codes 1..7 expire and are re-drawn from this batch's residuals
+    assert second.stats[0]["redrawn"] == 7 / 8
     vectors = x.transpose(1, 2).reshape(-1, 4)
     assert torch.equal(vq.codebook[0], torch.zeros(4))
     for row in vq.codebook[1:]:
         assert (vectors == row).all(dim=1).any(), "replaced code is not a current residual"
 
 
+def test_a_redrawn_code_restarts_at_the_expected_count_and_survives_a_grace_period():
+    # 4 frames for 16 codes: 0.25 expected assignments per code per step. An absolute
+    # threshold of 2 (EnCodec's number) would be unreachable; relative 0.4 -> 0.1.
+    rvq = ResidualVectorQuantizer(num_quantizers=1, codebook_size=16, codebook_dim=2,
+                                  dead_code_threshold=0.4, ema_decay=0.9)
+    vq = rvq.layers[0]
+    vq.cluster_size.fill_(0.0)  # everything dead
+    rvq.train()
+    out = rvq(torch.randn(1, 2, 4))
+    assert out.stats[0]["redrawn"] == 1.0
+    unused = vq.cluster_size < 0.3  # not chosen in this batch: 0.9 x 0.25 = 0.225 (chosen: >= 0.325)
+    assert unused.any()
+    torch.testing.assert_close(vq.cluster_size[unused], torch.full((int(unused.sum()),), 0.225))
+    # unused codes fall below 0.1 only after ln(0.4)/ln(0.9) ~ 8.7 steps without a frame
+    redrawn = [rvq(torch.full((1, 2, 4), 1e3)).stats[0]["redrawn"] for _ in range(8)]
+    assert redrawn[:7] == [0.0] * 7
+
+
 def test_dead_code_replacement_in_ema_mode_and_exact_resume():
     kwargs = dict(
         num_quantizers=2, codebook_size=16, codebook_dim=4, codebook_update="ema", dead_code_threshold=2.0
-    )
+    )  # 16 frames / 16 codes: threshold 2 x 1 expected > the initial usage EMA of 1
     a = ResidualVectorQuantizer(**kwargs)
     for layer in a.layers:
         layer.codebook.add_(50.0)
@@ -312,7 +334,7 @@ def test_stats_are_python_numbers_from_the_batch_histogram():
     set_codebook(rvq, 0, [[0, 0], [2, 0], [0, 2], [9, 9]])
     x = frames([0.1, 0], [2, 0.1], [1.9, 0], [0, 2.1])  # codes 0, 1, 1, 2
     s = rvq.eval()(x).stats[0]
-    assert set(s) == {"perplexity", "usage", "top_code_share", "dead_codes"}
+    assert set(s) == {"perplexity", "usage", "top_code_share", "dead_codes", "redrawn"}
     assert isinstance(s["perplexity"], float) and isinstance(s["dead_codes"], int)
     p = torch.tensor([0.25, 0.5, 0.25])
     assert s["perplexity"] == pytest.approx(float(torch.exp(-(p * p.log()).sum())), rel=1e-6)

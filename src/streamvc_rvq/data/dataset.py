@@ -35,12 +35,14 @@ class Utterance:
 
 @dataclass
 class Batch:
-    source: torch.Tensor  # [B, crop_frames * hop] float32
+    source: torch.Tensor  # [B, (context_frames + crop_frames) * hop] float32
     reference: torch.Tensor  # [B, crop_frames * hop] float32, same speakers, other utterances
-    labels: torch.Tensor | None  # [B, crop_frames] int64, or None
+    labels: torch.Tensor | None  # [B, context_frames + crop_frames] int64, or None
+    lengths: torch.Tensor  # [B] int64: frames of real audio in each source (the rest is padding)
     speakers: list[str]
     utterance_ids: list[str]
     reference_ids: list[str]
+    context_frames: int = 0  # leading frames of each source that are run but not scored
 
 
 def read_manifest(manifest_path: str | Path) -> list[dict]:
@@ -71,9 +73,10 @@ def load_utterances(manifest_path: str | Path, split: str | Iterable[str] | None
     return out
 
 
-def batch_generator(seed: int, step: int) -> torch.Generator:
-    """A CPU generator seeded from ``(seed, step)`` alone."""
-    digest = hashlib.sha256(f"batch:{int(seed)}:{int(step)}".encode()).digest()
+def batch_generator(seed: int, step: int, stream: str = "batch") -> torch.Generator:
+    """A CPU generator seeded from ``(stream, seed, step)`` alone; other streams (k-means
+    initialisation batches) never repeat a training batch."""
+    digest = hashlib.sha256(f"{stream}:{int(seed)}:{int(step)}".encode()).digest()
     g = torch.Generator(device="cpu")
     g.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
     return g
@@ -84,7 +87,8 @@ def _randint(g: torch.Generator, high: int) -> int:
 
 
 def _crop(u: Utterance, start_frame: int, crop_frames: int, hop: int,
-          with_labels: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+          with_labels: bool) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """(audio, labels, frames of real audio) of a crop, zero-padded on the right."""
     n = crop_frames * hop
     a = u.audio[start_frame * hop:start_frame * hop + n]
     audio = torch.zeros(n, dtype=torch.float32)
@@ -94,40 +98,46 @@ def _crop(u: Utterance, start_frame: int, crop_frames: int, hop: int,
         lab = u.labels[start_frame:start_frame + crop_frames]
         labels = torch.zeros(crop_frames, dtype=torch.int64)
         labels[:lab.shape[0]] = lab
-    return audio, labels
+    return audio, labels, min(crop_frames, a.shape[0] // hop)
 
 
 def sample_batch(utterances: Sequence[Utterance], seed: int, step: int, batch_size: int,
-                 crop_frames: int, hop_length: int) -> Batch:
-    """A batch of ``batch_size`` crops of ``crop_frames`` frames (``crop_frames * hop_length``
-    samples), a pure function of ``(utterances, seed, step)``.
+                 crop_frames: int, hop_length: int, context_frames: int = 0,
+                 stream: str = "batch") -> Batch:
+    """A batch of ``batch_size`` sources of ``context_frames + crop_frames`` frames, a pure
+    function of ``(utterances, seed, step, stream)``.
 
-    Each source is a random utterance and a random crop starting on a frame boundary; its
-    reference is a crop of another utterance of the same speaker (the same one only if the
-    speaker has no other). Short utterances are zero-padded (labels with 0 = silence).
-    ``labels`` is None when any utterance of the list has no labels.
+    Each source is a random utterance and a random window starting on a frame boundary at or
+    after the utterance's start: its first ``context_frames`` frames are the left context the
+    model runs but does not score (the valid-frames rule), so every scored frame has real
+    audio in its receptive field. Its reference is a ``crop_frames`` crop of another
+    utterance of the same speaker (the same one only if the speaker has no other). Short
+    utterances are zero-padded on the right (labels with 0 = silence) and ``lengths`` says
+    where their audio ends. ``labels`` is None when any utterance of the list has no labels.
     """
     if not utterances:
         raise ValueError("sample_batch needs at least one utterance")
-    g = batch_generator(seed, step)
+    g = batch_generator(seed, step, stream)
+    window = context_frames + crop_frames
     hop = int(hop_length)
     with_labels = all(u.labels is not None for u in utterances)
     by_speaker: dict[str, list[int]] = {}
     for i, u in enumerate(utterances):
         by_speaker.setdefault(u.speaker, []).append(i)
 
-    def start_of(u: Utterance) -> int:
+    def start_of(u: Utterance, frames_wanted: int) -> int:
         frames = u.num_frames_audio // hop
-        return _randint(g, frames - crop_frames + 1)
+        return _randint(g, frames - frames_wanted + 1)
 
-    src, ref, labs, spks, ids, ref_ids = [], [], [], [], [], []
+    src, ref, labs, spks, ids, ref_ids, lengths = [], [], [], [], [], [], []
     for _ in range(batch_size):
         i = _randint(g, len(utterances))
         u = utterances[i]
-        a, lab = _crop(u, start_of(u), crop_frames, hop, with_labels)
+        a, lab, length = _crop(u, start_of(u, window), window, hop, with_labels)
         others = [j for j in by_speaker[u.speaker] if j != i]
         j = others[_randint(g, len(others))] if others else i
-        r, _ = _crop(utterances[j], start_of(utterances[j]), crop_frames, hop, False)
+        r, _, _ = _crop(utterances[j], start_of(utterances[j], crop_frames), crop_frames, hop, False)
+        lengths.append(length)
         src.append(a)
         ref.append(r)
         labs.append(lab)
@@ -135,5 +145,6 @@ def sample_batch(utterances: Sequence[Utterance], seed: int, step: int, batch_si
         ids.append(u.utterance_id)
         ref_ids.append(utterances[j].utterance_id)
     return Batch(source=torch.stack(src), reference=torch.stack(ref),
-                 labels=torch.stack(labs) if with_labels else None, speakers=spks,
-                 utterance_ids=ids, reference_ids=ref_ids)
+                 labels=torch.stack(labs) if with_labels else None,
+                 lengths=torch.tensor(lengths, dtype=torch.int64), speakers=spks,
+                 utterance_ids=ids, reference_ids=ref_ids, context_frames=context_frames)

@@ -134,6 +134,9 @@ def _flat_metrics(cp: dict) -> dict[str, float | None]:
         for key in ("perplexity", "usage", "top_code_share"):
             out[f"{key}_q{i}"] = stage_value(cp, i, key)
     out["pre_rvq_std"] = cp.get("pre_rvq_std")
+    frame = cp.get("pre_rvq_frame") or {}
+    out["frame_scale"] = frame.get("frame_scale")
+    out["effective_rank"] = frame.get("effective_rank")
     val = cp.get("validation") or {}
     out["loss_stft"] = val.get("loss_stft")
     out["loss_l1"] = val.get("loss_l1")
@@ -148,7 +151,8 @@ def control_comparison(fixed: Sequence[dict], control: Sequence[dict]) -> dict:
     describes: perplexity ~1, one code taking every search); ``None`` when neither value is
     there. ``steps`` lists, for every step both runs have, the metrics of each
     (``perplexity_q{i}``, ``usage_q{i}``, ``top_code_share_q{i}`` for the stages both report,
-    ``pre_rvq_std``, ``loss_stft``, ``loss_l1``) and ``deltas`` = fixed − control.
+    ``pre_rvq_std``, ``frame_scale``, ``effective_rank``, ``loss_stft``, ``loss_l1``) and
+    ``deltas`` = fixed − control.
     Raises ValueError when either list is empty.
     """
     if not fixed or not control:

@@ -1,5 +1,11 @@
 """Per-checkpoint evaluation: codebook health over the whole validation split, validation
-losses, and sample conversions between held-out speakers (written as wavs)."""
+losses, and sample conversions between held-out speakers (written as wavs).
+
+Only valid frames count (:mod:`streamvc_rvq.model.valid_frames`): code histograms, the
+pre-RVQ statistics and the validation losses skip each utterance's first
+``model.warmup_frames`` frames. A checkpoint at step N is evaluated with the stages it was
+trained with (:func:`checkpoint_stages`); a stage that becomes active at N is listed under
+``untrained_stages`` and never judged."""
 
 from __future__ import annotations
 
@@ -15,6 +21,8 @@ from streamvc_rvq.device import select_device
 from streamvc_rvq.evaluation.curves import curve_facts, read_scalars
 from streamvc_rvq.inference import convert, load_trained_model, num_active_at
 from streamvc_rvq.quantization import stats
+from streamvc_rvq.quantization.frame_stats import FrameScaleAccumulator
+from streamvc_rvq.quantization.rvq import active_quantizers, stage_trained_steps
 from streamvc_rvq.training import losses
 
 
@@ -24,24 +32,35 @@ def _rms(x: torch.Tensor) -> float:
 
 @torch.inference_mode()
 def codebook_and_losses(model, utterances, num_active: int, codebook_size: int, sample_rate: int, device) -> dict:
-    """Stage statistics from code histograms summed over every utterance (not one batch)."""
+    """Stage statistics from code histograms summed over the valid frames of every utterance
+    (not one batch), the frame-scale statistics of the RVQ input, and validation losses on
+    the valid part of each utterance. Utterances with no valid frame are skipped (counted)."""
     spectral = losses.MultiScaleSpectralLoss(sample_rate=sample_rate).to(device)
-    hop = model.hop_length
+    hop, warmup = model.hop_length, model.warmup_frames
     histograms = [torch.zeros(codebook_size) for _ in range(num_active)]
-    frames_total, std_sum, stft_sum, l1_sum = 0, 0.0, 0.0, 0.0
+    frame_acc = FrameScaleAccumulator()
+    frames_total, std_sum, stft_sum, l1_sum, n, skipped = 0, 0.0, 0.0, 0.0, 0, 0
     for utt in utterances:
         frames = utt.audio.numel() // hop
-        if frames == 0:
+        if frames <= warmup:
+            skipped += 1
             continue
         x = utt.audio[: frames * hop].unsqueeze(0).to(device)
         out = model(x, x, num_active)
+        valid = out.valid.cpu()
         for i, codes in enumerate(out.rvq.codes):
-            histograms[i] += stats.code_histogram(codes.cpu(), codebook_size)
-        frames_total += frames
-        std_sum += float(out.pre_rvq_std) * frames
-        stft_sum += float(spectral(x, out.audio))
-        l1_sum += float(losses.waveform_l1(x, out.audio))
-    n = len(utterances)
+            histograms[i] += stats.code_histogram(codes.cpu()[valid], codebook_size)
+        frame_acc.update(out.rvq_input, out.valid)
+        count = int(valid.sum())
+        frames_total += count
+        std_sum += float(out.pre_rvq_std) * count
+        scored = warmup * hop
+        stft_sum += float(spectral(x[:, scored:], out.audio[:, scored:]))
+        l1_sum += float(losses.waveform_l1(x[:, scored:], out.audio[:, scored:]))
+        n += 1
+    if n == 0:
+        raise ValueError(f"no validation utterance is longer than the model's {warmup} warm-up frames")
+    frame = frame_acc.result(model.decoder.rvq.layers[0].lookup_codebook())
     return {
         "stages": [
             {
@@ -55,7 +74,10 @@ def codebook_and_losses(model, utterances, num_active: int, codebook_size: int, 
             for i, h in enumerate(histograms)
         ],
         "pre_rvq_std": std_sum / frames_total,
-        "validation": {"loss_stft": stft_sum / n, "loss_l1": l1_sum / n, "num_utterances": n},
+        "pre_rvq_frame": frame,
+        "warmup_frames": warmup,
+        "validation": {"loss_stft": stft_sum / n, "loss_l1": l1_sum / n, "num_utterances": n,
+                       "num_skipped_short": skipped},
     }
 
 
@@ -119,6 +141,13 @@ def evaluate_checkpoint(
         "num_active_quantizers": num_active,
     }
     metrics.update(codebook_and_losses(model, valid, num_active, model_cfg["rvq"]["codebook_size"], model_cfg["sample_rate"], device_))
+    rvq_cfg = model_cfg["rvq"]
+    for entry in metrics["stages"]:
+        entry["trained_steps"] = stage_trained_steps(entry["index"], step, rvq_cfg["progressive_steps"])
+    metrics["untrained_stages"] = [
+        {"index": i, "trained_steps": 0}
+        for i in range(num_active, active_quantizers(step, rvq_cfg["num_quantizers"], rvq_cfg["progressive_steps"]))
+    ]
     metrics["outputs"] = write_samples(
         model, valid, heldout, num_active, eval_cfg["num_conversions"], Path(samples_dir),
         model_cfg["sample_rate"], eval_cfg["silence_std"], device_,
@@ -129,7 +158,8 @@ def evaluate_checkpoint(
     q0 = metrics["stages"][0]
     print(
         f"step {step}: perplexity_q0 {q0['perplexity']:.2f} usage_q0 {q0['usage']:.3f} top_share_q0 {q0['top_code_share']:.3f} "
-        f"pre_rvq_std {metrics['pre_rvq_std']:.3f} loss_stft {metrics['validation']['loss_stft']:.3f} "
+        f"pre_rvq_std {metrics['pre_rvq_std']:.3f} frame_scale {metrics['pre_rvq_frame']['frame_scale']:.3f} "
+        f"effective_rank {metrics['pre_rvq_frame']['effective_rank']:.2f} loss_stft {metrics['validation']['loss_stft']:.3f} "
         f"silent {metrics['outputs']['num_silent']}/{metrics['outputs']['num_outputs']}",
         file=sys.stderr, flush=True,
     )

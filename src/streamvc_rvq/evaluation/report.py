@@ -7,7 +7,7 @@ parallel Snakemake jobs, on a cluster node).
 * :func:`plot_codebook` — perplexity and usage per stage against the step: training-curve
   lines from the TensorBoard scalars (when given) and the checkpoints' validation values
   as markers; thresholds drawn (perplexity 5, ideal 10, usage 5 %).
-* :func:`plot_pre_rvq_std` — pre-RVQ std with the [0.9, 1.1] band.
+* :func:`plot_pre_rvq_std` — pre-RVQ std ([0.9, 1.1] band) and frame scale ([0.5, 2] band).
 * :func:`plot_losses` — loss_stft and loss_l1: training curve and validation points.
 * :func:`plot_ab` — mean perplexity per arm (± std over seeds) for the A/B comparison.
 * :func:`write_verdict_report`, :func:`write_ab_report` — the Markdown reports.
@@ -26,6 +26,7 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from ..atomic import atomic_write_bytes
 from .verdict import (
+    FRAME_SCALE_BAND,
     HEALTHY_PERPLEXITY,
     PERPLEXITY_IDEAL_1K,
     PRE_RVQ_STD_BAND,
@@ -119,21 +120,29 @@ def plot_codebook(checkpoints: Sequence[dict], scalars: Mapping | None, out_png:
 
 
 def plot_pre_rvq_std(checkpoints: Sequence[dict], scalars: Mapping | None, out_png: str | os.PathLike) -> Path:
-    """Std of the RVQ input against the step with the [0.9, 1.1] band; returns the path."""
+    """Std of the RVQ input (band [0.9, 1.1]) and its per-frame scale (median ||z_t|| / sqrt(D),
+    band [0.5, 2]) against the step: the std is 1 by construction after per-channel
+    normalisation, the frame scale is what the codebook sees. Returns the path."""
     fig, (ax,) = _new_figure(1)
     lo, hi = PRE_RVQ_STD_BAND
-    ax.axhspan(lo, hi, color="green", alpha=0.15, label=f"target band [{lo}, {hi}]")
-    xs, ys = _series(scalars, "train/pre_rvq_std")
-    if xs:
-        ax.plot(xs, ys, color="C0", lw=1.0, label="train")
-    pts = [(int(cp["step"]), cp.get("pre_rvq_std")) for cp in checkpoints if cp.get("pre_rvq_std") is not None]
-    if pts:
-        ax.plot([s for s, _ in pts], [v for _, v in pts], "o", color="C1", markeredgecolor="k",
-                label="checkpoint")
+    ax.axhspan(lo, hi, color="green", alpha=0.15, label=f"std band [{lo}, {hi}]")
+    flo, fhi = FRAME_SCALE_BAND
+    ax.axhspan(flo, fhi, color="C2", alpha=0.07, label=f"frame-scale band [{flo:g}, {fhi:g}]")
+    for tag, color, label, value in (
+        ("train/pre_rvq_std", "C0", "std", lambda cp: cp.get("pre_rvq_std")),
+        ("train/pre_rvq_frame_scale", "C3", "frame scale", lambda cp: (cp.get("pre_rvq_frame") or {}).get("frame_scale")),
+    ):
+        xs, ys = _series(scalars, tag)
+        if xs:
+            ax.plot(xs, ys, color=color, lw=1.0, label=f"{label} (train)")
+        pts = [(int(cp["step"]), value(cp)) for cp in checkpoints if value(cp) is not None]
+        if pts:
+            ax.plot([s for s, _ in pts], [v for _, v in pts], "o", color=color, markeredgecolor="k",
+                    label=f"{label} (checkpoint)")
     _mark_checkpoints(ax, checkpoints)
     ax.set_xlabel("step")
-    ax.set_ylabel("pre-RVQ std")
-    ax.set_title("Pre-RVQ std (scale matching)")
+    ax.set_ylabel("pre-RVQ std / frame scale")
+    ax.set_title("Pre-RVQ scale matching: per-channel std and per-frame scale")
     ax.legend(fontsize=8)
     return _save(fig, out_png)
 
@@ -273,7 +282,8 @@ def _control_lines(control: dict) -> list[str]:
         "(Collapse = control perplexity_q0 < 2 or top-code share ≥ 0.5 at its last checkpoint.)",
         "",
     ]
-    keys = ["perplexity_q0", "usage_q0", "top_code_share_q0", "pre_rvq_std", "loss_stft", "loss_l1"]
+    keys = ["perplexity_q0", "usage_q0", "top_code_share_q0", "pre_rvq_std", "frame_scale", "effective_rank",
+            "loss_stft", "loss_l1"]
     if control.get("steps"):
         lines += ["| step | metric | fixed | control | fixed − control |", "|---|---|---|---|---|"]
         for row in control["steps"]:
@@ -289,18 +299,20 @@ def _control_lines(control: dict) -> list[str]:
 
 def _checkpoint_table(checkpoints: Sequence[dict]) -> list[str]:
     lines = ["| step | active stages | perplexity per stage | usage per stage | top-code share q0 | "
-             "pre-RVQ std | val loss_stft | val loss_l1 | silent outputs |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "pre-RVQ std | frame scale | effective rank | val loss_stft | val loss_l1 | silent outputs |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for cp in sorted(checkpoints, key=lambda c: int(c["step"])):
         stages = sorted(cp.get("stages") or [], key=lambda s: s["index"])
         out = cp.get("outputs") or {}
         val = cp.get("validation") or {}
+        frame = cp.get("pre_rvq_frame") or {}
         silent = (f"{out.get('num_silent')}/{out.get('num_outputs')}"
                   if out.get("num_silent") is not None else "—")
         lines.append(
             f"| {cp['step']} | {fmt_value(cp.get('num_active_quantizers'))} | "
             f"{fmt_value([s.get('perplexity') for s in stages])} | {fmt_value([s.get('usage') for s in stages])} | "
             f"{fmt_value(stage_value(cp, 0, 'top_code_share'))} | {fmt_value(cp.get('pre_rvq_std'))} | "
+            f"{fmt_value(frame.get('frame_scale'))} | {fmt_value(frame.get('effective_rank'))} | "
             f"{fmt_value(val.get('loss_stft'))} | {fmt_value(val.get('loss_l1'))} | {silent} |"
         )
     return lines + [""]

@@ -26,6 +26,13 @@ Checkpoint table (ids, metric, threshold — boundaries exactly as written)
 ``1k.perplexity_q0_ideal``    ``> 10`` — informational: reported, never used for the class
 ``1k.usage_q0``               usage of stage 0 ``> 0.05`` (0.05 itself fails)
 ``1k.pre_rvq_std``            ``0.9 <= pre_rvq_std <= 1.1``
+``1k.pre_rvq_frame_scale``    ``0.5 <= frame_scale <= 2`` (median per-frame norm of the RVQ
+                              input over sqrt(D), ``pre_rvq_frame.frame_scale``): the vector
+                              the codebook sees is within a factor 2 of an N(0, 1) code's
+                              norm. ``pre_rvq_std`` is 1 by construction after per-channel
+                              normalisation, so it cannot see a frame-scale mismatch (the
+                              note's 0.31 and the reviewed artefact's 0.11 fail this); when
+                              it passes while this fails, ``warnings`` says so.
 ``1k.loss_stft_falling``      training curve of ``train/loss_stft`` up to the step is
                               falling (``curves.curve_facts``: last-window mean < first-window
                               mean and last-window slope <= 0)
@@ -37,6 +44,7 @@ Checkpoint table (ids, metric, threshold — boundaries exactly as written)
 ``2k.loss_stft_undisturbed``  adding stage 1 does not disturb the metrics much: validation
                               loss_stft(2k) ``<= 1.1 x`` loss_stft(1k) ...
 ``2k.pre_rvq_std``            ... and ``0.9 <= pre_rvq_std <= 1.1`` still
+``2k.pre_rvq_frame_scale``    ... and ``0.5 <= frame_scale <= 2`` still
 ``5k.perplexity_active_stages``   every active stage perplexity ``> 5``
 ``5k.loss_stft_improving``    validation loss_stft(5k) ``<`` loss_stft(2k)
 ``5k.loss_l1_improving``      validation loss_l1(5k) ``<`` loss_l1(2k)
@@ -54,7 +62,8 @@ Two decision-level criteria come from the decision table's "outputs diverse and 
   checkpoint (diverse codes; ``>= 0.5`` is a single-code monopoly).
 
 "Active stages" are the stages with ``index < num_active_quantizers`` (all listed stages
-when the metrics do not say).
+when the metrics do not say) that have been trained: a stage whose ``trained_steps`` is 0
+(it becomes active at the checkpoint's own step) is reported but never judged.
 
 Decision table (evaluated in this order; the first matching row wins)
 ---------------------------------------------------------------------
@@ -95,6 +104,7 @@ PERPLEXITY_MIN_1K = 5.0  # 1k: perplexity_q0 >= 5
 PERPLEXITY_IDEAL_1K = 10.0  # 1k: ideal perplexity_q0 > 10 (informational)
 USAGE_MIN_1K = 0.05  # 1k: usage_q0 > 0.05
 PRE_RVQ_STD_BAND = (0.9, 1.1)  # inclusive
+FRAME_SCALE_BAND = (0.5, 2.0)  # inclusive: median ||z_t|| / sqrt(D) within a factor 2 of a code's norm
 STABLE_FRACTION = 0.9  # 2k: perplexity_q0(2k) >= 0.9 x perplexity_q0(1k)
 DISTURB_FACTOR = 1.1  # 2k: loss_stft(2k) <= 1.1 x loss_stft(1k)
 HEALTHY_PERPLEXITY = 5.0  # 5k/10k: every active stage > 5
@@ -159,8 +169,10 @@ def stage_value(cp: dict | None, index: int, key: str) -> float | None:
 
 
 def active_stages(cp: dict | None) -> list[dict]:
-    """Stages with ``index < num_active_quantizers`` (all listed stages if it is absent)."""
+    """Trained stages with ``index < num_active_quantizers`` (all listed stages if it is
+    absent); a stage with ``trained_steps == 0`` is never judged."""
     stages = sorted((cp or {}).get("stages") or [], key=lambda s: s.get("index", 0))
+    stages = [s for s in stages if s.get("trained_steps", 1) != 0]
     n = _num((cp or {}).get("num_active_quantizers"))
     return stages if n is None else [s for s in stages if s.get("index", 0) < n]
 
@@ -201,11 +213,16 @@ def _crit(cid, role, step, nominal, metric, threshold, measured, passed, note=""
     }
 
 
-def _in_band(x: float | None) -> bool | None:
-    if x is None:
+def _in_band(x: float | None, band: tuple[float, float] = PRE_RVQ_STD_BAND) -> bool | None:
+    if x is None or math.isnan(x):
         return None
-    lo, hi = PRE_RVQ_STD_BAND
+    lo, hi = band
     return lo <= x <= hi
+
+
+def frame_scale(cp: dict | None) -> float | None:
+    """Median per-frame norm of the RVQ input over sqrt(D) (``pre_rvq_frame.frame_scale``)."""
+    return _num(_get(cp, "pre_rvq_frame", "frame_scale"))
 
 
 # --------------------------------------------------------------------------- scaling
@@ -303,6 +320,14 @@ def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int)
         gone = [r for r in roles if cps[r] is None]
         return f"checkpoint {', '.join(gone)} missing" if gone else ""
 
+    def frame_scale_criterion(role):
+        value = frame_scale(cps[role])
+        lo, hi = FRAME_SCALE_BAND
+        add(role, "pre_rvq_frame_scale", "pre_rvq_frame.frame_scale", f"in [{lo:g}, {hi:g}]", value,
+            _in_band(value, FRAME_SCALE_BAND),
+            absent_note(role) or ("no frame-scale statistics in the metrics" if value is None
+                                  else "median ||z_t|| / sqrt(D) of the RVQ input over valid frames"))
+
     # ---- 1k
     c1 = cps["1k"]
     p1 = stage_value(c1, 0, "perplexity")
@@ -315,6 +340,7 @@ def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int)
     add("1k", "usage_q0", "usage_q0", "> 0.05", u1, None if u1 is None else u1 > USAGE_MIN_1K, absent_note("1k"))
     s1 = _num(_get(c1, "pre_rvq_std"))
     add("1k", "pre_rvq_std", "pre_rvq_std", "in [0.9, 1.1]", s1, _in_band(s1), absent_note("1k"))
+    frame_scale_criterion("1k")
     facts = _get(c1, "training_curve", "tags", "train/loss_stft")
     if isinstance(facts, dict):
         measured = {k: facts.get(k) for k in ("first", "last", "slope", "num_points")}
@@ -355,6 +381,7 @@ def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int)
         absent_note("1k", "2k") or "adding stage 1 does not disturb the loss much")
     s2 = _num(_get(c2, "pre_rvq_std"))
     add("2k", "pre_rvq_std", "pre_rvq_std", "in [0.9, 1.1]", s2, _in_band(s2), absent_note("2k"))
+    frame_scale_criterion("2k")
 
     # ---- 5k, 10k
     for role, ref in (("5k", "2k"), ("10k", "5k")):
@@ -469,6 +496,17 @@ def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int)
         reason_collapse = "; ".join(f"{r}: {h} healthy, {g} collapsed" for r, h, g in parts)
     branches.append({"id": "partial_stage_collapse", "matched": collapse, "reason": reason_collapse})
 
+    warnings = list(plan["warnings"])
+    for role in ("1k", "2k"):
+        std_c = next(c for c in criteria if c["id"] == f"{role}.pre_rvq_std")
+        scale_c = next(c for c in criteria if c["id"] == f"{role}.pre_rvq_frame_scale")
+        if std_c["passed"] and scale_c["passed"] is False:
+            warnings.append(
+                f"{role}: pre_rvq_std {_fmt(std_c['measured'])} passes but the frame scale "
+                f"{_fmt(scale_c['measured'])} is outside [{FRAME_SCALE_BAND[0]:g}, {FRAME_SCALE_BAND[1]:g}]: "
+                "the per-channel std is 1 by construction, the vectors the codebook sees are not at its scale"
+            )
+
     complete = not unevaluated
     if flat_low:
         branch, reason = "failure_flat_low", reason_flat
@@ -515,6 +553,6 @@ def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int)
         "checkpoints": summary,
         "missing": missing,
         "ignored_steps": ignored,
-        "warnings": plan["warnings"],
+        "warnings": warnings,
         "branches": branches,
     }

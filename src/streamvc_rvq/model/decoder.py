@@ -2,7 +2,8 @@
 
 The path (SPEC section 3, "where the quantizer sits"):
 
-    content B x D x F --pre_rvq_conv (1x1)--> B x d x F --PreRVQNorm--> RVQ (per frame)
+    content B x D x F --PreRVQEncoder (causal conv, ELU, 1x1 pre_rvq_conv)--> B x d x F
+        --PreRVQNorm (statistics over valid frames)--> RVQ (per frame; valid frames counted)
         --> quantized B x d x F ++ pitch/energy B x P x F --conv7--> B x 2^n C x F
         --> n decoder blocks, upsampling by reversed(strides) (8, 5, 4, 2), channels halving,
             each followed by FiLM from the speaker vector
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from streamvc_rvq.model.pre_rvq_encoder import PreRVQEncoder
 from streamvc_rvq.modules.conv import CausalConv1d, StreamingModule
 from streamvc_rvq.modules.seanet import KERNEL, DecoderBlock, FiLM
 from streamvc_rvq.quantization.normalization import PreRVQNorm
@@ -41,10 +43,11 @@ class Decoder(StreamingModule):
         strides: list[int] | tuple[int, ...],
         rvq: dict,
         pre_rvq_norm: str = "utterance",
+        pre_rvq_encoder: dict | None = None,
     ):
         super().__init__()
         code_dim = rvq["codebook_dim"]
-        self.pre_rvq_conv = nn.Conv1d(content_dim, code_dim, 1)
+        self.pre_rvq = PreRVQEncoder(content_dim, code_dim, **(pre_rvq_encoder or {}))
         self.norm = PreRVQNorm(pre_rvq_norm)
         self.rvq = ResidualVectorQuantizer(**rvq)
         up = tuple(reversed(tuple(strides)))
@@ -54,17 +57,25 @@ class Decoder(StreamingModule):
         self.films = nn.ModuleList(FiLM(speaker_dim, widths[i + 1]) for i in range(len(up)))
         self.output_conv = CausalConv1d(channels, 1, KERNEL)
         self._fast_rvq: list | None = None
-        self._fast_pre: tuple[Tensor, Tensor] | None = None
 
     # -- offline -------------------------------------------------------------------------
-    def quantize(self, content: Tensor, num_active: int | None = None) -> tuple[RVQOutput, Tensor]:
-        """``content: B x D x F`` -> (RVQ output, std of the normalised RVQ input, detached).
+    def rvq_input(self, content: Tensor, stats_mask: Tensor | None = None) -> Tensor:
+        """``content: B x D x F`` -> the normalised RVQ input ``B x d x F`` (float32).
 
         Always float32, also inside an autocast region: nearest-code search in bfloat16
         would tie distances that differ in the third digit."""
         with torch.autocast(device_type=content.device.type, enabled=False):
-            z = self.norm(self.pre_rvq_conv(content.float()))
-            return self.rvq(z, num_active), z.detach().std()
+            return self.norm(self.pre_rvq(content.float()), stats_mask)
+
+    def quantize(
+        self, content: Tensor, num_active: int | None = None, stats_mask: Tensor | None = None,
+        valid: Tensor | None = None,
+    ) -> tuple[RVQOutput, Tensor]:
+        """-> (RVQ output, RVQ input ``z``). ``stats_mask``: frames that set the normalisation
+        statistics; ``valid``: frames the RVQ counts (both ``B x F`` bool)."""
+        z = self.rvq_input(content, stats_mask)
+        with torch.autocast(device_type=content.device.type, enabled=False):
+            return self.rvq(z, num_active, valid), z
 
     def film_coefficients(self, speaker: Tensor) -> list[tuple[Tensor, Tensor]]:
         """``(gamma, beta)`` of every FiLM layer for ``speaker: B x S``."""
@@ -78,11 +89,12 @@ class Decoder(StreamingModule):
         return self.output_conv(F.elu(x)).squeeze(1)
 
     def forward(
-        self, content: Tensor, pitch: Tensor, speaker: Tensor, num_active: int | None = None
+        self, content: Tensor, pitch: Tensor, speaker: Tensor, num_active: int | None = None,
+        stats_mask: Tensor | None = None, valid: Tensor | None = None,
     ) -> tuple[Tensor, RVQOutput, Tensor]:
-        """-> ``(audio B x (F * hop), RVQ output, pre_rvq_std)``."""
-        rvq_out, pre_rvq_std = self.quantize(content, num_active)
-        return self.synthesize(rvq_out.quantized, pitch, speaker), rvq_out, pre_rvq_std
+        """-> ``(audio B x (F * hop), RVQ output, RVQ input z)``."""
+        rvq_out, z = self.quantize(content, num_active, stats_mask, valid)
+        return self.synthesize(rvq_out.quantized, pitch, speaker), rvq_out, z
 
     # -- streaming -------------------------------------------------------------------------
     def _reset_own_stream(self, keep_weights: bool = False) -> None:
@@ -109,9 +121,8 @@ class Decoder(StreamingModule):
         full RVQ call cost ~1 ms per frame.
         """
         if self._fast_rvq is None:
-            self._fast_pre = (self.pre_rvq_conv.weight.detach()[..., 0].clone(), self.pre_rvq_conv.bias.detach().clone())
             self._fast_rvq = self._prepare_fast_rvq() or []
-        z = self.norm(F.linear(content.transpose(1, 2), *self._fast_pre).transpose(1, 2))  # the 1x1 conv
+        z = self.norm.stream_step(self.pre_rvq.stream_step(content))
         if not self._fast_rvq:
             return self.rvq(z, num_active).quantized
         batch, dim, frames = z.shape

@@ -7,9 +7,16 @@ Assembly (Yang et al., ICASSP 2024, with the quantizer of SPEC section 3)::
           +--PitchEnergy (Yin f0 x thresholds, energy)--> B x P x F --------+  |
     reference B x T_ref --SpeakerEncoder--> B x S --FiLM--+                |  |
                                                           v                v  v
-                          Decoder: pre_rvq_conv -> PreRVQNorm -> RVQ -> ++ pitch -> blocks -> B x F*hop
+                          Decoder: PreRVQEncoder -> PreRVQNorm -> RVQ -> ++ pitch -> blocks -> B x F*hop
 
 ``F = T // hop`` (a source not a multiple of ``hop`` is truncated to ``F * hop`` samples).
+
+Valid frames (:mod:`streamvc_rvq.model.valid_frames`). The RVQ input of frame ``n`` has a
+receptive field of ``R`` samples through the content encoder and the pre-RVQ encoder;
+the first :attr:`StreamVC.content_warmup_frames` frames reach into the zero padding before
+the input and are unfit to set the normalisation's statistics; :attr:`StreamVC.warmup_frames`
+adds the normalisation's own warm-up, and frames from there on (up to each row's
+``lengths``) are the ``valid`` frames that losses, code statistics and metrics use.
 
 Latency. Every path from the source to the output is causal at the frame level: output
 sample ``p`` (in frame ``n = p // hop``) depends on source samples ``<= (n + 1) * hop - 1``,
@@ -40,7 +47,8 @@ from streamvc_rvq.model.content_encoder import ContentEncoder
 from streamvc_rvq.model.decoder import Decoder
 from streamvc_rvq.model.pitch import PitchEnergy
 from streamvc_rvq.model.speaker_encoder import SpeakerEncoder
-from streamvc_rvq.modules.conv import reset_streams
+from streamvc_rvq.model.valid_frames import valid_mask, warmup_frames
+from streamvc_rvq.modules.conv import receptive_field, reset_streams
 from streamvc_rvq.quantization.rvq import RVQOutput
 
 __all__ = ["StreamVC", "StreamVCOutput", "StreamingConverter"]
@@ -51,8 +59,10 @@ class StreamVCOutput:
     audio: Tensor  # B x (F * hop)
     content_logits: Tensor | None  # B x num_labels x F, or None without a label head
     rvq: RVQOutput
-    pre_rvq_std: Tensor  # scalar, detached: std of the normalised RVQ input
+    pre_rvq_std: Tensor  # scalar, detached: std of the normalised RVQ input over valid frames
     content_features: Tensor  # B x D x F (before the stop-gradient)
+    rvq_input: Tensor  # B x d x F, detached: what the codebooks see
+    valid: Tensor  # B x F bool: the frames fit to be measured
 
 
 def resolve_model_config(model_cfg: dict) -> dict:
@@ -82,28 +92,57 @@ class StreamVC(nn.Module):
             cfg["strides"],
             cfg["rvq"],
             cfg["pre_rvq_norm"],
+            cfg["pre_rvq_encoder"],
         )
+        field = receptive_field(self.content_encoder.encoder) + (receptive_field(self.decoder.pre_rvq) - 1) * self.hop_length
+        self.content_warmup_frames = warmup_frames(field, self.hop_length)
+        self.decoder.norm.stats_start = self.content_warmup_frames
+        self.warmup_frames = self.content_warmup_frames + self.decoder.norm.warmup_frames
 
     @property
     def algorithmic_delay_samples(self) -> int:
         """One frame: output chunk ``n`` needs input chunk ``n`` complete, nothing later."""
         return self.hop_length
 
-    def forward(
-        self, source: Tensor, reference: Tensor, num_active_quantizers: int | None = None
-    ) -> StreamVCOutput:
-        """Convert ``source: B x T`` to the voice of ``reference: B x T_ref``."""
+    def frame_masks(self, frames: int, batch: int, lengths: Tensor | None, device) -> tuple[Tensor, Tensor]:
+        """(frames fit to set normalisation statistics, frames fit to be measured), ``B x F``."""
+        stats = valid_mask(frames, self.content_warmup_frames, lengths, batch, device)
+        return stats, valid_mask(frames, self.warmup_frames, lengths, batch, device)
+
+    def _prepare(self, source: Tensor) -> Tensor:
         frames = source.shape[-1] // self.hop_length
         if frames == 0:
             raise ValueError(f"source needs at least one frame ({self.hop_length} samples), got {source.shape[-1]}")
-        dtype = self.decoder.pre_rvq_conv.weight.dtype  # float32: inputs of another dtype are cast
-        source, reference = source[..., : frames * self.hop_length].to(dtype), reference.to(dtype)
+        dtype = self.decoder.input_conv.bias.dtype  # float32: inputs of another dtype are cast
+        return source[..., : frames * self.hop_length].to(dtype)
+
+    def rvq_input(self, source: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(RVQ input ``B x d x F``, valid frames ``B x F``) of ``source: B x T``, without the RVQ."""
+        source = self._prepare(source)
+        content, _ = self.content_encoder(source)
+        stats, valid = self.frame_masks(content.shape[-1], content.shape[0], lengths, content.device)
+        return self.decoder.rvq_input(content, stats), valid
+
+    def forward(
+        self, source: Tensor, reference: Tensor, num_active_quantizers: int | None = None,
+        lengths: Tensor | None = None,
+    ) -> StreamVCOutput:
+        """Convert ``source: B x T`` to the voice of ``reference: B x T_ref``.
+
+        ``lengths: B``: frames of real signal per row (trailing padding beyond it is not
+        measured); default: all frames."""
+        source = self._prepare(source)
+        reference = reference.to(source.dtype)
         content, logits = self.content_encoder(source)
         pitch = self.pitch(source)
         speaker = self.speaker_encoder(reference)
+        stats, valid = self.frame_masks(content.shape[-1], content.shape[0], lengths, content.device)
         decoder_input = content.detach() if self.stop_gradient else content
-        audio, rvq_out, pre_rvq_std = self.decoder(decoder_input, pitch, speaker, num_active_quantizers)
-        return StreamVCOutput(audio, logits, rvq_out, pre_rvq_std, content)
+        audio, rvq_out, z = self.decoder(decoder_input, pitch, speaker, num_active_quantizers, stats, valid)
+        z = z.detach()
+        picked = z.transpose(1, 2)[valid]
+        pre_rvq_std = picked.std() if picked.numel() > 1 else z.std()
+        return StreamVCOutput(audio, logits, rvq_out, pre_rvq_std, content, z, valid)
 
     def streamable_error(self) -> str | None:
         """Why this configuration cannot stream, or None if it can."""
@@ -150,7 +189,7 @@ class StreamingConverter:
         self.num_active = stages if num_active_quantizers is None else int(num_active_quantizers)
         if not 1 <= self.num_active <= stages:
             raise ValueError(f"num_active_quantizers must be in [1, {stages}], got {num_active_quantizers}")
-        self.dtype = model.decoder.pre_rvq_conv.weight.dtype
+        self.dtype = model.decoder.input_conv.bias.dtype
         self.batch = reference.shape[0]
         with torch.no_grad():
             speaker = model.speaker_encoder(reference.to(self.dtype))

@@ -94,7 +94,7 @@ def summarize(model_cfg: dict) -> tuple[list[ComponentCost], StreamVC]:
     quantized = torch.zeros(1, dec.rvq.codebook_dim, frames)
     pitch = torch.zeros(1, model.pitch.num_features, frames)
     speaker = torch.zeros(1, model.speaker_encoder.dim)
-    decoder_macs = _hooked_macs(dec, lambda: (dec.pre_rvq_conv(content), dec.synthesize(quantized, pitch, speaker)))
+    decoder_macs = _hooked_macs(dec, lambda: (dec.pre_rvq(content), dec.synthesize(quantized, pitch, speaker)))
     rvq = dec.rvq
     rvq_macs = rvq.num_quantizers * rvq.codebook_size * rvq.codebook_dim * frames
 
@@ -106,7 +106,7 @@ def summarize(model_cfg: dict) -> tuple[list[ComponentCost], StreamVC]:
                       "per second of reference, once per conversion"),
         ComponentCost("pitch (Yin)", _count_params(model.pitch), _yin_macs_per_frame(model) * frames / seconds,
                       "FFT estimate"),
-        ComponentCost("decoder", decoder_params, decoder_macs / seconds, "with pre_rvq_conv and FiLM"),
+        ComponentCost("decoder", decoder_params, decoder_macs / seconds, "with the pre-RVQ encoder and FiLM"),
         ComponentCost("quantizer", _count_params(rvq), rvq_macs / seconds,
                       f"{rvq.num_quantizers} stages x {rvq.codebook_size} codes x {rvq.codebook_dim} dims"),
     ]

@@ -55,6 +55,7 @@ __all__ = [
     "CausalConv1d",
     "CausalConvTranspose1d",
     "FoldedProduct",
+    "receptive_field",
 ]
 
 
@@ -244,6 +245,24 @@ class CausalConv1d(nn.Conv1d, StreamingModule):
         out = st.product(rows).view(xt.shape[0], frames, st.out_channels)
         st.cache = buf[:, frames * st.stride :]
         return out.transpose(1, 2)
+
+
+def receptive_field(module: nn.Module) -> int:
+    """Input samples that one output sample of ``module`` depends on (its receptive field).
+
+    Walks the :class:`CausalConv1d` layers in registration order as one chain:
+    ``1 + sum_i (k_i - 1) * d_i * J_i`` with ``J_i`` the product of the strides before layer
+    ``i``. Exact for the encoders here (a chain of convolutions whose residual branches only
+    add shorter paths); tested against an impulse response.
+    """
+    field, jump = 1, 1
+    for layer in module.modules():
+        if isinstance(layer, CausalConvTranspose1d):
+            raise ValueError("receptive_field covers downsampling chains of CausalConv1d only")
+        if isinstance(layer, CausalConv1d):
+            field += (layer.kernel_size[0] - 1) * layer.dilation[0] * jump
+            jump *= layer.stride[0]
+    return field
 
 
 class CausalConvTranspose1d(nn.ConvTranspose1d, StreamingModule):

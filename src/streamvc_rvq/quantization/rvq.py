@@ -22,10 +22,26 @@ Tricks used, each a config switch of the ``model.rvq`` section:
   the assignment counts and sums; it is not a parameter and receives no gradient, and only
   the commitment term reaches the encoder.
 * **Dead-code expiry** (EnCodec, Jukebox): codes whose usage EMA falls below
-  ``dead_code_threshold`` are replaced by randomly drawn current residuals of their stage
+  ``dead_code_threshold x`` the *expected* assignments per code per step (valid frames of
+  the batch / codebook size) are replaced by randomly drawn current residuals of their stage
   (:func:`sample_vectors`, :meth:`VectorQuantizer.expire_codes_`), in both update modes.
-* **k-means initialisation** (EnCodec): with ``kmeans_init`` each codebook is set by a few
-  iterations of :func:`kmeans` on the first residuals it sees in training.
+  Relative, because an absolute count means nothing without the frames per step: EnCodec's
+  2 sits at ~0.4 of its ~4.7 expected assignments, while at the quick config's 512 frames
+  for 1024 codes (0.5 expected) the same 2 was unreachable and 984 of 1024 codes were
+  redrawn every step. A redrawn code's usage EMA restarts at the expected count, as an
+  average code: with fewer frames than codes an average code gets no assignment in most
+  steps (Poisson(0.5) is 0 61 % of the time), so judging a new code after one step would
+  redraw it almost surely; this way it has ``ln(1 / threshold) / (1 - decay)`` steps to
+  attract frames before it can expire again.
+* **k-means initialisation** (EnCodec): with ``kmeans_init`` each codebook is set by
+  :func:`kmeans` on its stage's input residuals. The trainer calls
+  :meth:`VectorQuantizer.init_codebook_` with frames from several batches when the stage
+  becomes active (``kmeans_init_frames_per_code x codebook_size`` frames: one batch of 512
+  frames cannot seed 1024 clusters); used on its own, a stage initialises from its first
+  training batch.
+* **Valid frames**: ``forward(x, num_active, valid)`` quantizes every frame (the decoder
+  needs them all) but takes losses, code histograms, EMA updates, k-means and dead-code
+  samples from the valid frames only (:mod:`streamvc_rvq.model.valid_frames`).
 * **Cosine / L2-normalised codes** (ViT-VQGAN, DAC ``quantize.py``): with
   ``distance: cosine`` each stage L2-normalises its input residual and its codebook, picks the
   code with the largest dot product, and its code, losses and next residual live in that
@@ -59,6 +75,17 @@ def active_quantizers(step: int, num_quantizers: int, progressive_steps: int) ->
     if progressive_steps == 0:
         return num_quantizers
     return min(num_quantizers, 1 + step // progressive_steps)
+
+
+def checkpoint_stages(step: int, num_quantizers: int, progressive_steps: int) -> int:
+    """Stages a checkpoint at ``step`` was trained with: it saw steps ``0 .. step - 1``, so
+    ``active_quantizers(step - 1)``; a stage that becomes active at ``step`` is untrained."""
+    return active_quantizers(max(step - 1, 0), num_quantizers, progressive_steps)
+
+
+def stage_trained_steps(stage: int, step: int, progressive_steps: int) -> int:
+    """Training steps stage ``stage`` has had in a checkpoint at ``step``."""
+    return max(0, step - stage * progressive_steps)
 
 
 # ----------------------------------------------------------------------------------------
@@ -146,7 +173,7 @@ class StageOutput:
     codes: torch.Tensor  # N: code indices
     codebook_loss: torch.Tensor  # ||sg(r) - e||^2, mean; zero in EMA mode
     commitment_loss: torch.Tensor  # beta * ||r - sg(e)||^2, mean
-    stats: dict  # perplexity, usage, top_code_share, dead_codes (python numbers)
+    stats: dict  # perplexity, usage, top_code_share, dead_codes, redrawn (python numbers)
 
 
 class VectorQuantizer(nn.Module):
@@ -213,31 +240,48 @@ class VectorQuantizer(nn.Module):
         return F.embedding(codes, self.lookup_codebook())
 
     @torch.no_grad()
-    def init_codebook_(self, r: torch.Tensor) -> None:
-        """k-means initialisation on the stage's residuals ``r: N x D`` (code space)."""
+    def init_codebook_(self, r: torch.Tensor, frames_per_step: int | None = None) -> None:
+        """k-means initialisation on the stage's residuals ``r: N x D`` (code space).
+
+        ``frames_per_step``: valid frames of one training batch, to put the cluster sizes in
+        the per-step units of the usage EMA (default: ``N``, one batch)."""
+        if self.cosine:
+            r = F.normalize(r, dim=-1)
         means, counts = kmeans(r, self.codebook_size, KMEANS_ITERS, self.cosine)
-        # An empty cluster counts as 1, like a fresh code, so it keeps its seeded position
-        # instead of being pulled to zero by the EMA division.
-        counts = counts.clamp_min(1.0)
+        counts = counts * ((frames_per_step or r.shape[0]) / r.shape[0])
+        # An empty cluster counts as at least the expected count, like a redrawn code, so it
+        # keeps its seeded position instead of being pulled to zero by the EMA division.
+        expected = (frames_per_step or r.shape[0]) / self.codebook_size
+        counts = counts.clamp_min(expected)
         self.codebook.data.copy_(means)
         self.cluster_size.copy_(counts)
         if self.use_ema:
             self.embed_sum.copy_(means * counts.unsqueeze(-1))
         self.initialized.fill_(True)
 
+    def expected_assignments(self, num_frames: int) -> float:
+        """Assignments per code in a batch of ``num_frames`` frames if all codes were equal."""
+        return num_frames / self.codebook_size
+
     @torch.no_grad()
-    def expire_codes_(self, r: torch.Tensor) -> None:
-        """Replace codes whose usage EMA is below ``dead_code_threshold`` by random rows of
-        ``r: N x D`` (current residuals, code space); their usage EMA restarts at the threshold."""
-        expired = self.cluster_size < self.dead_code_threshold
-        if not bool(expired.any()):
-            return
+    def expire_codes_(self, r: torch.Tensor) -> int:
+        """Replace codes whose usage EMA is below ``dead_code_threshold x`` the expected
+        assignments of a batch of ``r: N x D`` by random rows of ``r`` (current residuals,
+        code space); their usage EMA restarts at the expected count. Returns how many."""
+        if r.shape[0] == 0:
+            return 0
+        expected = self.expected_assignments(r.shape[0])
+        expired = self.cluster_size < self.dead_code_threshold * expected
+        count = int(expired.sum())
+        if count == 0:
+            return 0
         samples = sample_vectors(r, self.codebook_size)
         mask = expired.unsqueeze(-1)
         self.codebook.data.copy_(torch.where(mask, samples, self.codebook))
-        self.cluster_size.masked_fill_(expired, self.dead_code_threshold)
+        self.cluster_size.masked_fill_(expired, expected)
         if self.use_ema:
-            self.embed_sum.copy_(torch.where(mask, samples * self.dead_code_threshold, self.embed_sum))
+            self.embed_sum.copy_(torch.where(mask, samples * expected, self.embed_sum))
+        return count
 
     @torch.no_grad()
     def update_ema_(self, r: torch.Tensor, codes: torch.Tensor, counts: torch.Tensor) -> None:
@@ -249,46 +293,58 @@ class VectorQuantizer(nn.Module):
         n_k = laplace_smoothing(self.cluster_size, self.laplace_eps)
         self.codebook.copy_(self.embed_sum / n_k.unsqueeze(-1))
 
-    def forward(self, r: torch.Tensor) -> StageOutput:
+    def forward(self, r: torch.Tensor, valid: torch.Tensor | None = None) -> StageOutput:
         """Quantize residuals ``r: N x D``; updates codebook state when training.
 
-        Training order: k-means init (first call only), dead-code expiry (judged on the usage
-        EMA of earlier steps, so re-drawn codes already compete for this batch), lookup, then
-        the EMA update with this batch's assignments. Expiring before the lookup also keeps
-        in-place codebook writes away from tensors autograd has saved.
+        ``valid: N`` bool selects the frames that count: losses, histogram, EMA update,
+        k-means and dead-code samples use those only; every frame gets a code.
+        Training order: k-means init (first call only, unless the trainer initialised the
+        stage from several batches), dead-code expiry (judged on the usage EMA of earlier
+        steps, so re-drawn codes already compete for this batch), lookup, then the EMA update
+        with this batch's assignments. Expiring before the lookup also keeps in-place
+        codebook writes away from tensors autograd has saved.
         """
         if self.cosine:
             r = F.normalize(r, dim=-1)
+        r_valid = r if valid is None else r[valid]
+        redrawn = 0
         if self.training:
             if self.kmeans_init and not bool(self.initialized):
-                self.init_codebook_(r.detach())
+                self.init_codebook_(r_valid.detach())
             if self.dead_code_threshold > 0:
-                self.expire_codes_(r.detach())
+                redrawn = self.expire_codes_(r_valid.detach())
 
         embed = self.lookup_codebook()
         with torch.no_grad():
             codes = nearest_codes(r.detach(), embed.detach(), self.cosine)
         e = F.embedding(codes, embed)  # N x D; carries the codebook gradient in gradient mode
+        e_valid = e if valid is None else e[valid]
+        codes_valid = codes if valid is None else codes[valid]
 
-        if self.use_ema:
-            codebook_loss = r.new_zeros(())
+        if r_valid.shape[0] == 0:
+            codebook_loss = commitment_loss = (r.sum() + e.sum()) * 0.0
         else:
-            codebook_loss = F.mse_loss(e, r.detach())
-        commitment_loss = self.commitment_cost * F.mse_loss(r, e.detach())
+            if self.use_ema:
+                codebook_loss = r.new_zeros(())
+            else:
+                codebook_loss = F.mse_loss(e_valid, r_valid.detach())
+            commitment_loss = self.commitment_cost * F.mse_loss(r_valid, e_valid.detach())
 
-        counts = code_stats.code_histogram(codes, self.codebook_size)
-        if self.training:
-            self.update_ema_(r.detach(), codes, counts)
-        if self.use_ema:
-            threshold = self.dead_code_threshold if self.dead_code_threshold > 0 else 1.0
+        counts = code_stats.code_histogram(codes_valid, self.codebook_size)
+        if self.training and r_valid.shape[0] > 0:
+            self.update_ema_(r_valid.detach(), codes_valid, counts)
+        if self.dead_code_threshold > 0 and r_valid.shape[0] > 0:
+            threshold = self.dead_code_threshold * self.expected_assignments(r_valid.shape[0])
             dead = int((self.cluster_size < threshold).sum())
         else:
             dead = code_stats.dead_codes(counts, 1.0)
+        empty = float(counts.sum()) == 0
         stage_stats = {
-            "perplexity": code_stats.perplexity(counts),
+            "perplexity": float("nan") if empty else code_stats.perplexity(counts),
             "usage": code_stats.usage(counts),
-            "top_code_share": code_stats.top_code_share(counts),
+            "top_code_share": float("nan") if empty else code_stats.top_code_share(counts),
             "dead_codes": dead,
+            "redrawn": redrawn / self.codebook_size,
         }
         return StageOutput(r, e.detach(), codes, codebook_loss, commitment_loss, stage_stats)
 
@@ -310,7 +366,7 @@ class RVQOutput:
     codebook_losses: list[torch.Tensor]  # scalars; zeros in EMA mode
     commitment_losses: list[torch.Tensor]  # scalars, beta applied
     loss: torch.Tensor  # sum of all codebook and commitment terms
-    stats: list[dict]  # per stage: perplexity, usage, top_code_share, dead_codes
+    stats: list[dict]  # per stage: perplexity, usage, top_code_share, dead_codes, redrawn
     latents: torch.Tensor  # B x D x T pre-quantization latents in code space (normalised if cosine)
 
 
@@ -323,8 +379,9 @@ class ResidualVectorQuantizer(nn.Module):
     """``num_quantizers`` :class:`VectorQuantizer` stages applied to successive residuals.
 
     Built from the ``model.rvq`` config section: ``ResidualVectorQuantizer(**rvq_cfg)`` or
-    :meth:`from_config`. ``progressive_steps`` is accepted (it is part of that section) but
-    used only by the training loop through :func:`active_quantizers`.
+    :meth:`from_config`. ``progressive_steps`` and ``kmeans_init_frames_per_code`` are accepted
+    (they are part of that section) but used by the training loop (:func:`active_quantizers`,
+    the multi-batch k-means initialisation).
     """
 
     def __init__(
@@ -340,6 +397,7 @@ class ResidualVectorQuantizer(nn.Module):
         kmeans_init: bool = False,
         commitment_cost: float = 0.5,
         progressive_steps: int = 2000,
+        kmeans_init_frames_per_code: int = 8,
     ):
         super().__init__()
         if num_quantizers < 1:
@@ -349,6 +407,7 @@ class ResidualVectorQuantizer(nn.Module):
         self.codebook_dim = codebook_dim
         self.cosine = distance == "cosine"
         self.progressive_steps = progressive_steps
+        self.kmeans_init_frames = kmeans_init_frames_per_code * codebook_size
         self.layers = nn.ModuleList(
             VectorQuantizer(
                 codebook_size=codebook_size,
@@ -376,24 +435,29 @@ class ResidualVectorQuantizer(nn.Module):
             raise ValueError(f"num_active must be in [1, {self.num_quantizers}], got {num_active}")
         return num_active
 
-    def forward(self, x: torch.Tensor, num_active: int | None = None) -> RVQOutput:
-        """Quantize ``x: B x D x T`` with the first ``num_active`` stages (all if None)."""
-        n_q = self._num_active(num_active)
+    def _flatten(self, x: torch.Tensor) -> torch.Tensor:
         batch, dim, frames = x.shape
         if dim != self.codebook_dim:
             raise ValueError(f"expected {self.codebook_dim} channels, got {dim}")
         latents = x.transpose(1, 2).reshape(batch * frames, dim)  # N x D
-        if self.cosine:
-            latents = F.normalize(latents, dim=-1)
+        return F.normalize(latents, dim=-1) if self.cosine else latents
+
+    def forward(self, x: torch.Tensor, num_active: int | None = None, valid: torch.Tensor | None = None) -> RVQOutput:
+        """Quantize ``x: B x D x T`` with the first ``num_active`` stages (all if None);
+        ``valid: B x T`` bool marks the frames that count (all if None)."""
+        n_q = self._num_active(num_active)
+        batch = x.shape[0]
+        latents = self._flatten(x)
+        flat_valid = None if valid is None else valid.reshape(-1).to(latents.device)
 
         residual = latents
         quantized = torch.zeros_like(latents)
         codes, codebook_losses, commitment_losses, stage_stats = [], [], [], []
         for layer in self.layers[:n_q]:
-            out = layer(residual)
+            out = layer(residual, flat_valid)
             quantized = quantized + out.code_vectors
             residual = out.inputs - out.code_vectors  # next residual uses the detached code
-            codes.append(out.codes.view(batch, frames))
+            codes.append(out.codes.view(batch, -1))
             codebook_losses.append(out.codebook_loss)
             commitment_losses.append(out.commitment_loss)
             stage_stats.append(out.stats)
@@ -409,6 +473,19 @@ class ResidualVectorQuantizer(nn.Module):
             stats=stage_stats,
             latents=_to_bdt(latents, batch),
         )
+
+    @torch.no_grad()
+    def stage_inputs(self, x: torch.Tensor, stage: int, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """The input residuals of stage ``stage`` for ``x: B x D x T`` (valid frames, ``N x D``),
+        through the current codebooks of the stages before it; changes no state."""
+        residual = self._flatten(x)
+        for layer in self.layers[:stage]:
+            r = F.normalize(residual, dim=-1) if layer.cosine else residual
+            embed = layer.lookup_codebook()
+            residual = r - embed[nearest_codes(r, embed, layer.cosine)]
+        if valid is not None:
+            residual = residual[valid.reshape(-1).to(residual.device)]
+        return F.normalize(residual, dim=-1) if self.layers[stage].cosine else residual
 
     @torch.no_grad()
     def decode(self, codes: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:

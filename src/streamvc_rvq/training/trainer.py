@@ -21,7 +21,8 @@ from streamvc_rvq.data.dataset import Batch, load_utterances, sample_batch
 from streamvc_rvq.device import select_device
 from streamvc_rvq.model.streamvc import StreamVC
 from streamvc_rvq.modules.discriminator import MultiScaleSTFTDiscriminator
-from streamvc_rvq.quantization.rvq import active_quantizers
+from streamvc_rvq.quantization.frame_stats import frame_scale_stats
+from streamvc_rvq.quantization.rvq import active_quantizers, checkpoint_stages
 from streamvc_rvq.training import losses
 from streamvc_rvq.training.checkpoint import (
     CheckpointError,
@@ -133,29 +134,61 @@ class Trainer:
         self.spectral = losses.MultiScaleSpectralLoss(sample_rate=self.model_cfg["sample_rate"]).to(device)
         self.hop = state.model.hop_length
         self.crop_frames = max(1, int(round(self.train_cfg["crop_seconds"] * self.model_cfg["sample_rate"])) // self.hop)
+        self.context_frames = state.model.warmup_frames  # run, never scored (valid-frames rule)
 
     def active_stages(self, step: int) -> int:
         rvq = self.model_cfg["rvq"]
         return active_quantizers(step, rvq["num_quantizers"], rvq["progressive_steps"])
+
+    def batch(self, utterances, step: int, stream: str = "batch") -> Batch:
+        return sample_batch(
+            utterances, self.train_cfg["seed"], step, self.train_cfg["batch_size"], self.crop_frames, self.hop,
+            context_frames=self.context_frames, stream=stream,
+        )
+
+    @torch.no_grad()
+    def init_codebooks(self, utterances, step: int) -> None:
+        """k-means initialisation of each stage that is active at ``step`` and not yet
+        initialised, on ``kmeans_init_frames_per_code x codebook_size`` valid frames of its
+        input residuals from dedicated batches (a pure function of seed, step and stage)."""
+        rvq = self.state.model.decoder.rvq
+        for index in range(self.active_stages(step)):
+            layer = rvq.layers[index]
+            if not layer.kmeans_init or bool(layer.initialized):
+                continue
+            frames, per_step, draw = [], 0, 0
+            while sum(f.shape[0] for f in frames) < rvq.kmeans_init_frames:
+                batch = self.batch(utterances, step * 1000 + draw, stream=f"kmeans{index}")
+                z, valid = self.state.model.rvq_input(batch.source.to(self.device), batch.lengths)
+                frames.append(rvq.stage_inputs(z, index, valid))
+                per_step = per_step or frames[-1].shape[0]
+                draw += 1
+            samples = torch.cat(frames)
+            layer.init_codebook_(samples, frames_per_step=per_step)
+            print(f"k-means initialised stage {index} at step {step} on {samples.shape[0]} frames "
+                  f"({draw} batches)", file=sys.stderr, flush=True)
 
     def train_step(self, batch: Batch, step: int) -> dict[str, float]:
         state, weights = self.state, self.train_cfg["loss_weights"]
         source = batch.source.to(self.device)
         reference = batch.reference.to(self.device)
         num_active = self.active_stages(step)
-        out = state.model(source, reference, num_active)
-        target = source[:, : out.audio.shape[-1]]
+        out = state.model(source, reference, num_active, lengths=batch.lengths)
+        scored = batch.context_frames * self.hop  # the left context is run, not scored
+        audio = out.audio[:, scored:]
+        target = source[:, scored : out.audio.shape[-1]]
         terms = LossTerms(weights, step)
-        terms.add("stft", self.spectral(target, out.audio))
-        terms.add("l1", losses.waveform_l1(target, out.audio))
+        terms.add("stft", self.spectral(target, audio))
+        terms.add("l1", losses.waveform_l1(target, audio))
         terms.add("rvq", out.rvq.loss)
         if out.content_logits is not None and batch.labels is not None and weights["content_ce"] > 0:
-            terms.add("content_ce", losses.content_cross_entropy(out.content_logits, batch.labels.to(self.device)))
+            labels = batch.labels.to(self.device).masked_fill(~out.valid, -100)
+            terms.add("content_ce", losses.content_cross_entropy(out.content_logits, labels))
         disc_loss = None
         if state.discriminator is not None:
-            disc_loss = self._discriminator_step(target, out.audio, step)
+            disc_loss = self._discriminator_step(target, audio, step)
             real_logits, real_feats = state.discriminator(target)
-            fake_logits, fake_feats = state.discriminator(out.audio)
+            fake_logits, fake_feats = state.discriminator(audio)
             terms.add("adversarial", losses.generator_adversarial_loss(fake_logits))
             terms.add("feature_matching", losses.feature_matching_loss(real_feats, fake_feats))
         state.optimizer.zero_grad(set_to_none=True)
@@ -176,10 +209,14 @@ class Trainer:
         })
         if disc_loss is not None:
             scalars["train/loss_discriminator"] = disc_loss
+        frame = frame_scale_stats(out.rvq_input, out.valid, state.model.decoder.rvq.layers[0].lookup_codebook())
+        for key in ("frame_scale", "effective_rank", "first_frames_energy_share"):
+            scalars[f"train/pre_rvq_{key}"] = frame[key]
         for i, stats in enumerate(out.rvq.stats):
             scalars[f"train/rvq_perplexity_q{i}"] = stats["perplexity"]
             scalars[f"train/rvq_usage_q{i}"] = stats["usage"]
             scalars[f"train/rvq_top_code_share_q{i}"] = stats["top_code_share"]
+            scalars[f"train/rvq_redrawn_q{i}"] = stats["redrawn"]
         return scalars
 
     def _discriminator_step(self, real: torch.Tensor, fake: torch.Tensor, step: int) -> float:
@@ -217,7 +254,8 @@ class Progress:
             f"{rate:.2f} steps/s {rate * self.audio:.1f} audio-s/s ETA {eta:.0f}s | "
             f"loss {scalars['train/loss_total']:.4f} stft {scalars['train/loss_stft']:.4f} "
             f"l1 {scalars['train/loss_l1']:.4f} ppl_q0 {scalars.get('train/rvq_perplexity_q0', float('nan')):.2f} "
-            f"pre_rvq_std {scalars['train/pre_rvq_std']:.3f} active {int(scalars['train/num_active_quantizers'])}",
+            f"pre_rvq_std {scalars['train/pre_rvq_std']:.3f} frame_scale {scalars['train/pre_rvq_frame_scale']:.3f} "
+            f"active {int(scalars['train/num_active_quantizers'])}",
             file=sys.stderr,
             flush=True,
         )
@@ -233,7 +271,8 @@ def _log_audio_example(writer, trainer: Trainer, utterance, step: int) -> None:
     model.eval()
     with torch.no_grad():
         audio = utterance.audio[: 4 * sample_rate].unsqueeze(0).to(trainer.device)
-        out = model(audio, audio, trainer.active_stages(step))
+        rvq = trainer.model_cfg["rvq"]
+        out = model(audio, audio, checkpoint_stages(step, rvq["num_quantizers"], rvq["progressive_steps"]))
         writer.add_audio("audio/reconstruction", out.audio[0].clamp(-1, 1).cpu(), step, sample_rate=sample_rate)
         writer.add_audio("audio/input", audio[0].cpu(), step, sample_rate=sample_rate)
     model.train(was_training)
@@ -279,9 +318,8 @@ def train_to_step(
     state.model.train()
     try:
         for s in range(start, step):
-            batch = sample_batch(
-                train_utts, train_cfg["seed"], s, train_cfg["batch_size"], trainer.crop_frames, trainer.hop
-            )
+            trainer.init_codebooks(train_utts, s)
+            batch = trainer.batch(train_utts, s)
             scalars = trainer.train_step(batch, s)
             state.step = s + 1
             if writer is not None and s % train_cfg["log_every"] == 0:

@@ -1,0 +1,35 @@
+"""A checkpoint at step N was trained on steps 0..N-1: it is evaluated with those stages only."""
+
+from __future__ import annotations
+
+import json
+
+from micro import micro_config
+from streamvc_rvq.evaluation.evaluate import evaluate_checkpoint
+from streamvc_rvq.quantization.rvq import active_quantizers, checkpoint_stages, stage_trained_steps
+from streamvc_rvq.training.trainer import train_to_step
+
+
+def test_checkpoint_stages_are_those_active_during_training():
+    # progressive_steps 2000: stage 1 becomes active at exactly 2000, after the last step of
+    # the "2k" checkpoint's training
+    assert active_quantizers(2000, 8, 2000) == 2
+    assert checkpoint_stages(2000, 8, 2000) == 1
+    assert checkpoint_stages(2001, 8, 2000) == 2
+    assert checkpoint_stages(10000, 8, 2000) == 5
+    assert checkpoint_stages(0, 8, 2000) == 1
+    assert checkpoint_stages(5, 8, 0) == 8
+    assert [stage_trained_steps(i, 10000, 2000) for i in range(6)] == [10000, 8000, 6000, 4000, 2000, 0]
+
+
+def test_evaluation_at_step_n_uses_the_stages_of_step_n_minus_1(micro_manifest, tmp_path):
+    cfg = micro_config("phase1", train={"steps": [4]})  # progressive_steps 4: stage 1 starts at 4
+    ckpt = train_to_step(cfg, manifest=micro_manifest, step=4, output=tmp_path / "step_4.pt", device="cpu")
+    out = tmp_path / "metrics.json"
+    evaluate_checkpoint(cfg, checkpoint=ckpt, manifest=micro_manifest, tensorboard_dir=None,
+                        samples_dir=tmp_path / "samples", output=out, device="cpu")
+    metrics = json.loads(out.read_text())
+    assert metrics["num_active_quantizers"] == 1
+    assert [s["index"] for s in metrics["stages"]] == [0]
+    assert metrics["stages"][0]["trained_steps"] == 4
+    assert metrics["untrained_stages"] == [{"index": 1, "trained_steps": 0}]
