@@ -23,15 +23,16 @@ from streamvc_rvq.data.dataset import Batch
 from streamvc_rvq.training.trainer import Trainer, build_state
 
 
-def synthetic_batch(batch_size: int, samples: int, frames: int, seed: int) -> Batch:
+def synthetic_batch(batch_size: int, samples: int, frames: int, seed: int, context: int = 0) -> Batch:
     g = torch.Generator().manual_seed(seed)
     t = torch.arange(samples) / 16000
     f0 = 100 + 150 * torch.rand(batch_size, 1, generator=g)
     tone = torch.sin(2 * math.pi * f0 * t) * (0.5 + 0.5 * torch.sin(2 * math.pi * 3 * t))
     audio = 0.2 * tone + 0.02 * torch.randn(batch_size, samples, generator=g)
     labels = torch.randint(0, 50, (batch_size, frames), generator=g)
-    return Batch(source=audio, reference=audio.flip(-1), labels=labels, speakers=["x"] * batch_size,
-                 utterance_ids=["x"] * batch_size, reference_ids=["x"] * batch_size)
+    return Batch(source=audio, reference=audio.flip(-1), labels=labels,
+                 lengths=torch.full((batch_size,), frames, dtype=torch.int64), speakers=["x"] * batch_size,
+                 utterance_ids=["x"] * batch_size, reference_ids=["x"] * batch_size, context_frames=context)
 
 
 def main() -> None:
@@ -49,8 +50,9 @@ def main() -> None:
     trainer = Trainer(cfg, state, torch.device("cpu"))
     train = cfg["train"]
     at = args.at_step if args.at_step is not None else train["steps"][-1]
-    samples = trainer.crop_frames * trainer.hop
-    batch = synthetic_batch(train["batch_size"], samples, trainer.crop_frames, 0)
+    samples = trainer.crop_frames * trainer.hop  # scored; the left context comes on top
+    frames = trainer.context_frames + trainer.crop_frames
+    batch = synthetic_batch(train["batch_size"], frames * trainer.hop, frames, 0, trainer.context_frames)
     trainer.train_step(batch, at)  # warm-up
     times = []
     for i in range(args.steps):

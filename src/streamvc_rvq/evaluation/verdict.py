@@ -42,7 +42,9 @@ Checkpoint table (ids, metric, threshold — boundaries exactly as written)
                               "kept or rising" read with a 10 % tolerance (the project's
                               reading): a batch-to-batch wobble of less than 10 % is "kept".
 ``2k.loss_stft_undisturbed``  adding stage 1 does not disturb the metrics much: validation
-                              loss_stft(2k) ``<= 1.1 x`` loss_stft(1k) ...
+                              loss_stft(2k) ``<= 1.1 x`` loss_stft(1k) ... (stage 1 becomes
+                              active at the 2k step itself, so by the stage-age rule the 2k
+                              checkpoint is judged with stage 0 and stage 1 first at 5k)
 ``2k.pre_rvq_std``            ... and ``0.9 <= pre_rvq_std <= 1.1`` still
 ``2k.pre_rvq_frame_scale``    ... and ``0.5 <= frame_scale <= 2`` still
 ``5k.perplexity_active_stages``   every active stage perplexity ``> 5``
@@ -378,7 +380,8 @@ def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int)
     add("2k", "loss_stft_undisturbed", "validation.loss_stft",
         "<= 1.1 x loss_stft(1k)" + ("" if bar is None else f" = {bar:.4g}"),
         l2, None if (l2 is None or bar is None) else l2 <= bar,
-        absent_note("1k", "2k") or "adding stage 1 does not disturb the loss much")
+        absent_note("1k", "2k") or "adding stage 1 does not disturb the loss much (stage 1 starts at the 2k "
+        "step itself, so the 2k checkpoint is judged with stage 0; stage 1 is first judged at 5k)")
     s2 = _num(_get(c2, "pre_rvq_std"))
     add("2k", "pre_rvq_std", "pre_rvq_std", "in [0.9, 1.1]", s2, _in_band(s2), absent_note("2k"))
     frame_scale_criterion("2k")

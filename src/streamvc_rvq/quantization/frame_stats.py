@@ -73,7 +73,7 @@ class FrameScaleAccumulator:
         frames = z.transpose(1, 2)  # B x T x D
         sq = frames.pow(2).sum(-1)  # B x T
         v = valid.to(z.device)
-        rank = v.long().cumsum(-1)  # 1-based rank of each valid frame in its row
+        rank = v.to(torch.int32).cumsum(-1)  # 1-based rank of each valid frame in its row (int32: MPS)
         first = v & (rank <= FIRST_FRAMES)
         self.first_energy += float((sq * first).sum())
         self.first_frames += int(first.sum())

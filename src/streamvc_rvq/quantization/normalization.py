@@ -18,8 +18,9 @@ encoder's output and, counted in, squash every real frame towards the origin. Th
 ``causal``
     The streaming counterpart of ``utterance``: per channel, the running (cumulative) mean
     and population std over the valid frames up to and including frame ``t``. Frame ``t``
-    depends on frames ``<= t`` only, so streamed output equals offline output (the state
-    is the running count and sums). Its estimates need a few frames to settle, so the mode
+    depends on frames ``<= t`` only, so streamed output equals offline output up to float
+    rounding (the state is the running count and sums; chunked cumulative sums round in
+    another order, ~1e-7 relative). Its estimates need a few frames to settle, so the mode
     adds :data:`CAUSAL_WARMUP_FRAMES` to the model's warm-up: frames normalised with fewer
     statistics are run but not scored. Before the first valid frame the output is zero
     (no statistics yet; never huge values that the decoder would carry into later frames).

@@ -309,7 +309,7 @@ class VectorQuantizer(nn.Module):
         r_valid = r if valid is None else r[valid]
         redrawn = 0
         if self.training:
-            if self.kmeans_init and not bool(self.initialized):
+            if self.kmeans_init and not bool(self.initialized) and r_valid.shape[0] > 0:
                 self.init_codebook_(r_valid.detach())
             if self.dead_code_threshold > 0:
                 redrawn = self.expire_codes_(r_valid.detach())

@@ -36,6 +36,9 @@ from streamvc_rvq.training.schedule import lr_factor
 from streamvc_rvq.training.tensorboard_log import open_segment
 
 
+KMEANS_MAX_BATCHES = 1000  # batches a stage's k-means initialisation may draw
+
+
 class TrainingError(RuntimeError):
     """Training cannot go on (non-finite loss, unusable checkpoint); the message says where."""
 
@@ -158,7 +161,13 @@ class Trainer:
                 continue
             frames, per_step, draw = [], 0, 0
             while sum(f.shape[0] for f in frames) < rvq.kmeans_init_frames:
-                batch = self.batch(utterances, step * 1000 + draw, stream=f"kmeans{index}")
+                if draw >= KMEANS_MAX_BATCHES:
+                    raise TrainingError(
+                        f"k-means initialisation of stage {index} found {sum(f.shape[0] for f in frames)} valid frames "
+                        f"in {draw} batches (needs {rvq.kmeans_init_frames}): are the training utterances shorter "
+                        f"than the model's {self.context_frames}-frame warm-up?"
+                    )
+                batch = self.batch(utterances, step * KMEANS_MAX_BATCHES + draw, stream=f"kmeans{index}")
                 z, valid = self.state.model.rvq_input(batch.source.to(self.device), batch.lengths)
                 frames.append(rvq.stage_inputs(z, index, valid))
                 per_step = per_step or frames[-1].shape[0]
@@ -174,14 +183,18 @@ class Trainer:
         reference = batch.reference.to(self.device)
         num_active = self.active_stages(step)
         out = state.model(source, reference, num_active, lengths=batch.lengths)
-        scored = batch.context_frames * self.hop  # the left context is run, not scored
+        # The left context is run, not scored. The audio losses cover the scored window of
+        # every row alike: a short utterance's trailing zero padding is scored as silence (as
+        # before), while RVQ statistics and the label loss skip it (``out.valid``).
+        scored = batch.context_frames * self.hop
         audio = out.audio[:, scored:]
         target = source[:, scored : out.audio.shape[-1]]
         terms = LossTerms(weights, step)
         terms.add("stft", self.spectral(target, audio))
         terms.add("l1", losses.waveform_l1(target, audio))
         terms.add("rvq", out.rvq.loss)
-        if out.content_logits is not None and batch.labels is not None and weights["content_ce"] > 0:
+        has_labels = out.content_logits is not None and batch.labels is not None and bool(out.valid.any())
+        if has_labels and weights["content_ce"] > 0:
             labels = batch.labels.to(self.device).masked_fill(~out.valid, -100)
             terms.add("content_ce", losses.content_cross_entropy(out.content_logits, labels))
         disc_loss = None
