@@ -116,11 +116,14 @@ class StreamVC(nn.Module):
         dtype = self.decoder.input_conv.bias.dtype  # float32: inputs of another dtype are cast
         return source[..., : frames * self.hop_length].to(dtype)
 
+    def _encode(self, source: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+        """(content, label logits, statistics mask, valid mask) of a prepared ``source``."""
+        content, logits = self.content_encoder(source)
+        return (content, logits, *self.frame_masks(content.shape[-1], content.shape[0], lengths, content.device))
+
     def rvq_input(self, source: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(RVQ input ``B x d x F``, valid frames ``B x F``) of ``source: B x T``, without the RVQ."""
-        source = self._prepare(source)
-        content, _ = self.content_encoder(source)
-        stats, valid = self.frame_masks(content.shape[-1], content.shape[0], lengths, content.device)
+        content, _, stats, valid = self._encode(self._prepare(source), lengths)
         return self.decoder.rvq_input(content, stats), valid
 
     def forward(
@@ -133,10 +136,9 @@ class StreamVC(nn.Module):
         measured); default: all frames."""
         source = self._prepare(source)
         reference = reference.to(source.dtype)
-        content, logits = self.content_encoder(source)
+        content, logits, stats, valid = self._encode(source, lengths)
         pitch = self.pitch(source)
         speaker = self.speaker_encoder(reference)
-        stats, valid = self.frame_masks(content.shape[-1], content.shape[0], lengths, content.device)
         decoder_input = content.detach() if self.stop_gradient else content
         audio, rvq_out, z = self.decoder(decoder_input, pitch, speaker, num_active_quantizers, stats, valid)
         z = z.detach()

@@ -22,7 +22,8 @@ from streamvc_rvq.device import select_device
 from streamvc_rvq.model.streamvc import StreamVC
 from streamvc_rvq.modules.discriminator import MultiScaleSTFTDiscriminator
 from streamvc_rvq.quantization.frame_stats import frame_scale_stats
-from streamvc_rvq.quantization.rvq import active_quantizers, checkpoint_stages
+from streamvc_rvq.inference import num_active_at
+from streamvc_rvq.quantization.rvq import active_quantizers
 from streamvc_rvq.training import losses
 from streamvc_rvq.training.checkpoint import (
     CheckpointError,
@@ -284,8 +285,7 @@ def _log_audio_example(writer, trainer: Trainer, utterance, step: int) -> None:
     model.eval()
     with torch.no_grad():
         audio = utterance.audio[: 4 * sample_rate].unsqueeze(0).to(trainer.device)
-        rvq = trainer.model_cfg["rvq"]
-        out = model(audio, audio, checkpoint_stages(step, rvq["num_quantizers"], rvq["progressive_steps"]))
+        out = model(audio, audio, num_active_at(trainer.model_cfg, step))
         writer.add_audio("audio/reconstruction", out.audio[0].clamp(-1, 1).cpu(), step, sample_rate=sample_rate)
         writer.add_audio("audio/input", audio[0].cpu(), step, sample_rate=sample_rate)
     model.train(was_training)
