@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import time
 from pathlib import Path
@@ -19,20 +18,8 @@ from pathlib import Path
 import torch
 
 from streamvc_rvq.config import load_config, resolve_experiment
-from streamvc_rvq.data.dataset import Batch
+from streamvc_rvq.training.throughput import synthetic_batch
 from streamvc_rvq.training.trainer import Trainer, build_state
-
-
-def synthetic_batch(batch_size: int, samples: int, frames: int, seed: int, context: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    t = torch.arange(samples) / 16000
-    f0 = 100 + 150 * torch.rand(batch_size, 1, generator=g)
-    tone = torch.sin(2 * math.pi * f0 * t) * (0.5 + 0.5 * torch.sin(2 * math.pi * 3 * t))
-    audio = 0.2 * tone + 0.02 * torch.randn(batch_size, samples, generator=g)
-    labels = torch.randint(0, 50, (batch_size, frames), generator=g)
-    return Batch(source=audio, reference=audio.flip(-1), labels=labels,
-                 lengths=torch.full((batch_size,), frames, dtype=torch.int64), speakers=["x"] * batch_size,
-                 utterance_ids=["x"] * batch_size, reference_ids=["x"] * batch_size, context_frames=context)
 
 
 def main() -> None:

@@ -1,34 +1,72 @@
-# Helpers shared by the rules: experiment resolution, step chains and target lists.
+# Helpers shared by the rules: config checks, experiment resolution, result paths, step
+# chains and target lists. Every path scheme comes from streamvc_rvq.config.
 import json
+import math
 import re
+import sys
 
-from streamvc_rvq.config import experiment_names, resolve_experiment, seed_variants
+from streamvc_rvq.config import (
+    ConfigError,
+    check_corpus,
+    data_dir,
+    experiment_names,
+    prepare_config,
+    resolve_experiment,
+    results_dir,
+    rule_config,
+    seed_variants,
+    validate,
+)
 
-EXPERIMENTS = experiment_names(config)
+
+def _checked(config):
+    """The validated config with every experiment resolved, or one line and exit 1."""
+    try:
+        validate(config)
+        check_corpus(config)
+        names = experiment_names(config)
+        return names, {name: resolve_experiment(config, name) for name in names}
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
+
+
+EXPERIMENTS, RESOLVED = _checked(config)
+RESULTS = results_dir(config)  # results/ or results/{preset}/{corpus}
+DATA = data_dir(config["corpus"]["name"])
 
 
 wildcard_constraints:
     experiment="|".join(map(re.escape, EXPERIMENTS)),
     step=r"\d+",
     corpus=re.escape(config["corpus"]["name"]),
-    comparison="|".join(config.get("ab", {})) or "none",
+    comparison="|".join(map(re.escape, config.get("ab", {}))) or "none",
 
 
-def experiment_config(experiment):
-    return resolve_experiment(config, experiment)
+def config_for(rule_name):
+    """Params function: the JSON of the part of the experiment's config ``rule_name`` uses,
+    so a change re-runs exactly the jobs that depend on it."""
 
+    def params(wildcards):
+        return json.dumps(rule_config(RESOLVED[wildcards.experiment], rule_name), sort_keys=True)
 
-def experiment_json(wildcards):
-    """The experiment's resolved config, passed to the CLI; a change re-runs the job."""
-    return json.dumps(experiment_config(wildcards.experiment), sort_keys=True)
+    return params
 
 
 def experiment_steps(experiment):
-    return experiment_config(experiment)["train"]["steps"]
+    return RESOLVED[experiment]["train"]["steps"]
 
 
 def manifest():
-    return f"results/data/{config['corpus']['name']}/manifest.csv"
+    return f"{DATA}/manifest.csv"
+
+
+def frame_labels():
+    """The content-label file training and evaluation read; none with corpus.labels: none."""
+    return [] if config["corpus"]["labels"] == "none" else f"{DATA}/frame_labels.npz"
+
+
+def labels_flag(wildcards, input):
+    return f"--labels {input.labels}" if input.labels else "--labels none"
 
 
 def previous_checkpoint(wildcards):
@@ -36,13 +74,13 @@ def previous_checkpoint(wildcards):
     steps = experiment_steps(wildcards.experiment)
     step = int(wildcards.step)
     if step not in steps:
-        raise ValueError(
-            f"step {step} is not a step target of experiment {wildcards.experiment} (train.steps: {steps})"
+        sys.exit(
+            f"error: step {step} is not a step target of experiment {wildcards.experiment} (train.steps: {steps})"
         )
     index = steps.index(step)
     if index == 0:
         return []
-    return f"results/{wildcards.experiment}/checkpoints/step_{steps[index - 1]}.pt"
+    return f"{RESULTS}/{wildcards.experiment}/checkpoints/step_{steps[index - 1]}.pt"
 
 
 def resume_flag(wildcards, input):
@@ -51,7 +89,8 @@ def resume_flag(wildcards, input):
 
 def experiment_metrics(experiment):
     return expand(
-        "results/{experiment}/metrics/step_{step}.json",
+        "{results}/{experiment}/metrics/step_{step}.json",
+        results=RESULTS,
         experiment=experiment,
         step=experiment_steps(experiment),
     )
@@ -78,12 +117,12 @@ def comparison_runs(comparison):
 def ab_inputs(wildcards):
     runs = comparison_runs(wildcards.comparison)
     return {
-        "verdicts": expand("results/{experiment}/verdict.json", experiment=runs),
+        "verdicts": expand("{results}/{experiment}/verdict.json", results=RESULTS, experiment=runs),
         "metrics": [m for run in runs for m in experiment_metrics(run)],
     }
 
 
 def default_targets():
-    targets = [f"results/{config['verdict']['experiment']}/verdict.json"]
-    targets += expand("results/ab/{comparison}.json", comparison=list(config.get("ab", {})))
+    targets = [f"{RESULTS}/{config['verdict']['experiment']}/verdict.json"]
+    targets += expand("{results}/ab/{comparison}.json", results=RESULTS, comparison=list(config.get("ab", {})))
     return targets

@@ -1,12 +1,13 @@
 rule prepare_data:
     output:
-        manifest="results/data/{corpus}/manifest.csv",
-        rejected="results/data/{corpus}/rejected.csv",
+        manifest=data_dir("{corpus}") + "/manifest.csv",
+        rejected=data_dir("{corpus}") + "/rejected.csv",
     log:
         "results/logs/prepare_data/{corpus}.log",
     params:
-        corpus=lambda wildcards: json.dumps(config["corpus"], sort_keys=True),
+        corpus=json.dumps(dict(prepare_config(config["corpus"]), name=config["corpus"]["name"]), sort_keys=True),
         sample_rate=config["model"]["sample_rate"],
+        output_dir=lambda wildcards: data_dir(wildcards.corpus),
     threads: 2
     resources:
         mem_mb=4000,
@@ -15,5 +16,31 @@ rule prepare_data:
         "../envs/streamvc.yaml"
     shell:
         "streamvc-rvq prepare-data --corpus-json {params.corpus:q} "
-        "--sample-rate {params.sample_rate} --output-dir results/data/{wildcards.corpus} "
+        "--sample-rate {params.sample_rate} --output-dir {params.output_dir} "
         "--threads {threads} > {log} 2>&1"
+
+
+rule frame_labels:
+    input:
+        manifest=data_dir("{corpus}") + "/manifest.csv",
+    output:
+        labels=data_dir("{corpus}") + "/frame_labels.npz",
+    log:
+        "results/logs/frame_labels/{corpus}.log",
+    params:
+        method=config["corpus"]["labels"],
+        kmeans=config["corpus"]["label_kmeans"],
+        seed=config["corpus"]["seed"],
+        sample_rate=config["model"]["sample_rate"],
+        hop_length=math.prod(config["model"]["strides"]),
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../envs/streamvc.yaml"
+    shell:
+        "streamvc-rvq labels --manifest {input.manifest} --method {params.method} "
+        "--num-clusters {params.kmeans[num_clusters]} --max-frames {params.kmeans[max_frames]} "
+        "--iterations {params.kmeans[iterations]} --seed {params.seed} --sample-rate {params.sample_rate} "
+        "--hop-length {params.hop_length} --threads {threads} --output {output.labels} > {log} 2>&1"

@@ -1,21 +1,23 @@
 rule evaluate:
     input:
         manifest=manifest(),
-        checkpoint="results/{experiment}/checkpoints/step_{step}.pt",
+        labels=frame_labels(),
+        checkpoint=f"{RESULTS}/{{experiment}}/checkpoints/step_{{step}}.pt",
     output:
-        metrics="results/{experiment}/metrics/step_{step}.json",
+        metrics=f"{RESULTS}/{{experiment}}/metrics/step_{{step}}.json",
         samples=report(
-            directory("results/{experiment}/samples/step_{step}"),
+            directory(f"{RESULTS}/{{experiment}}/samples/step_{{step}}"),
             patterns=["{name}.wav"],
             caption="report/samples.rst",
             category="Samples",
             subcategory="{experiment} step {step}",
         ),
     log:
-        "results/{experiment}/logs/evaluate_step_{step}.log",
+        f"{RESULTS}/{{experiment}}/logs/evaluate_step_{{step}}.log",
     params:
-        config=experiment_json,
-        tensorboard=lambda wildcards: f"results/{wildcards.experiment}/tensorboard",
+        config=config_for("evaluate"),
+        labels=labels_flag,
+        tensorboard=lambda wildcards: f"{RESULTS}/{wildcards.experiment}/tensorboard",
     threads: 1
     resources:
         mem_mb=4000,
@@ -23,6 +25,6 @@ rule evaluate:
     conda:
         "../envs/streamvc.yaml"
     shell:
-        "streamvc-rvq evaluate --config-json {params.config:q} --manifest {input.manifest} "
+        "streamvc-rvq evaluate --config-json {params.config:q} --manifest {input.manifest} {params.labels} "
         "--checkpoint {input.checkpoint} --tensorboard {params.tensorboard} "
         "--samples-dir {output.samples} --output {output.metrics} --threads {threads} > {log} 2>&1"

@@ -1,16 +1,17 @@
 rule train:
     input:
         manifest=manifest(),
+        labels=frame_labels(),
         previous=previous_checkpoint,
     output:
-        checkpoint="results/{experiment}/checkpoints/step_{step}.pt",
+        checkpoint=f"{RESULTS}/{{experiment}}/checkpoints/step_{{step}}.pt",
     log:
-        "results/{experiment}/logs/train_step_{step}.log",
+        f"{RESULTS}/{{experiment}}/logs/train_step_{{step}}.log",
     params:
-        config=experiment_json,
+        config=config_for("train"),
+        labels=labels_flag,
         resume=resume_flag,
-        tensorboard=lambda wildcards: f"results/{wildcards.experiment}/tensorboard",
-        device=config["train"]["device"],
+        tensorboard=lambda wildcards: f"{RESULTS}/{wildcards.experiment}/tensorboard",
     threads: 1
     resources:
         mem_mb=8000,
@@ -19,6 +20,6 @@ rule train:
     conda:
         "../envs/streamvc.yaml"
     shell:
-        "streamvc-rvq train --config-json {params.config:q} --manifest {input.manifest} "
+        "streamvc-rvq train --config-json {params.config:q} --manifest {input.manifest} {params.labels} "
         "--step {wildcards.step} {params.resume} --tensorboard {params.tensorboard} "
-        "--device {params.device} --threads {threads} --output {output.checkpoint} > {log} 2>&1"
+        "--threads {threads} --output {output.checkpoint} > {log} 2>&1"

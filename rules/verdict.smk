@@ -2,26 +2,26 @@ rule verdict:
     input:
         unpack(verdict_inputs),
     output:
-        verdict="results/{experiment}/verdict.json",
+        verdict=f"{RESULTS}/{{experiment}}/verdict.json",
         report=report(
-            "results/{experiment}/report/report.md",
+            f"{RESULTS}/{{experiment}}/report/report.md",
             caption="report/verdict.rst",
             category="Verdict",
             subcategory="{experiment}",
         ),
         plots=report(
-            directory("results/{experiment}/report/plots"),
+            directory(f"{RESULTS}/{{experiment}}/report/plots"),
             patterns=["{name}.png"],
             caption="report/plots.rst",
             category="Verdict",
             subcategory="{experiment}",
         ),
     log:
-        "results/{experiment}/logs/verdict.log",
+        f"{RESULTS}/{{experiment}}/logs/verdict.log",
     params:
-        config=experiment_json,
+        config=config_for("verdict"),
         control=control_flag,
-        tensorboard=lambda wildcards: f"results/{wildcards.experiment}/tensorboard",
+        tensorboard=lambda wildcards: f"{RESULTS}/{wildcards.experiment}/tensorboard",
     threads: 1
     resources:
         mem_mb=2000,
@@ -38,20 +38,20 @@ rule ab_comparison:
     input:
         unpack(ab_inputs),
     output:
-        comparison="results/ab/{comparison}.json",
+        comparison=f"{RESULTS}/ab/{{comparison}}.json",
         report=report(
-            "results/ab/{comparison}.md",
+            f"{RESULTS}/ab/{{comparison}}.md",
             caption="report/ab.rst",
             category="A/B",
         ),
         plots=report(
-            directory("results/ab/{comparison}_plots"),
+            directory(f"{RESULTS}/ab/{{comparison}}_plots"),
             patterns=["{name}.png"],
             caption="report/ab.rst",
             category="A/B",
         ),
     log:
-        "results/logs/ab/{comparison}.log",
+        f"{RESULTS}/logs/ab/{{comparison}}.log",
     params:
         arms=lambda wildcards: config["ab"][wildcards.comparison]["arms"],
     threads: 1

@@ -65,7 +65,7 @@ def test_bad_experiment_override_is_caught_at_resolution(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"experiments": {"oops": {"model": {"pre_rvq_norm": "batch"}}}}))
     config = load_config(DEFAULT, bad)
-    with pytest.raises(ConfigError, match="experiment oops: model.pre_rvq_norm"):
+    with pytest.raises(ConfigError, match=r"config key experiments\.oops\.model\.pre_rvq_norm: 'batch' is not one of"):
         resolve_experiment(config, "oops")
 
 

@@ -25,8 +25,9 @@ class UserError(Exception):
 def _add_config_args(parser: argparse.ArgumentParser, experiment: bool = True) -> None:
     group = parser.add_argument_group("configuration (either --config files or --config-json)")
     group.add_argument(
-        "--config", action="append", type=Path, metavar="YAML",
-        help="config file(s), merged left to right like snakemake --configfile (e.g. config/config.yaml config/quick.yaml)",
+        "--config", action="extend", nargs="+", type=Path, metavar="YAML",
+        help="one or more config files, merged left to right like snakemake --configfile "
+             "(e.g. --config config/config.yaml config/quick.yaml; default: config/config.yaml)",
     )
     group.add_argument("--config-json", help="an experiment's resolved config as JSON (what the workflow passes)")
     if experiment:
@@ -46,6 +47,18 @@ def load_experiment_config(args: argparse.Namespace) -> dict:
         raise UserError(str(err)) from None
 
 
+def _add_labels_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--labels", default="manifest", metavar="NPZ|none|manifest",
+        help="frame labels of the content head: a frame_labels.npz from `streamvc-rvq labels` (what the workflow "
+             "passes), none, or manifest: the corpus's own label files (default)",
+    )
+
+
+def _labels(value: str) -> str | Path | None:
+    return None if value == "none" else value if value == "manifest" else Path(value)
+
+
 def _set_threads(threads: int) -> None:
     import torch
 
@@ -55,7 +68,7 @@ def _set_threads(threads: int) -> None:
 
 def cmd_prepare_data(args: argparse.Namespace) -> None:
     from streamvc_rvq.config import load_config
-    from streamvc_rvq.data.prepare import CorpusError, prepare_corpus
+    from streamvc_rvq.data.prepare import CorpusError, describe_splits, prepare_corpus
 
     _set_threads(args.threads)
     corpus = json.loads(args.corpus_json) if args.corpus_json else load_config(*(args.config or [DEFAULT_CONFIG]))["corpus"]
@@ -65,6 +78,8 @@ def cmd_prepare_data(args: argparse.Namespace) -> None:
     except CorpusError as err:
         raise UserError(str(err)) from None
     print(json.dumps(summary, indent=2))
+    for line in describe_splits(summary):
+        print(line, file=sys.stderr)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -75,7 +90,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     try:
         train_to_step(
             cfg, manifest=args.manifest, step=args.step, output=args.output, resume=args.resume,
-            tensorboard_dir=args.tensorboard, device=args.device,
+            tensorboard_dir=args.tensorboard, device=args.device, labels=_labels(args.labels),
         )
     except TrainingError as err:
         raise UserError(str(err)) from None
@@ -84,12 +99,33 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from streamvc_rvq.evaluation.evaluate import evaluate_checkpoint
 
+    from streamvc_rvq.data.content_labels import LabelError
+    from streamvc_rvq.training.checkpoint import CheckpointError
+
     cfg = load_experiment_config(args)
     _set_threads(args.threads)
-    evaluate_checkpoint(
-        cfg, checkpoint=args.checkpoint, manifest=args.manifest, tensorboard_dir=args.tensorboard,
-        samples_dir=args.samples_dir, output=args.output, device=args.device,
-    )
+    try:
+        evaluate_checkpoint(
+            cfg, checkpoint=args.checkpoint, manifest=args.manifest, tensorboard_dir=args.tensorboard,
+            samples_dir=args.samples_dir, output=args.output, device=args.device, labels=_labels(args.labels),
+        )
+    except (CheckpointError, LabelError) as err:
+        raise UserError(str(err)) from None
+
+
+def cmd_labels(args: argparse.Namespace) -> None:
+    from streamvc_rvq.data.content_labels import LabelError, make_frame_labels, save_frame_labels
+
+    _set_threads(args.threads)
+    try:
+        labels, info = make_frame_labels(
+            args.manifest, args.method, num_clusters=args.num_clusters, max_frames=args.max_frames,
+            iterations=args.iterations, seed=args.seed, sample_rate=args.sample_rate, hop_length=args.hop_length,
+        )
+    except LabelError as err:
+        raise UserError(str(err)) from None
+    save_frame_labels(args.output, labels, info)
+    print(json.dumps(info, indent=2))
 
 
 def cmd_verdict(args: argparse.Namespace) -> None:
@@ -138,12 +174,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("prepare-data", help="build or ingest a corpus: manifest.csv, rejected.csv, 16 kHz audio, frame labels")
-    p.add_argument("--config", action="append", type=Path, metavar="YAML", help="config file(s); the corpus section is used")
+    p.add_argument("--config", action="extend", nargs="+", type=Path, metavar="YAML",
+                   help="one or more config files, merged left to right; the corpus section is used")
     p.add_argument("--corpus-json", help="the corpus section as JSON (what the workflow passes)")
     p.add_argument("--output-dir", type=Path, help="default: results/data/{corpus.name}")
     p.add_argument("--sample-rate", type=int, default=16000, help="target sample rate (default 16000)")
     p.add_argument("--threads", type=int, default=2, help="worker processes / torch threads (default 2)")
     p.set_defaults(func=cmd_prepare_data)
+
+    p = sub.add_parser("labels", help="frame labels for the content encoder: the corpus's own, or k-means on MFCCs (HuBERT's first iteration)")
+    p.add_argument("--manifest", required=True, type=Path, help="results/data/{corpus}/manifest.csv")
+    p.add_argument("--method", default="auto", choices=["auto", "files", "mfcc_kmeans"],
+                   help="files: the corpus's label files; mfcc_kmeans: k-means on the training split's MFCCs + deltas; "
+                        "auto: files when every utterance has them (default)")
+    p.add_argument("--num-clusters", type=int, default=100, help="k-means clusters = label classes (default 100, as HuBERT)")
+    p.add_argument("--max-frames", type=int, default=200000, help="training frames k-means is fitted on (default 200000)")
+    p.add_argument("--iterations", type=int, default=50, help="Lloyd iterations (default 50)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the frame subsample and the k-means seeds")
+    p.add_argument("--sample-rate", type=int, default=16000, help="the corpus's sample rate (default 16000)")
+    p.add_argument("--hop-length", type=int, default=320, help="samples per frame (default 320 = 20 ms)")
+    p.add_argument("--output", required=True, type=Path, help="frame_labels.npz to write (atomically)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.set_defaults(func=cmd_labels)
 
     p = sub.add_parser("train", help="train an experiment to one step target, from scratch or from the previous checkpoint")
     _add_config_args(p)
@@ -154,48 +206,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensorboard", type=Path, help="TensorBoard log directory (one continuous run per experiment)")
     p.add_argument("--device", default=None, help="auto | cpu | mps | cuda[:N]; overrides train.device")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: train.num_threads or torch's default)")
+    _add_labels_arg(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics and sample conversions of one checkpoint over the validation split")
     _add_config_args(p)
-    p.add_argument("--manifest", required=True, type=Path)
-    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--manifest", required=True, type=Path, help="results/data/{corpus}/manifest.csv (the validation and held-out splits are used)")
+    p.add_argument("--checkpoint", required=True, type=Path, help="the step_N.pt to evaluate")
     p.add_argument("--tensorboard", type=Path, help="the experiment's TensorBoard directory (training-curve facts)")
     p.add_argument("--samples-dir", required=True, type=Path, help="where converted and reconstructed wavs go")
     p.add_argument("--output", required=True, type=Path, help="metrics JSON to write")
-    p.add_argument("--device", default=None, help="overrides evaluation.device")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default=None, help="auto | cpu | mps | cuda[:N]; overrides evaluation.device")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    _add_labels_arg(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("verdict", help="apply the Phase 1 checkpoint and decision tables; write verdict.json and a report")
     _add_config_args(p)
     p.add_argument("--metrics", nargs="+", required=True, type=Path, help="the experiment's metrics files, in step order")
     p.add_argument("--control-metrics", nargs="*", type=Path, default=[], help="metrics files of the pre-fix control")
-    p.add_argument("--tensorboard", type=Path)
-    p.add_argument("--output", required=True, type=Path)
+    p.add_argument("--tensorboard", type=Path, help="the experiment's TensorBoard directory (training-curve facts for the verdict)")
+    p.add_argument("--output", required=True, type=Path, help="verdict.json to write")
     p.add_argument("--report", required=True, type=Path, help="Markdown report to write")
-    p.add_argument("--plots-dir", required=True, type=Path)
+    p.add_argument("--plots-dir", required=True, type=Path, help="where the report's PNG plots go")
     p.set_defaults(func=cmd_verdict)
 
     p = sub.add_parser("ab", help="compare the arms of an A/B test at every checkpoint")
     p.add_argument("--name", required=True, help="comparison name (a key of the config's ab section)")
     p.add_argument("--arms", nargs="+", required=True, help="the compared experiments (seed variants {arm}_s{seed} are grouped under their arm)")
-    p.add_argument("--verdicts", nargs="+", required=True, type=Path)
-    p.add_argument("--metrics", nargs="+", required=True, type=Path)
-    p.add_argument("--output", required=True, type=Path)
-    p.add_argument("--report", required=True, type=Path)
-    p.add_argument("--plots-dir", required=True, type=Path)
+    p.add_argument("--verdicts", nargs="+", required=True, type=Path, help="verdict.json of every run of every arm")
+    p.add_argument("--metrics", nargs="+", required=True, type=Path, help="metrics files of every run of every arm")
+    p.add_argument("--output", required=True, type=Path, help="comparison JSON to write")
+    p.add_argument("--report", required=True, type=Path, help="Markdown report to write")
+    p.add_argument("--plots-dir", required=True, type=Path, help="where the comparison's PNG plots go")
     p.set_defaults(func=cmd_ab)
 
     p = sub.add_parser("infer", help="convert SOURCE to the voice of TARGET_REF with a checkpoint")
-    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--checkpoint", required=True, type=Path, help="a step_N.pt written by `train` (its config travels with it)")
     _add_config_args(p)
     p.add_argument("--source", required=True, type=Path, help="WAV/FLAC, any sample rate or channel count")
     p.add_argument("--target-ref", required=True, type=Path, help="reference recording of the target speaker")
     p.add_argument("--output", required=True, type=Path, help="WAV to write (replaced only once fully written)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="auto | cpu | mps | cuda[:N] (default cpu)")
     p.add_argument("--stream", action="store_true", help="process 20 ms chunks through the streaming path (causal configs only)")
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser("model-summary", help="parameters and multiply-accumulates per second of audio, per component")

@@ -9,6 +9,7 @@ it exists so that ``ab.*.seeds`` can run each arm once per seed.
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
 import re
@@ -18,6 +19,7 @@ import jsonschema
 import yaml
 
 SCHEMA_PATH = Path(__file__).with_name("schema.yaml")
+DEFAULT_PRESET, DEFAULT_CORPUS = "paper", "espeak"
 _SEED_SUFFIX = re.compile(r"^(?P<base>.+)_s(?P<seed>\d+)$")
 
 
@@ -46,14 +48,43 @@ def _extend_with_default(validator_class):
 _DefaultValidator = _extend_with_default(jsonschema.Draft202012Validator)
 
 
-def validate(config: dict, schema: dict | None = None) -> dict:
-    """Validate ``config`` in place, filling defaults; raise ConfigError naming the bad key."""
+def _schema_at(schema: dict, path: list) -> dict:
+    """The sub-schema describing the value at ``path`` (keys of objects)."""
+    for key in path:
+        props = schema.get("properties", {})
+        if key in props:
+            schema = props[key]
+        elif isinstance(schema.get("additionalProperties"), dict):
+            schema = schema["additionalProperties"]
+        else:
+            return {}
+    return schema
+
+
+def _message(error, schema: dict, prefix: tuple[str, ...] = ()) -> str:
+    """One line for a schema error: the dotted key (after ``prefix``), what is wrong, and the
+    nearest valid key for a misspelling."""
+    path = [str(p) for p in error.absolute_path]
+    if error.validator == "additionalProperties":
+        valid = sorted(_schema_at(schema, path).get("properties", {}))
+        unknown = sorted(set(error.instance) - set(valid))
+        where = ".".join([*prefix, *path, *unknown[:1]])
+        near = difflib.get_close_matches(unknown[0], valid, n=1, cutoff=0.5) if unknown else []
+        hint = f"did you mean {'.'.join([*prefix, *path, *near])}?" if near else f"valid keys here: {', '.join(valid)}"
+        return f"config key {where} is not a known key; {hint}"
+    where = ".".join([*prefix, *path]) or "<top level>"
+    message = error.message if len(error.message) <= 200 else error.message[:200] + "..."
+    return f"config key {where}: {message}"
+
+
+def validate(config: dict, schema: dict | None = None, prefix: tuple[str, ...] = ()) -> dict:
+    """Validate ``config`` in place, filling defaults; raise ConfigError naming the bad key
+    (``prefix``: where ``config`` sits in the user's file) and, for a misspelled key, the
+    nearest valid one."""
     schema = schema or load_schema()
     errors = sorted(_DefaultValidator(schema).iter_errors(config), key=lambda e: list(e.path))
     if errors:
-        e = errors[0]
-        where = ".".join(str(p) for p in e.path) or "<top level>"
-        raise ConfigError(f"config key {where}: {e.message}")
+        raise ConfigError(_message(errors[0], schema, prefix))
     return config
 
 
@@ -112,6 +143,7 @@ def resolve_experiment(config: dict, name: str) -> dict:
             raise ConfigError(f"unknown experiment {name!r}; the config defines: {known}")
         name, seed = match["base"], int(match["seed"])
     resolved = {
+        "preset": config.get("preset", DEFAULT_PRESET),
         "corpus": copy.deepcopy(config["corpus"]),
         "model": copy.deepcopy(config["model"]),
         "train": copy.deepcopy(config["train"]),
@@ -121,16 +153,97 @@ def resolve_experiment(config: dict, name: str) -> dict:
     if seed is not None:
         resolved["train"]["seed"] = seed
     resolved["experiment"] = name if seed is None else f"{name}_s{seed}"
-    schema = load_schema()["properties"]
-    for section in ("model", "train", "evaluation"):
-        try:
-            validate(resolved[section], schema[section])
-        except ConfigError as err:
-            raise ConfigError(f"experiment {resolved['experiment']}: {section}.{str(err)[len('config key '):]}") from None
+    properties = load_schema()["properties"]
+    sections = {"type": "object", "properties": {k: properties[k] for k in ("model", "train", "evaluation")}}
+    validate({k: resolved[k] for k in ("model", "train", "evaluation")}, sections, prefix=("experiments", name))
     steps = resolved["train"]["steps"]
     if sorted(set(steps)) != steps:
         raise ConfigError(f"experiment {resolved['experiment']}: train.steps must be strictly increasing, got {steps}")
+    problem = content_gradient_problem(resolved)
+    if problem:
+        raise ConfigError(f"experiment {resolved['experiment']}: {problem}")
     return resolved
+
+
+def content_gradient_problem(cfg: dict) -> str | None:
+    """Why the content encoder of ``cfg`` would get no gradient at all, or None.
+
+    With ``stop_gradient`` (StreamVC's design) the content head's cross-entropy on frame
+    labels is its only training signal; without labels, head or weight it stays a random,
+    frozen encoder, and every RVQ measurement describes that encoder's features. Such a
+    config is refused unless ``train.allow_untrained_content_encoder`` says it is meant.
+    """
+    if cfg["train"].get("allow_untrained_content_encoder") or not cfg["model"]["content_encoder"]["stop_gradient"]:
+        return None
+    if cfg.get("corpus", {}).get("labels") == "none":
+        reason, fix = "corpus.labels is none", "use corpus.labels: auto (k-means labels for any corpus)"
+    elif cfg["model"]["content_encoder"]["num_labels"] == 0:
+        reason, fix = "model.content_encoder.num_labels is 0: no label head", "give it a label head (num_labels: 128)"
+    elif cfg["train"]["loss_weights"]["content_ce"] == 0:
+        reason, fix = "train.loss_weights.content_ce is 0", "give the label loss a weight (content_ce: 1.0)"
+    else:
+        return None
+    return (f"the content encoder would never be trained ({reason}, and content_encoder.stop_gradient is true); "
+            f"{fix}, or set train.allow_untrained_content_encoder: true to measure a random, frozen encoder on purpose")
+
+
+def check_corpus(config: dict) -> None:
+    """Checks of the corpus section that need the file system, made before any job runs."""
+    corpus = config["corpus"]
+    if corpus["type"] != "folder":
+        return
+    root = corpus["folder"].get("root")
+    if not root:
+        raise ConfigError("corpus.folder.root is not set (corpus.type is folder): set it to the folder holding your audio")
+    if not Path(root).expanduser().is_dir():
+        raise ConfigError(f"corpus.folder.root {root} is not a directory")
+
+
+def results_dir(config: dict) -> str:
+    """Where a config's experiment results go: ``results`` for the default preset on the
+    default corpus (so ``results/phase1/verdict.json`` is the paper-size protocol on the
+    built-in corpus), ``results/{preset}/{corpus.name}`` for every other pair, so that runs of
+    different presets and corpora never overwrite one another."""
+    preset, corpus = config.get("preset", DEFAULT_PRESET), config["corpus"]["name"]
+    if (preset, corpus) == (DEFAULT_PRESET, DEFAULT_CORPUS):
+        return "results"
+    return f"results/{preset}/{corpus}"
+
+
+def data_dir(corpus_name: str) -> str:
+    """A prepared corpus's folder; shared by every preset that names the corpus."""
+    return f"results/data/{corpus_name}"
+
+
+# The config each rule's command receives: only what changes its output, so that editing a
+# key re-runs exactly the jobs that depend on it (Snakemake re-runs a job when its params
+# change). Dotted paths pick a sub-key.
+RULE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
+    "train": ("experiment", "preset", "corpus.name", "corpus.labels", "model", "train"),
+    "evaluate": ("experiment", "preset", "corpus.name", "corpus.labels", "model", "evaluation"),
+    "verdict": ("experiment", "preset", "corpus.name", "model.rvq.progressive_steps", "train.steps"),
+}
+# What data preparation reads: the corpus section less the other corpus type's settings and
+# the label settings (a change of either must not re-ingest a corpus).
+_PREPARE_DROPS = {"builtin": ("folder", "labels", "label_kmeans"), "folder": ("builtin", "labels", "label_kmeans")}
+
+
+def rule_config(resolved: dict, rule: str) -> dict:
+    """The part of an experiment's resolved config that ``rule`` uses."""
+    out: dict = {}
+    for dotted in RULE_CONFIG_KEYS[rule]:
+        keys = dotted.split(".")
+        src, dst = resolved, out
+        for key in keys[:-1]:
+            src = src[key]
+            dst = dst.setdefault(key, {})
+        dst[keys[-1]] = copy.deepcopy(src[keys[-1]])
+    return out
+
+
+def prepare_config(corpus: dict) -> dict:
+    """The corpus settings data preparation reads."""
+    return {k: copy.deepcopy(v) for k, v in corpus.items() if k not in _PREPARE_DROPS[corpus["type"]]}
 
 
 def config_hash(section: dict) -> str:

@@ -46,3 +46,19 @@ def test_held_out_needs_a_training_speaker():
     with pytest.raises(SplitError):
         assign_splits(utts, 3, 0.1, seed=0)
     assert len(set(assign_splits(utts, 2, 0.1, seed=0).values())) >= 2
+
+
+def test_preparation_describes_the_split_and_warns_when_held_out_speakers_take_much_audio(tiny_corpus):
+    from streamvc_rvq.data.prepare import describe_splits
+
+    _, summary = tiny_corpus
+    table = summary["split_table"]
+    assert sum(t["utterances"] for t in table.values()) == summary["num_utterances"]
+    assert table["heldout"]["speakers"] == 1 and table["train"]["speakers"] == 4
+    lines = describe_splits(summary)
+    assert lines[0].startswith("split: train 4 speakers") and "heldout 1 speaker," in lines[0]
+    ten = {"num_speakers": 10, "split_table": {
+        "train": {"speakers": 6, "utterances": 57, "minutes": 5.7},
+        "valid": {"speakers": 6, "utterances": 3, "minutes": 0.3},
+        "heldout": {"speakers": 4, "utterances": 40, "minutes": 4.0}}}
+    assert describe_splits(ten)[1].startswith("note: 4 of 10 speakers (40% of the audio) are held out")

@@ -48,10 +48,22 @@ def test_truncated_checkpoint_is_one_clear_error(tmp_path):
     path = tmp_path / "step_5.pt"
     save_checkpoint(path, _payload({"a": 1}))
     path.write_bytes(path.read_bytes()[:50])
-    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+    with pytest.raises(CheckpointError, match="is not a checkpoint: not a PyTorch zip archive"):
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_text_file_or_foreign_torch_file_as_checkpoint_is_one_line(tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_text("epoch 101: loss 0.3\n")
+    with pytest.raises(CheckpointError, match=r"notes\.pt is not a checkpoint") as err:
+        load_checkpoint(text)
+    assert "\n" not in str(err.value)
+    foreign = tmp_path / "weights.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
+    with pytest.raises(CheckpointError, match="not a streamvc-rvq checkpoint \\(no model, config, step\\)"):
+        load_checkpoint(foreign)
 
 
 def test_segments_at_or_after_a_rebuilt_start_are_removed(tmp_path):

@@ -12,16 +12,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from workflow_support import MICRO, ROOT, copy_workflow
 
-ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("slurm_cluster.sh")
-TARGET = "results/phase1/verdict.json"
+TARGET = f"{MICRO}/phase1/verdict.json"
 pytestmark = pytest.mark.slow
 
 
@@ -41,13 +40,6 @@ def slurm_cluster():
     yield settings
     if started_here:
         subprocess.run(["bash", str(SCRIPT), "stop"], check=False, capture_output=True, text=True, timeout=120)
-
-
-def copy_workflow(work: Path) -> Path:
-    shutil.copy(ROOT / "Snakefile", work)
-    for name in ("rules", "config", "profiles", "envs"):
-        shutil.copytree(ROOT / name, work / name, symlinks=False)
-    return work
 
 
 def cluster_env(settings: dict[str, str]) -> dict[str, str]:
@@ -109,7 +101,7 @@ def test_cluster_profile_asks_a_gpu_for_train_only(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_"))}
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", TARGET, "results/ab/commitment_cost.json",
+        [sys.executable, "-m", "snakemake", "-n", TARGET, f"{MICRO}/ab/commitment_cost.json",
          "--profile", "profiles/slurm", "--configfile", "config/micro.yaml"],
         check=False, cwd=work, env=env, capture_output=True, text=True, timeout=300,
     )
@@ -122,7 +114,7 @@ def test_cluster_profile_asks_a_gpu_for_train_only(tmp_path):
             rule = match.group(1)
         elif rule and line.strip().startswith("resources:"):
             resources.setdefault(rule, set()).add(line.strip())
-    assert set(resources) == {"prepare_data", "train", "evaluate", "verdict", "ab_comparison"}
+    assert set(resources) == {"prepare_data", "frame_labels", "train", "evaluate", "verdict", "ab_comparison"}
     parsed = {
         rule: [dict(item.split("=", 1) for item in line.removeprefix("resources: ").split(", ")) for line in lines]
         for rule, lines in resources.items()

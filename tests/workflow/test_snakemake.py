@@ -3,83 +3,52 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from workflow_support import MICRO, ROOT, planned_jobs, run_snakemake
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--configfile", "config/micro.yaml", *args],
-        cwd=workdir, env=env, capture_output=True, text=True, timeout=1200,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
-    return proc
-
-
-@pytest.fixture(scope="module")
-def workflow(tmp_path_factory) -> Path:
-    """A copy of the workflow (Snakefile, rules, config, profiles) in a fresh directory."""
-    work = tmp_path_factory.mktemp("workflow")
-    shutil.copy(ROOT / "Snakefile", work)
-    for name in ("rules", "config", "profiles", "envs"):
-        shutil.copytree(ROOT / name, work / name, symlinks=False)
-    return work
-
-
-def planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
-    """Job counts from snakemake's dry-run 'Job stats' table."""
-    counts, in_table = {}, False
-    for line in (proc.stdout + proc.stderr).splitlines():
-        if line.startswith("job ") and "count" in line:
-            in_table = True
-            continue
-        if in_table:
-            parts = line.split()
-            if len(parts) == 2 and parts[1].isdigit():
-                counts[parts[0]] = int(parts[1])
-            elif line.strip().startswith("total"):
-                break
-    return counts
+    return run_snakemake(workdir, *args, check=check)
 
 
 def test_checkpoint_chain_builds_plans_nothing_after_and_forced_middle_target_rebuilds_downstream(workflow):
-    last = "results/phase1/checkpoints/step_20.pt"
+    last = f"{MICRO}/phase1/checkpoints/step_20.pt"
     snakemake(workflow, "--cores", "2", last)
     for step in (2, 4, 10, 20):
-        assert (workflow / f"results/phase1/checkpoints/step_{step}.pt").stat().st_size > 0
+        assert (workflow / f"{MICRO}/phase1/checkpoints/step_{step}.pt").stat().st_size > 0
     assert "Nothing to be done" in snakemake(workflow, "-n", last).stdout + snakemake(workflow, "-n", last).stderr
-    plan = planned_jobs(snakemake(workflow, "-n", last, "--forcerun", "results/phase1/checkpoints/step_4.pt"))
+    plan = planned_jobs(snakemake(workflow, "-n", last, "--forcerun", f"{MICRO}/phase1/checkpoints/step_4.pt"))
     assert plan.get("train") == 3  # step_4 and the two targets built from it, not step_2
     assert "prepare_data" not in plan
 
 
 def test_verdict_and_ab_through_snakemake(workflow):
-    snakemake(workflow, "--cores", "2", "results/phase1/verdict.json", "results/ab/commitment_cost.json")
-    verdict = json.loads((workflow / "results/phase1/verdict.json").read_text())
+    snakemake(workflow, "--cores", "2", f"{MICRO}/phase1/verdict.json", f"{MICRO}/ab/commitment_cost.json")
+    verdict = json.loads((workflow / f"{MICRO}/phase1/verdict.json").read_text())
     assert verdict["class"] in {"success", "partial", "failure"}
     ids = {c["id"] for c in verdict["criteria"]}
     assert len(ids) >= 10 and {c["step"] for c in verdict["criteria"]} >= {2, 4, 10, 20}
     assert verdict["scaled"] is True
-    plots = list((workflow / "results/phase1/report/plots").glob("*.png"))
+    plots = list((workflow / f"{MICRO}/phase1/report/plots").glob("*.png"))
     assert plots and all(p.stat().st_size > 1000 for p in plots)
-    assert (workflow / "results/phase1/report/report.md").read_text().strip()
-    ab = json.loads((workflow / "results/ab/commitment_cost.json").read_text())
+    assert (workflow / f"{MICRO}/phase1/report/report.md").read_text().strip()
+    ab = json.loads((workflow / f"{MICRO}/ab/commitment_cost.json").read_text())
     assert set(ab["arms"]) == {"phase1", "phase1_beta1"}
-    metrics = json.loads((workflow / "results/phase1/metrics/step_2.json").read_text())
+    metrics = json.loads((workflow / f"{MICRO}/phase1/metrics/step_2.json").read_text())
+    assert metrics["provenance"]["preset"] == "micro" and metrics["provenance"]["corpus"] == "micro"
+    assert verdict["provenance"]["training_config_hashes"] == [metrics["provenance"]["training_config_hash"]]
+    assert 0.0 <= metrics["content_labels"]["valid"]["accuracy"] <= 1.0  # the built-in corpus's own labels
     assert metrics["num_active_quantizers"] == 1 and metrics["stages"][0]["perplexity"] >= 1.0
-    assert list((workflow / "results/phase1/samples/step_2").glob("*.wav"))
+    assert list((workflow / f"{MICRO}/phase1/samples/step_2").glob("*.wav"))
 
 
 # ---------------------------------------------------------------- the README journey
@@ -111,6 +80,9 @@ def micro_command(command: str, workdir: Path, wavs: dict[str, Path]) -> list[st
     for nominal, micro in MICRO_STEPS.items():
         command = command.replace(f"step_{nominal}.", f"step_{micro}.")
     command = command.replace("config/quick.yaml", "config/micro.yaml")
+    # experiment results of the paper or quick preset -> the micro preset's results directories
+    command = command.replace("results/quick/espeak_quick/", f"{MICRO}/").replace("results/quick/", "results/micro/")
+    command = re.sub(r"results/(?=(?:phase\w*|baseline|ab)/)", f"{MICRO}/", command)
     command = command.replace("| dot -Tsvg > dag.svg", "")
     for name, path in wavs.items():
         command = command.replace(name, str(path))
@@ -146,7 +118,11 @@ def test_readme_commands_run_against_the_micro_config(workflow):
     assert any(c.startswith("streamvc-rvq infer") for c in ran)
     assert (workflow / "out.wav").stat().st_size > 1000
     assert (workflow / "results/data/vctk/manifest.csv").exists()
-    assert list((workflow / "results/phase1/tensorboard").glob("events.out.tfevents.*"))
+    # the own corpus has no label files: k-means labels, and the protocol ran on them
+    assert "mfcc_kmeans" in (workflow / "results/logs/frame_labels/vctk.log").read_text()
+    own = json.loads((workflow / "results/micro/vctk/phase1/metrics/step_20.json").read_text())
+    assert own["provenance"]["corpus"] == "vctk" and own["content_labels"]["valid"]["accuracy"] >= 0.0
+    assert list((workflow / f"{MICRO}/phase1/tensorboard").glob("events.out.tfevents.*"))
     report = workflow / "results/report.html"
     assert report.stat().st_size > 10_000 and "verdict" in report.read_text(errors="ignore").lower()
 

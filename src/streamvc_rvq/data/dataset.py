@@ -50,24 +50,42 @@ def read_manifest(manifest_path: str | Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def load_utterances(manifest_path: str | Path, split: str | Iterable[str] | None = None) -> list[Utterance]:
+def load_utterances(manifest_path: str | Path, split: str | Iterable[str] | None = None,
+                    labels: str | Path | None = "manifest", max_utterances: int | None = None) -> list[Utterance]:
     """The utterances of ``split`` (a name, several names, or None for all), sorted by id,
-    with audio as float32 tensors and labels as int64 tensors (None when absent)."""
+    with audio as float32 tensors and labels as int64 tensors.
+
+    ``labels``: ``"manifest"`` (the corpus's own label files, None where there are none), the
+    path of a ``frame_labels.npz`` (:mod:`~streamvc_rvq.data.content_labels`), or None (no labels).
+    ``max_utterances``: read only that many, evenly spaced over the split's sorted rows.
+    """
     manifest_path = Path(manifest_path)
     base = manifest_path.parent
     wanted = None if split is None else ({split} if isinstance(split, str) else set(split))
+    table = None
+    if labels is not None and str(labels) != "manifest":
+        from .content_labels import LabelError, load_frame_labels
+
+        table, _ = load_frame_labels(Path(labels))
+    rows = sorted((r for r in read_manifest(manifest_path) if wanted is None or r["split"] in wanted),
+                  key=lambda r: r["utterance_id"])
+    if max_utterances is not None and len(rows) > max_utterances:
+        rows = [rows[i * len(rows) // max_utterances] for i in range(max_utterances)]
     out = []
-    for row in read_manifest(manifest_path):
-        if wanted is not None and row["split"] not in wanted:
-            continue
+    for row in rows:
         data, _ = sf.read(str(base / row["path"]), dtype="float32", always_2d=True)
         audio = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1) if data.shape[1] > 1
                                                       else data[:, 0]))
-        labels = None
-        if row.get("labels_path"):
-            labels = torch.from_numpy(np.load(base / row["labels_path"]).astype(np.int64))
+        lab = None
+        if table is not None:
+            if row["utterance_id"] not in table:
+                raise LabelError(f"{labels} has no labels for utterance {row['utterance_id']}: "
+                                 f"it was made from another manifest; rebuild it")
+            lab = torch.from_numpy(table[row["utterance_id"]].astype(np.int64))
+        elif labels is not None and row.get("labels_path"):
+            lab = torch.from_numpy(np.load(base / row["labels_path"]).astype(np.int64))
         out.append(Utterance(utterance_id=row["utterance_id"], speaker=row["speaker"],
-                             split=row["split"], audio=audio, labels=labels,
+                             split=row["split"], audio=audio, labels=lab,
                              text=row.get("text", ""), path=row["path"]))
     out.sort(key=lambda u: u.utterance_id)
     return out

@@ -56,6 +56,22 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
+def describe_splits(summary: dict) -> list[str]:
+    """Lines a person reads after preparation: speakers and minutes per split, and a warning
+    when the held-out speakers take a large share of the audio."""
+    table = summary["split_table"]
+    lines = ["split: " + " | ".join(f"{name} {_plural(t['speakers'], 'speaker')}, {_plural(t['utterances'], 'utterance')}, "
+                                    f"{t['minutes']:.1f} min" for name, t in table.items())]
+    total = sum(t["minutes"] for t in table.values())
+    held = table["heldout"]
+    if total > 0 and held["minutes"] / total > 0.25:
+        lines.append(
+            f"note: {held['speakers']} of {summary['num_speakers']} speakers ({100 * held['minutes'] / total:.0f}% of the audio) "
+            "are held out for conversion tests only (corpus.held_out_speakers)"
+        )
+    return lines
+
+
 def prepare_corpus(corpus_cfg: dict, out_dir: Path, sample_rate: int = 16000, hop_length: int = 320,
                    workers: int | None = None, progress: bool = True) -> dict:
     """Build the corpus described by ``corpus_cfg`` (the config's ``corpus`` section) in ``out_dir``.
@@ -134,6 +150,12 @@ def prepare_corpus(corpus_cfg: dict, out_dir: Path, sample_rate: int = 16000, ho
                      "text": u["text"]})
     atomic_write_bytes(manifest, _csv_bytes(MANIFEST_COLUMNS, rows))
     counts = {s: sum(1 for r in rows if r["split"] == s) for s in ("train", "valid", "heldout")}
+    split_table = {
+        s: {"utterances": counts[s],
+            "speakers": len({r["speaker"] for r in rows if r["split"] == s}),
+            "minutes": round(sum(float(r["duration"]) for r in rows if r["split"] == s) / 60.0, 3)}
+        for s in ("train", "valid", "heldout")
+    }
     return {
         "num_utterances": n_files,
         "num_speakers": n_spk,
@@ -141,6 +163,7 @@ def prepare_corpus(corpus_cfg: dict, out_dir: Path, sample_rate: int = 16000, ho
         "num_rejected": len(rejected),
         "seconds": round(time.monotonic() - t0, 2),
         "splits": counts,
+        "split_table": split_table,
         "held_out_speakers": sorted({r["speaker"] for r in rows if r["split"] == "heldout"}),
         "manifest": str(manifest),
     }

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from streamvc_rvq.atomic import write_json
+from streamvc_rvq.config import config_hash
 from streamvc_rvq.data.audio import save_wav
 from streamvc_rvq.data.dataset import load_utterances
 from streamvc_rvq.device import select_device
@@ -24,6 +25,17 @@ from streamvc_rvq.quantization import stats
 from streamvc_rvq.quantization.frame_stats import FrameScaleAccumulator
 from streamvc_rvq.quantization.rvq import active_quantizers, stage_trained_steps
 from streamvc_rvq.training import losses
+
+
+def provenance(cfg: dict, checkpoint_cfg: dict) -> dict:
+    """What produced these metrics: preset, corpus, the hash of the training config the
+    checkpoint records, and of the evaluation config."""
+    return {
+        "preset": cfg.get("preset", checkpoint_cfg.get("preset")),
+        "corpus": cfg.get("corpus", {}).get("name", checkpoint_cfg.get("corpus", {}).get("name")),
+        "training_config_hash": config_hash(checkpoint_cfg),
+        "evaluation_config_hash": config_hash(cfg),
+    }
 
 
 def _rms(x: torch.Tensor) -> float:
@@ -81,6 +93,35 @@ def codebook_and_losses(model, utterances, num_active: int, codebook_size: int, 
     }
 
 
+@torch.inference_mode()
+def content_label_metrics(model, utterances, device) -> dict | None:
+    """Content-head accuracy and cross-entropy over the valid frames of ``utterances``, and
+    chance: the share of the most frequent label (what always guessing it scores). None
+    without a label head or labels."""
+    if model.content_encoder.label_head is None or not utterances or any(u.labels is None for u in utterances):
+        return None
+    hits, frames, ce_sum = 0, 0, 0.0
+    counts: dict[int, int] = {}
+    for utt in utterances:
+        n = min(utt.audio.numel() // model.hop_length, utt.labels.numel())
+        if n <= model.warmup_frames:
+            continue
+        _, logits = model.content_encoder(utt.audio[: n * model.hop_length].unsqueeze(0).to(device))
+        logits = logits[0, :, model.warmup_frames : n].float().cpu()
+        labels = utt.labels[model.warmup_frames : n]
+        if int(labels.max()) >= logits.shape[0]:
+            raise ValueError(f"labels of {utt.utterance_id} go up to {int(labels.max())}, the head has {logits.shape[0]} classes")
+        hits += int((logits.argmax(0) == labels).sum())
+        ce_sum += float(torch.nn.functional.cross_entropy(logits.t(), labels, reduction="sum"))
+        frames += labels.numel()
+        for value, count in zip(*torch.unique(labels, return_counts=True)):
+            counts[int(value)] = counts.get(int(value), 0) + int(count)
+    if frames == 0:
+        return None
+    return {"accuracy": hits / frames, "chance": max(counts.values()) / frames, "loss_ce": ce_sum / frames,
+            "num_frames": frames, "num_utterances": len(utterances)}
+
+
 def conversion_pairs(heldout, count: int) -> list[tuple]:
     """Deterministic (source, target reference) pairs between different held-out speakers."""
     by_speaker: dict[str, list] = {}
@@ -122,25 +163,33 @@ def write_samples(model, valid, heldout, num_active: int, count: int, samples_di
 
 def evaluate_checkpoint(
     cfg: dict, *, checkpoint: Path, manifest: Path, tensorboard_dir: Path | None, samples_dir: Path,
-    output: Path, device: str | None = None,
+    output: Path, device: str | None = None, labels: str | Path | None = "manifest",
 ) -> dict:
+    """Metrics of one checkpoint; ``labels`` as in :func:`load_utterances` (content-label accuracy)."""
     eval_cfg = cfg["evaluation"]
     device_ = select_device(device or eval_cfg["device"])
     model, ckpt_cfg, step = load_trained_model(checkpoint, cfg["model"], device_)
     model_cfg = ckpt_cfg["model"]
     num_active = num_active_at(model_cfg, step)
-    valid = load_utterances(manifest, "valid")
-    if eval_cfg["max_validation_utterances"]:
-        valid = valid[: eval_cfg["max_validation_utterances"]]
-    heldout = load_utterances(manifest, "heldout")
+    cap = eval_cfg["max_validation_utterances"]
+    valid = load_utterances(manifest, "valid", labels=labels)
+    if cap:
+        valid = valid[:cap]
+    heldout = load_utterances(manifest, "heldout", labels=None)
     print(f"evaluating {checkpoint} (step {step}, {num_active} active stages) on {len(valid)} validation utterances", file=sys.stderr, flush=True)
     metrics = {
         "experiment": cfg.get("experiment"),
         "seed": ckpt_cfg["train"]["seed"],
         "step": step,
         "num_active_quantizers": num_active,
+        "provenance": provenance(cfg, ckpt_cfg),
     }
     metrics.update(codebook_and_losses(model, valid, num_active, model_cfg["rvq"]["codebook_size"], model_cfg["sample_rate"], device_))
+    train_sample = load_utterances(manifest, "train", labels=labels, max_utterances=cap) if labels is not None else []
+    metrics["content_labels"] = {
+        "train": content_label_metrics(model, train_sample, device_),
+        "valid": content_label_metrics(model, valid, device_),
+    }
     rvq_cfg = model_cfg["rvq"]
     for entry in metrics["stages"]:
         entry["trained_steps"] = stage_trained_steps(entry["index"], step, rvq_cfg["progressive_steps"])
@@ -156,6 +205,10 @@ def evaluate_checkpoint(
     metrics["training_curve"] = curve_facts(scalars, up_to_step=step, window=20) if scalars else {}
     write_json(output, metrics)
     q0 = metrics["stages"][0]
+    content = metrics["content_labels"]["valid"]
+    if content:
+        print(f"content labels: validation accuracy {content['accuracy']:.3f} (chance {content['chance']:.3f}), "
+              f"train accuracy {metrics['content_labels']['train']['accuracy']:.3f}", file=sys.stderr, flush=True)
     print(
         f"step {step}: perplexity_q0 {q0['perplexity']:.2f} usage_q0 {q0['usage']:.3f} top_share_q0 {q0['top_code_share']:.3f} "
         f"pre_rvq_std {metrics['pre_rvq_std']:.3f} frame_scale {metrics['pre_rvq_frame']['frame_scale']:.3f} "

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from streamvc_rvq.atomic import write_json
+from streamvc_rvq.config import config_hash
 from streamvc_rvq.evaluation import report as reporting
 from streamvc_rvq.evaluation.comparison import compare_arms, control_comparison
 from streamvc_rvq.evaluation.curves import read_scalars
@@ -27,6 +28,12 @@ def write_verdict(
     checkpoints = read_metrics(metrics)
     verdict = decide(checkpoints, steps=cfg["train"]["steps"], progressive_steps=cfg["model"]["rvq"]["progressive_steps"])
     verdict["experiment"] = cfg.get("experiment", verdict.get("experiment"))
+    verdict["provenance"] = {
+        "preset": cfg.get("preset"),
+        "corpus": cfg.get("corpus", {}).get("name"),
+        "config_hash": config_hash(cfg),
+        "training_config_hashes": sorted({m["provenance"]["training_config_hash"] for m in checkpoints if "provenance" in m}),
+    }
     control = None
     if control_metrics:
         control_cps = read_metrics(control_metrics)

@@ -9,6 +9,7 @@ so a killed job never leaves a half-written ``step_N.pt``. Loading uses
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ import torch
 from streamvc_rvq import __version__
 from streamvc_rvq.atomic import atomic_path
 from streamvc_rvq.config import config_hash
+
+
+REQUIRED_KEYS = ("model", "config", "step")
 
 
 class CheckpointError(ValueError):
@@ -44,7 +48,8 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` (plus version and model-config hash) to ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = dict(payload, version=__version__, model_config_hash=config_hash(payload["config"]["model"]))
+    payload = dict(payload, version=__version__, model_config_hash=config_hash(payload["config"]["model"]),
+                   config_hash=config_hash(payload["config"]))
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -53,10 +58,16 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} is not a checkpoint: not a PyTorch zip archive (truncated, or another kind of file)")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # a truncated or foreign file: say so in one line
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {' '.join(str(err).split())[:200]}") from None
+    missing = [k for k in REQUIRED_KEYS if not isinstance(payload, dict) or k not in payload]
+    if missing:
+        raise CheckpointError(f"{path} is a PyTorch file but not a streamvc-rvq checkpoint (no {', '.join(missing)})")
+    return payload
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:

@@ -3,7 +3,7 @@
 * :class:`MultiScaleSpectralLoss` -- SoundStream's multi-scale mel reconstruction loss
   (``loss_stft``).
 * :func:`waveform_l1` -- waveform L1 (``loss_l1``).
-* :func:`content_cross_entropy` -- content-head CE on frame labels.
+* :func:`content_cross_entropy` -- content-head CE on frame labels (:func:`label_accuracy` its hit rate).
 * Hinge GAN losses and discriminator feature matching
   (:func:`discriminator_hinge_loss`, :func:`generator_adversarial_loss`,
   :func:`feature_matching_loss`), used with
@@ -192,6 +192,16 @@ def content_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int = -1
     return F.cross_entropy(
         logits[..., :n], labels[..., :n].long(), ignore_index=ignore_index
     )
+
+
+def label_accuracy(logits: Tensor, labels: Tensor, ignore_index: int = -100) -> float:
+    """Share of scored frames (label != ``ignore_index``) whose argmax class is the label;
+    NaN when no frame is scored. Shapes as in :func:`content_cross_entropy`."""
+    n = min(logits.shape[-1], labels.shape[-1])
+    labels = labels[..., :n]
+    scored = labels != ignore_index
+    hits = (logits[..., :n].argmax(dim=1) == labels) & scored
+    return float(hits.sum()) / int(scored.sum()) if bool(scored.any()) else float("nan")
 
 
 def discriminator_hinge_loss(real_logits: Sequence[Tensor], fake_logits: Sequence[Tensor]) -> Tensor:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from streamvc_rvq.data.content_labels import LabelError
 from streamvc_rvq.data.dataset import Batch, load_utterances, sample_batch
 from streamvc_rvq.device import select_device
 from streamvc_rvq.model.streamvc import StreamVC
@@ -131,6 +132,19 @@ class LossTerms:
         self.total = weighted if self.total is None else self.total + weighted
 
 
+def clip_groups(model: StreamVC) -> list[list[nn.Parameter]]:
+    """Parameter groups whose gradient norms are clipped separately.
+
+    With ``stop_gradient`` the content encoder learns from its label loss alone, a loss
+    independent of the rest: one global clip would scale its gradient by the decoder's
+    (measured: content encoder norm ~1, total ~40 on the micro model, so its step shrank
+    40-fold and ``content_ce`` could not act). Without it, one group as before."""
+    if not model.stop_gradient:
+        return [list(model.parameters())]
+    content = {id(p) for p in model.content_encoder.parameters()}
+    return [list(model.content_encoder.parameters()), [p for p in model.parameters() if id(p) not in content]]
+
+
 class Trainer:
     def __init__(self, cfg: dict, state: TrainState, device: torch.device):
         self.cfg, self.state, self.device = cfg, state, device
@@ -139,6 +153,7 @@ class Trainer:
         self.hop = state.model.hop_length
         self.crop_frames = max(1, int(round(self.train_cfg["crop_seconds"] * self.model_cfg["sample_rate"])) // self.hop)
         self.context_frames = state.model.warmup_frames  # run, never scored (valid-frames rule)
+        self.clip_groups = clip_groups(state.model)
 
     def active_stages(self, step: int) -> int:
         rvq = self.model_cfg["rvq"]
@@ -195,9 +210,11 @@ class Trainer:
         terms.add("l1", losses.waveform_l1(target, audio))
         terms.add("rvq", out.rvq.loss)
         has_labels = out.content_logits is not None and batch.labels is not None and bool(out.valid.any())
+        label_accuracy = None
         if has_labels and weights["content_ce"] > 0:
             labels = batch.labels.to(self.device).masked_fill(~out.valid, -100)
             terms.add("content_ce", losses.content_cross_entropy(out.content_logits, labels))
+            label_accuracy = losses.label_accuracy(out.content_logits.detach(), labels)
         disc_loss = None
         if state.discriminator is not None:
             disc_loss = self._discriminator_step(target, audio, step)
@@ -207,9 +224,11 @@ class Trainer:
             terms.add("feature_matching", losses.feature_matching_loss(real_feats, fake_feats))
         state.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), self.train_cfg["grad_clip"])
-        if not torch.isfinite(grad_norm):
-            raise TrainingError(f"non-finite gradient norm at step {step}: {float(grad_norm)}")
+        norms = [torch.nn.utils.clip_grad_norm_(group, self.train_cfg["grad_clip"]) for group in self.clip_groups]
+        grad_norm = norms[-1]
+        for norm in norms:
+            if not torch.isfinite(norm):
+                raise TrainingError(f"non-finite gradient norm at step {step}: {float(norm)}")
         lr = state.optimizer.param_groups[0]["lr"]
         state.optimizer.step()
         state.scheduler.step()
@@ -217,12 +236,15 @@ class Trainer:
         scalars.update({
             "train/loss_total": float(terms.total.detach()),
             "train/grad_norm": float(grad_norm),
+            **({"train/content_grad_norm": float(norms[0])} if len(norms) == 2 else {}),
             "train/lr": lr,
             "train/pre_rvq_std": float(out.pre_rvq_std),
             "train/num_active_quantizers": float(num_active),
         })
         if disc_loss is not None:
             scalars["train/loss_discriminator"] = disc_loss
+        if label_accuracy is not None:
+            scalars["train/content_label_accuracy"] = label_accuracy
         frame = frame_scale_stats(out.rvq_input, out.valid, state.model.decoder.rvq.layers[0].lookup_codebook())
         for key in ("frame_scale", "effective_rank", "first_frames_energy_share"):
             scalars[f"train/pre_rvq_{key}"] = frame[key]
@@ -267,12 +289,52 @@ class Progress:
             f"step {step + 1}/{self.end} [{100 * (step + 1 - self.start) / max(1, self.end - self.start):5.1f}%] "
             f"{rate:.2f} steps/s {rate * self.audio:.1f} audio-s/s ETA {eta:.0f}s | "
             f"loss {scalars['train/loss_total']:.4f} stft {scalars['train/loss_stft']:.4f} "
-            f"l1 {scalars['train/loss_l1']:.4f} ppl_q0 {scalars.get('train/rvq_perplexity_q0', float('nan')):.2f} "
+            f"l1 {scalars['train/loss_l1']:.4f}{_content(scalars)} ppl_q0 {scalars.get('train/rvq_perplexity_q0', float('nan')):.2f} "
             f"pre_rvq_std {scalars['train/pre_rvq_std']:.3f} frame_scale {scalars['train/pre_rvq_frame_scale']:.3f} "
             f"active {int(scalars['train/num_active_quantizers'])}",
             file=sys.stderr,
             flush=True,
         )
+
+
+def _content(scalars: dict[str, float]) -> str:
+    if "train/loss_content_ce" not in scalars:
+        return " content_ce off"
+    return f" content_ce {scalars['train/loss_content_ce']:.3f} label_acc {scalars['train/content_label_accuracy']:.3f}"
+
+
+def check_content_supervision(cfg: dict, utterances) -> None:
+    """Refuse training whose content encoder would get no gradient (unless opted in), and
+    labels the label head cannot represent."""
+    from streamvc_rvq.config import content_gradient_problem
+
+    problem = content_gradient_problem(cfg)
+    if problem:
+        raise TrainingError(problem)
+    encoder, allow = cfg["model"]["content_encoder"], cfg["train"].get("allow_untrained_content_encoder", False)
+    unlabelled = sum(u.labels is None for u in utterances)
+    if unlabelled and encoder["stop_gradient"] and not allow:
+        raise TrainingError(
+            f"the content encoder would never be trained: {unlabelled} of {len(utterances)} training utterances have "
+            "no frame labels; pass --labels FRAME_LABELS.npz (`streamvc-rvq labels` makes one for any corpus) or set "
+            "train.allow_untrained_content_encoder: true"
+        )
+    top = max((int(u.labels.max()) for u in utterances if u.labels is not None and u.labels.numel()), default=-1)
+    if top >= encoder["num_labels"] and encoder["num_labels"] > 0:
+        raise TrainingError(
+            f"frame labels go up to {top} but model.content_encoder.num_labels is {encoder['num_labels']}; "
+            f"set it to at least {top + 1}"
+        )
+
+
+def _supervision(cfg: dict, utterances, labels) -> str:
+    """What trains the content encoder, in words, for the log's first lines."""
+    encoder = cfg["model"]["content_encoder"]
+    if any(u.labels is None for u in utterances) or encoder["num_labels"] == 0 or cfg["train"]["loss_weights"]["content_ce"] == 0:
+        return "NOT trained by labels" + (" (stop_gradient: random and frozen)" if encoder["stop_gradient"] else "")
+    classes = len({int(v) for u in utterances for v in u.labels.unique()})
+    source = "the corpus's label files" if labels == "manifest" else str(labels)
+    return f"trained on frame labels from {source} ({classes} classes in the training split)"
 
 
 def _log_audio_example(writer, trainer: Trainer, utterance, step: int) -> None:
@@ -300,8 +362,11 @@ def train_to_step(
     resume: Path | None = None,
     tensorboard_dir: Path | None = None,
     device: str | None = None,
+    labels: str | Path | None = "manifest",
 ) -> Path:
-    """Train experiment ``cfg`` from ``resume`` (or scratch) to global ``step``; write ``output``."""
+    """Train experiment ``cfg`` from ``resume`` (or scratch) to global ``step``; write ``output``.
+
+    ``labels``: where the frame labels come from (see :func:`load_utterances`)."""
     device_ = select_device(device or cfg["train"]["device"])
     state = build_state(cfg, device_)
     if resume is not None:
@@ -314,8 +379,12 @@ def train_to_step(
     start = state.step
     if step <= start:
         raise TrainingError(f"target step {step} is not after the checkpoint's step {start}")
-    train_utts = load_utterances(manifest, "train")
-    valid_utts = load_utterances(manifest, "valid")
+    try:
+        train_utts = load_utterances(manifest, "train", labels=labels)
+    except LabelError as err:
+        raise TrainingError(str(err)) from None
+    check_content_supervision(cfg, train_utts)
+    valid_utts = load_utterances(manifest, "valid", labels=None)
     trainer = Trainer(cfg, state, device_)
     train_cfg = cfg["train"]
     sample_rate = cfg["model"]["sample_rate"]
@@ -326,6 +395,7 @@ def train_to_step(
         f"{torch.get_num_threads()} threads)",
         file=sys.stderr, flush=True,
     )
+    print(f"content encoder: {_supervision(cfg, train_utts, labels)}", file=sys.stderr, flush=True)
     writer = open_segment(tensorboard_dir, start, step) if tensorboard_dir else None
     progress = Progress(start, step, audio_per_step)
     state.model.train()

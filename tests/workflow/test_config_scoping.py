@@ -1,0 +1,131 @@
+"""What a config change re-runs, where each preset's results go, and one-line config errors,
+through the snakemake command line on the micro config."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from workflow_support import MICRO, planned_jobs, run_snakemake
+
+pytestmark = pytest.mark.slow
+
+
+def overlay(workdir: Path, name: str, text: str) -> str:
+    (workdir / name).write_text(text)
+    return name
+
+
+def error_lines(proc) -> list[str]:
+    return [line for line in (proc.stdout + proc.stderr).splitlines() if "error" in line.lower()]
+
+
+def test_misspelled_key_is_one_line_naming_the_nearest_valid_key(workflow):
+    bad = overlay(workflow, "typo.yaml", "train: {stepz: [10]}\n")
+    proc = run_snakemake(workflow, "-n", configfiles=("config/micro.yaml", bad), check=False)
+    assert proc.returncode != 0
+    assert error_lines(proc) == ["error: config key train.stepz is not a known key; did you mean train.steps?"]
+    assert len((proc.stdout + proc.stderr).splitlines()) < 8  # no schema, no config dump, no traceback
+
+
+def test_misspelled_key_in_an_experiment_names_its_full_path(workflow):
+    bad = overlay(workflow, "typo_exp.yaml", "experiments: {phase1: {model: {rvq: {comitment_cost: 1.0}}}}\n")
+    proc = run_snakemake(workflow, "-n", configfiles=("config/micro.yaml", bad), check=False)
+    assert proc.returncode != 0
+    assert error_lines(proc) == [
+        "error: config key experiments.phase1.model.rvq.comitment_cost is not a known key; "
+        "did you mean experiments.phase1.model.rvq.commitment_cost?"
+    ]
+
+
+def test_unknown_experiment_target_lists_the_experiments(workflow):
+    proc = run_snakemake(workflow, "-n", f"{MICRO}/nosuchexperiment/verdict.json", check=False)
+    assert proc.returncode != 0
+    [line] = error_lines(proc)
+    assert "no experiment 'nosuchexperiment'" in line and "phase1, phase1_beta1, baseline" in line
+
+
+def test_another_presets_target_names_where_this_config_writes(workflow):
+    proc = run_snakemake(workflow, "-n", "results/phase1/verdict.json", check=False)
+    assert proc.returncode != 0
+    [line] = error_lines(proc)
+    assert f"ask for {MICRO}/phase1/verdict.json" in line
+
+
+def test_missing_corpus_root_fails_the_dry_run(workflow):
+    folder = overlay(workflow, "folder.yaml", "corpus: {name: mine, type: folder, folder: {root: /no/such/dir}}\n")
+    proc = run_snakemake(workflow, "-n", configfiles=("config/micro.yaml", folder), check=False)
+    assert proc.returncode != 0
+    assert error_lines(proc) == ["error: corpus.folder.root /no/such/dir is not a directory"]
+    unset = overlay(workflow, "unset.yaml", "corpus: {name: mine, type: folder}\n")
+    proc = run_snakemake(workflow, "-n", configfiles=("config/micro.yaml", unset), check=False)
+    assert proc.returncode != 0 and "corpus.folder.root is not set" in error_lines(proc)[0]
+
+
+def test_no_gradient_config_is_refused_before_any_job(workflow):
+    frozen = overlay(workflow, "frozen.yaml", "corpus: {labels: none}\n")
+    proc = run_snakemake(workflow, "-n", configfiles=("config/micro.yaml", frozen), check=False)
+    assert proc.returncode != 0
+    [line] = error_lines(proc)
+    assert "content encoder would never be trained (corpus.labels is none" in line
+    opt_in = overlay(workflow, "opt_in.yaml", "corpus: {labels: none}\ntrain: {allow_untrained_content_encoder: true}\n")
+    plan = planned_jobs(run_snakemake(workflow, "-n", configfiles=("config/micro.yaml", opt_in)))
+    assert plan["train"] > 0 and "frame_labels" not in plan
+
+
+def test_each_rule_reruns_only_for_the_config_it_uses(workflow):
+    metrics = f"{MICRO}/phase1/metrics/step_2.json"
+    run_snakemake(workflow, "--cores", "2", metrics)
+    assert "Nothing to be done" in (lambda p: p.stdout + p.stderr)(run_snakemake(workflow, "-n", metrics))
+    conversions = overlay(workflow, "conversions.yaml", "evaluation: {num_conversions: 3}\n")
+    plan = planned_jobs(run_snakemake(workflow, "-n", metrics, configfiles=("config/micro.yaml", conversions)))
+    assert plan == {"evaluate": 1}  # no train, no data preparation, no labelling
+    # the other corpus type's settings never re-run data preparation or labelling
+    folder_opts = overlay(workflow, "folder_opts.yaml", "corpus: {folder: {extensions: [wav]}}\n")
+    proc = run_snakemake(workflow, "-n", metrics, configfiles=("config/micro.yaml", folder_opts))
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    # a change of the training config re-trains
+    lr = overlay(workflow, "lr.yaml", "train: {lr: 2.0e-4}\n")
+    assert planned_jobs(run_snakemake(workflow, "-n", metrics, configfiles=("config/micro.yaml", lr)))["train"] == 1
+
+
+def test_an_experiments_own_train_device_is_honoured(workflow):
+    device = overlay(workflow, "device.yaml", "experiments: {phase1_beta1: {train: {device: 'cuda:3'}}}\n")
+    proc = run_snakemake(workflow, "-n", "-p", f"{MICRO}/phase1_beta1/checkpoints/step_2.pt",
+                         configfiles=("config/micro.yaml", device))
+    [command] = [line for line in proc.stdout.splitlines() if "streamvc-rvq train" in line]
+    assert '"device": "cuda:3"' in command and "--device" not in command
+
+
+def test_another_preset_leaves_the_first_presets_checkpoints_untouched(workflow):
+    first = workflow / MICRO / "phase1/checkpoints/step_2.pt"
+    if not first.exists():
+        run_snakemake(workflow, "--cores", "2", str(first.relative_to(workflow)))
+    before = (first.read_bytes(), first.stat().st_mtime_ns)
+    quick = overlay(workflow, "as_quick.yaml", "preset: quick\n")
+    other = "results/quick/micro/phase1/checkpoints/step_2.pt"
+    run_snakemake(workflow, "--cores", "2", other, configfiles=("config/micro.yaml", quick))
+    assert (workflow / other).stat().st_size > 0
+    assert (first.read_bytes(), first.stat().st_mtime_ns) == before
+    proc = run_snakemake(workflow, "-n", str(first.relative_to(workflow)))
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_quick_and_paper_presets_plan_disjoint_results():
+    """The real presets' plans (dry runs in a scratch copy): no output of one is an output of the other."""
+    from workflow_support import ROOT, copy_workflow
+    import tempfile
+
+    def outputs(args, configfiles):
+        with tempfile.TemporaryDirectory() as tmp:
+            proc = run_snakemake(copy_workflow(Path(tmp)), "-n", *args, configfiles=configfiles)
+        return {o for line in proc.stdout.splitlines() if line.strip().startswith("output:")
+                for o in line.split(":", 1)[1].replace(",", " ").split()}
+
+    paper = outputs(["results/phase1/verdict.json"], ())
+    quick = outputs(["results/quick/espeak_quick/phase1/verdict.json"], ("config/quick.yaml",))
+    assert "results/phase1/checkpoints/step_1000.pt" in paper
+    assert "results/quick/espeak_quick/phase1/checkpoints/step_50.pt" in quick
+    assert not paper & quick
+    assert all(re.match(r"results/(quick/espeak_quick|data/espeak_quick)/", o) for o in quick)
