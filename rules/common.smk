@@ -8,8 +8,10 @@ import sys
 from streamvc_rvq.config import (
     ConfigError,
     check_corpus,
+    check_references,
     data_dir,
     experiment_names,
+    labels_config,
     prepare_config,
     resolve_experiment,
     results_dir,
@@ -24,6 +26,7 @@ def _checked(config):
     try:
         validate(config)
         check_corpus(config)
+        check_references(config)
         names = experiment_names(config)
         return names, {name: resolve_experiment(config, name) for name in names}
     except ConfigError as err:

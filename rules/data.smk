@@ -17,7 +17,7 @@ rule prepare_data:
     shell:
         "streamvc-rvq prepare-data --corpus-json {params.corpus:q} "
         "--sample-rate {params.sample_rate} --output-dir {params.output_dir} "
-        "--threads {threads} > {log} 2>&1"
+        "--threads {threads} > {log} 2>&1; grep -E '^(split|note):' {log} >&2"
 
 
 rule frame_labels:
@@ -28,9 +28,8 @@ rule frame_labels:
     log:
         "results/logs/frame_labels/{corpus}.log",
     params:
-        method=config["corpus"]["labels"],
-        kmeans=config["corpus"]["label_kmeans"],
-        seed=config["corpus"]["seed"],
+        labels=labels_config(config["corpus"]),
+        flags=" ".join(f"--{key.replace('_', '-')} {value}" for key, value in labels_config(config["corpus"]).items()),
         sample_rate=config["model"]["sample_rate"],
         hop_length=math.prod(config["model"]["strides"]),
     threads: 2
@@ -40,7 +39,6 @@ rule frame_labels:
     conda:
         "../envs/streamvc.yaml"
     shell:
-        "streamvc-rvq labels --manifest {input.manifest} --method {params.method} "
-        "--num-clusters {params.kmeans[num_clusters]} --max-frames {params.kmeans[max_frames]} "
-        "--iterations {params.kmeans[iterations]} --seed {params.seed} --sample-rate {params.sample_rate} "
-        "--hop-length {params.hop_length} --threads {threads} --output {output.labels} > {log} 2>&1"
+        "streamvc-rvq labels --manifest {input.manifest} {params.flags} "
+        "--sample-rate {params.sample_rate} --hop-length {params.hop_length} --threads {threads} "
+        "--output {output.labels} > {log} 2>&1"

@@ -83,3 +83,30 @@ def test_deep_merge_and_hash():
     assert merged == {"a": {"b": 3, "c": 2}, "d": [2]}
     assert config_hash({"x": 1, "y": 2}) == config_hash({"y": 2, "x": 1})
     assert config_hash({"x": 1}) != config_hash({"x": 2})
+
+
+def test_references_to_undefined_experiments_are_one_line_errors():
+    from streamvc_rvq.config import check_references
+
+    config = load_config(DEFAULT)
+    check_references(config)
+    with pytest.raises(ConfigError, match=r"verdict\.control names experiment 'basline'.*did you mean baseline\?"):
+        check_references(deep_merge(config, {"verdict": {"control": "basline"}}))
+    with pytest.raises(ConfigError, match=r"ab\.x\.arms names experiment 'nope'"):
+        check_references(deep_merge(config, {"ab": {"x": {"arms": ["phase1", "nope"]}}}))
+
+
+def test_more_kmeans_clusters_than_label_classes_is_refused_before_labelling():
+    config = deep_merge(load_config(DEFAULT), {"corpus": {"type": "folder", "label_kmeans": {"num_clusters": 500}}})
+    with pytest.raises(ConfigError, match="num_clusters 500 is more than model.content_encoder.num_labels 128"):
+        resolve_experiment(config, "phase1")
+
+
+def test_labelling_reads_kmeans_settings_only_where_kmeans_may_run():
+    from streamvc_rvq.config import labels_config
+
+    corpus = load_config(DEFAULT)["corpus"]
+    assert labels_config(corpus) == {"method": "files"}  # the built-in corpus has its phonemes
+    folder = deep_merge(corpus, {"type": "folder"})
+    assert labels_config(folder) == {"method": "auto", "seed": 1234, "num_clusters": 100, "max_frames": 200000,
+                                     "iterations": 50}

@@ -162,6 +162,12 @@ def resolve_experiment(config: dict, name: str) -> dict:
     problem = content_gradient_problem(resolved)
     if problem:
         raise ConfigError(f"experiment {resolved['experiment']}: {problem}")
+    clusters, head = resolved["corpus"]["label_kmeans"]["num_clusters"], resolved["model"]["content_encoder"]["num_labels"]
+    if label_method(resolved["corpus"]) in ("auto", "mfcc_kmeans") and head and clusters > head:
+        raise ConfigError(
+            f"experiment {resolved['experiment']}: corpus.label_kmeans.num_clusters {clusters} is more than "
+            f"model.content_encoder.num_labels {head}; the label head needs one class per cluster"
+        )
     return resolved
 
 
@@ -185,6 +191,36 @@ def content_gradient_problem(cfg: dict) -> str | None:
         return None
     return (f"the content encoder would never be trained ({reason}, and content_encoder.stop_gradient is true); "
             f"{fix}, or set train.allow_untrained_content_encoder: true to measure a random, frozen encoder on purpose")
+
+
+def check_references(config: dict) -> None:
+    """Experiment names the config refers to (verdict, control, A/B arms) must exist."""
+    known = set(config["experiments"])
+    refs = [("verdict.experiment", config["verdict"]["experiment"]), ("verdict.control", config["verdict"].get("control"))]
+    refs += [(f"ab.{name}.arms", arm) for name, ab in config.get("ab", {}).items() for arm in ab["arms"]]
+    for key, name in refs:
+        if name is not None and name not in known:
+            near = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.5)
+            hint = f"did you mean {near[0]}?" if near else f"the experiments are: {', '.join(config['experiments'])}"
+            raise ConfigError(f"config key {key} names experiment {name!r}, which the config does not define; {hint}")
+
+
+def label_method(corpus: dict) -> str:
+    """``corpus.labels`` as far as the config alone can resolve it: the built-in corpus always
+    has its eSpeak phoneme labels, so ``auto`` is ``files`` there; a folder corpus's ``auto``
+    is decided from its files by the labelling job."""
+    if corpus["type"] == "builtin" and corpus["labels"] == "auto":
+        return "files"
+    return corpus["labels"]
+
+
+def labels_config(corpus: dict) -> dict:
+    """What the labelling job reads: the method, and the k-means settings only where k-means
+    may run (so editing them never relabels, and retrains, a corpus labelled from files)."""
+    method = label_method(corpus)
+    if method == "files":
+        return {"method": method}
+    return {"method": method, "seed": corpus["seed"], **corpus["label_kmeans"]}
 
 
 def check_corpus(config: dict) -> None:

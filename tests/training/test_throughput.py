@@ -8,11 +8,11 @@ import shlex
 from micro import ROOT, micro_config
 from streamvc_rvq.config import load_config, results_dir
 from streamvc_rvq.training import throughput
-from streamvc_rvq.training.throughput import QUICK_COMMAND, cpu_plan_notice
+from streamvc_rvq.training.throughput import QUICK_COMMAND, cpu_plan_notice, makespan
 
 
 def test_small_plans_start_without_a_measurement():
-    assert cpu_plan_notice([(micro_config(), 20)] * 4, 1, "micro") is None
+    assert cpu_plan_notice([(micro_config(), 20)] * 4, 2, 1, "micro") is None
 
 
 def test_long_cpu_plan_gets_one_line_with_its_time_and_the_quick_preset(monkeypatch):
@@ -25,13 +25,20 @@ def test_long_cpu_plan_gets_one_line_with_its_time_and_the_quick_preset(monkeypa
 
     monkeypatch.setattr(throughput, "measure_seconds_per_step", counted)
     cfg = micro_config()
-    line = cpu_plan_notice([(cfg, 2_000_000), (cfg, 2_000_000), (micro_config("baseline"), 1000)], 1, "paper")
+    line = cpu_plan_notice([(cfg, 2_000_000), (cfg, 2_000_000), (micro_config("baseline"), 1000)], 2, 1, "paper")
     assert "\n" not in line
-    match = re.search(r"(\d+) steps in 3 jobs at about ([\d.]+) steps/s .* = about ([\d.]+) (min|h|days)", line)
+    match = re.search(r"(\d+) steps in 3 jobs, 2 experiments 2 at a time, about ([\d.]+) steps/s per job .* "
+                      r"= about ([\d.]+) (min|h|days)", line)
     assert match and int(match[1]) == 4_001_000 and float(match[2]) > 0
     assert line.endswith(QUICK_COMMAND)
     assert calls == ["phase1", "baseline"]  # one measurement per distinct config
-    assert "quick preset" not in cpu_plan_notice([(cfg, 2_000_000)], 1, "quick")
+    assert "quick preset" not in cpu_plan_notice([(cfg, 2_000_000)], 2, 1, "quick")
+
+
+def test_chains_run_side_by_side_up_to_the_free_slots():
+    assert makespan([10.0, 10.0], 2) == 10.0
+    assert makespan([10.0, 10.0], 1) == 20.0
+    assert makespan([8.0, 5.0, 4.0, 3.0], 2) == 11.0  # 8 + 3 | 5 + 4
 
 
 def test_the_quick_command_names_the_quick_presets_results():
@@ -39,3 +46,12 @@ def test_the_quick_command_names_the_quick_presets_results():
     configs = args[args.index("--configfile") + 1:]
     quick = results_dir(load_config(ROOT / "config" / "config.yaml", *(ROOT / c for c in configs)))
     assert args[3] == f"{quick}/phase1/verdict.json"
+
+
+def test_the_measurement_draws_labels_the_head_can_hold():
+    from streamvc_rvq.config import deep_merge
+    import torch
+
+    cfg = deep_merge(micro_config(), {"model": {"content_encoder": {"num_labels": 8}}})
+    [seconds] = throughput.measure_seconds_per_step(cfg, torch.device("cpu"))
+    assert seconds > 0

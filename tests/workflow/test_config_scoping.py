@@ -85,9 +85,20 @@ def test_each_rule_reruns_only_for_the_config_it_uses(workflow):
     folder_opts = overlay(workflow, "folder_opts.yaml", "corpus: {folder: {extensions: [wav]}}\n")
     proc = run_snakemake(workflow, "-n", metrics, configfiles=("config/micro.yaml", folder_opts))
     assert "Nothing to be done" in proc.stdout + proc.stderr
+    # k-means settings do not touch a corpus labelled from its own files
+    kmeans = overlay(workflow, "kmeans.yaml", "corpus: {label_kmeans: {num_clusters: 50}}\n")
+    proc = run_snakemake(workflow, "-n", metrics, configfiles=("config/micro.yaml", kmeans))
+    assert "Nothing to be done" in proc.stdout + proc.stderr
     # a change of the training config re-trains
     lr = overlay(workflow, "lr.yaml", "train: {lr: 2.0e-4}\n")
     assert planned_jobs(run_snakemake(workflow, "-n", metrics, configfiles=("config/micro.yaml", lr)))["train"] == 1
+
+
+def test_seed_variants_and_ab_targets_are_never_taken_by_the_unknown_target_rules(workflow):
+    seeds = overlay(workflow, "seeds.yaml", "ab: {commitment_cost: {arms: [phase1, phase1_beta1], seeds: [0, 1]}}\n")
+    plan = planned_jobs(run_snakemake(workflow, "-n", f"{MICRO}/ab/commitment_cost.json",
+                                      configfiles=("config/micro.yaml", seeds)))
+    assert plan["verdict"] == 4 and plan["ab_comparison"] == 1 and not any(k.startswith("unknown") for k in plan)
 
 
 def test_an_experiments_own_train_device_is_honoured(workflow):

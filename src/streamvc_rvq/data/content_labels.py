@@ -6,7 +6,8 @@ corpus's eSpeak phonemes, a folder corpus's ``<stem>.labels.npy``) uses them; an
 HuBERT's first-iteration targets: k-means (100 clusters) on 13 MFCCs with deltas and
 delta-deltas, fitted on the training split, seeded and deterministic, then applied to
 every utterance. Frame ``n``'s MFCC window is ``[n * hop, n * hop + 400)`` samples, so it
-covers the same 20 ms the model's frame ``n`` ends on.
+covers the same 20 ms the model's frame ``n`` ends on; its deltas reach about 80 ms ahead,
+which the causal encoder must predict from the past, as it must HuBERT's targets.
 
 ``frame_labels.npz`` holds one int16 array per utterance (key ``utt/{utterance_id}``) and a
 JSON ``info`` entry: ``method`` (files | mfcc_kmeans), ``num_classes``, and for k-means the
@@ -23,11 +24,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 
 from ..atomic import atomic_write_bytes
 from ..quantization.rvq import kmeans, nearest_codes
-from .dataset import Utterance, load_utterances
+from .dataset import read_manifest
 
 METHODS = ("auto", "files", "mfcc_kmeans", "none")
 N_MFCC = 13
@@ -39,14 +41,14 @@ class LabelError(ValueError):
     """Labels cannot be made as asked; the message is one readable line."""
 
 
-def resolve_method(method: str, utterances: Sequence[Utterance]) -> str:
-    """``files`` or ``mfcc_kmeans`` for ``auto``; ``files`` refused when some utterance lacks them."""
-    missing = [u.utterance_id for u in utterances if u.labels is None]
+def resolve_method(method: str, missing: Sequence[str], total: int) -> str:
+    """``files`` or ``mfcc_kmeans`` for ``auto`` given the ids of the ``missing`` of ``total``
+    utterances without a label file; ``files`` is refused when some lack them."""
     if method == "auto":
         return "mfcc_kmeans" if missing else "files"
     if method == "files" and missing:
         raise LabelError(
-            f"corpus.labels is files but {len(missing)} of {len(utterances)} utterances have no label file "
+            f"corpus.labels is files but {len(missing)} of {total} utterances have no label file "
             f"(first: {missing[0]}); use corpus.labels: auto or mfcc_kmeans"
         )
     if method not in ("files", "mfcc_kmeans"):
@@ -105,28 +107,42 @@ def assign_labels(features: torch.Tensor, model: dict[str, torch.Tensor]) -> np.
     return nearest_codes(x, model["centroids"], cosine=False).numpy().astype(np.int16)
 
 
+def _rows(manifest: Path) -> list[dict]:
+    return sorted(read_manifest(manifest), key=lambda r: r["utterance_id"])
+
+
+def _audio(manifest: Path, row: dict) -> torch.Tensor:
+    data, _ = sf.read(str(Path(manifest).parent / row["path"]), dtype="float32", always_2d=True)
+    return torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
+
+
 def make_frame_labels(manifest: Path, method: str = "auto", *, num_clusters: int = 100, max_frames: int = 200000,
                       iterations: int = 50, seed: int = 0, sample_rate: int = 16000, hop_length: int = 320,
                       progress: bool = True) -> tuple[dict[str, np.ndarray], dict]:
-    """``({utterance_id: int16 labels}, info)`` for every utterance of ``manifest``."""
+    """``({utterance_id: int16 labels}, info)`` for every utterance of ``manifest``.
+
+    One utterance's audio is in memory at a time (a VCTK-size corpus keeps only its MFCCs,
+    39 floats per frame)."""
     t0 = time.monotonic()
-    utts = load_utterances(manifest)
-    method = resolve_method(method, utts)
+    manifest = Path(manifest)
+    rows = _rows(manifest)
+    missing = [r["utterance_id"] for r in rows if not r.get("labels_path")]
+    method = resolve_method(method, missing, len(rows))
     if method == "files":
-        labels = {u.utterance_id: u.labels.numpy().astype(np.int16) for u in utts}
+        labels = {r["utterance_id"]: np.load(manifest.parent / r["labels_path"]).astype(np.int16) for r in rows}
         top = max((int(v.max()) for v in labels.values() if v.size), default=-1)
         info = {"method": "files", "num_classes": top + 1}
     else:
         extract = MFCCFeatures(sample_rate, hop_length)
         feats = {}
-        for k, u in enumerate(utts, 1):
-            feats[u.utterance_id] = extract(u.audio)
-            if progress and (k % 500 == 0 or k == len(utts)):
-                print(f"MFCCs {k}/{len(utts)} utterances ({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
-        train = [feats[u.utterance_id] for u in utts if u.split == "train"]
+        for k, row in enumerate(rows, 1):
+            feats[row["utterance_id"]] = extract(_audio(manifest, row))
+            if progress and (k % 500 == 0 or k == len(rows)):
+                print(f"MFCCs {k}/{len(rows)} utterances ({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
+        train = [feats[r["utterance_id"]] for r in rows if r["split"] == "train"]
         model = fit_mfcc_kmeans(train, num_clusters, max_frames, iterations, seed)
         labels = {uid: assign_labels(f, model) for uid, f in feats.items()}
-        counts = np.bincount(np.concatenate([labels[u.utterance_id] for u in utts if u.split == "train"]),
+        counts = np.bincount(np.concatenate([labels[r["utterance_id"]] for r in rows if r["split"] == "train"]),
                              minlength=num_clusters)
         info = {
             "method": "mfcc_kmeans", "num_classes": num_clusters, "fitted_frames": int(model["num_frames"]),

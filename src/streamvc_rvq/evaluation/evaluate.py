@@ -27,6 +27,9 @@ from streamvc_rvq.quantization.rvq import active_quantizers, stage_trained_steps
 from streamvc_rvq.training import losses
 
 
+TRAIN_ACCURACY_UTTERANCES = 200  # training utterances sampled for the label accuracy when validation is uncapped
+
+
 def provenance(cfg: dict, checkpoint_cfg: dict) -> dict:
     """What produced these metrics: preset, corpus, the hash of the training config the
     checkpoint records, and of the evaluation config."""
@@ -185,7 +188,8 @@ def evaluate_checkpoint(
         "provenance": provenance(cfg, ckpt_cfg),
     }
     metrics.update(codebook_and_losses(model, valid, num_active, model_cfg["rvq"]["codebook_size"], model_cfg["sample_rate"], device_))
-    train_sample = load_utterances(manifest, "train", labels=labels, max_utterances=cap) if labels is not None else []
+    train_sample = (load_utterances(manifest, "train", labels=labels, max_utterances=cap or TRAIN_ACCURACY_UTTERANCES)
+                    if labels is not None else [])
     metrics["content_labels"] = {
         "train": content_label_metrics(model, train_sample, device_),
         "valid": content_label_metrics(model, valid, device_),
@@ -205,10 +209,10 @@ def evaluate_checkpoint(
     metrics["training_curve"] = curve_facts(scalars, up_to_step=step, window=20) if scalars else {}
     write_json(output, metrics)
     q0 = metrics["stages"][0]
-    content = metrics["content_labels"]["valid"]
-    if content:
-        print(f"content labels: validation accuracy {content['accuracy']:.3f} (chance {content['chance']:.3f}), "
-              f"train accuracy {metrics['content_labels']['train']['accuracy']:.3f}", file=sys.stderr, flush=True)
+    for split, content in metrics["content_labels"].items():
+        if content:
+            print(f"content labels, {split}: accuracy {content['accuracy']:.3f} (chance {content['chance']:.3f})",
+                  file=sys.stderr, flush=True)
     print(
         f"step {step}: perplexity_q0 {q0['perplexity']:.2f} usage_q0 {q0['usage']:.3f} top_share_q0 {q0['top_code_share']:.3f} "
         f"pre_rvq_std {metrics['pre_rvq_std']:.3f} frame_scale {metrics['pre_rvq_frame']['frame_scale']:.3f} "

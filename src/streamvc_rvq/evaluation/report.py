@@ -299,20 +299,23 @@ def _control_lines(control: dict) -> list[str]:
 
 def _checkpoint_table(checkpoints: Sequence[dict]) -> list[str]:
     lines = ["| step | active stages | perplexity per stage | usage per stage | top-code share q0 | "
-             "pre-RVQ std | frame scale | effective rank | val loss_stft | val loss_l1 | silent outputs |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "pre-RVQ std | frame scale | effective rank | content-label accuracy (val / chance) | "
+             "val loss_stft | val loss_l1 | silent outputs |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for cp in sorted(checkpoints, key=lambda c: int(c["step"])):
         stages = sorted(cp.get("stages") or [], key=lambda s: s["index"])
         out = cp.get("outputs") or {}
         val = cp.get("validation") or {}
         frame = cp.get("pre_rvq_frame") or {}
+        content = (cp.get("content_labels") or {}).get("valid")
+        labels = f"{fmt_value(content['accuracy'])} / {fmt_value(content['chance'])}" if content else "—"
         silent = (f"{out.get('num_silent')}/{out.get('num_outputs')}"
                   if out.get("num_silent") is not None else "—")
         lines.append(
             f"| {cp['step']} | {fmt_value(cp.get('num_active_quantizers'))} | "
             f"{fmt_value([s.get('perplexity') for s in stages])} | {fmt_value([s.get('usage') for s in stages])} | "
             f"{fmt_value(stage_value(cp, 0, 'top_code_share'))} | {fmt_value(cp.get('pre_rvq_std'))} | "
-            f"{fmt_value(frame.get('frame_scale'))} | {fmt_value(frame.get('effective_rank'))} | "
+            f"{fmt_value(frame.get('frame_scale'))} | {fmt_value(frame.get('effective_rank'))} | {labels} | "
             f"{fmt_value(val.get('loss_stft'))} | {fmt_value(val.get('loss_l1'))} | {silent} |"
         )
     return lines + [""]
@@ -340,6 +343,10 @@ def write_verdict_report(verdict: dict, checkpoints: Sequence[dict], control: di
         f"**Why:** {verdict.get('reason', '')}",
         "",
     ]
+    origin = verdict.get("provenance") or {}
+    if origin.get("preset") or origin.get("corpus"):
+        hashes = ", ".join(origin.get("training_config_hashes") or []) or "—"
+        lines += [f"Preset `{origin.get('preset')}`, corpus `{origin.get('corpus')}`; training config hash {hashes}.", ""]
     if not verdict.get("complete", True):
         lines += ["**Provisional:** some criteria could not be evaluated (see the table).", ""]
     roles = [c for c in verdict.get("checkpoints") or [] if c.get("step") is not None]

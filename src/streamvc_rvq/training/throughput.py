@@ -21,15 +21,25 @@ QUICK_HINT_SECONDS = 2 * 3600  # a plan longer than this on a CPU names the quic
 QUICK_COMMAND = "snakemake --cores all results/quick/espeak_quick/phase1/verdict.json --configfile config/quick.yaml"
 
 
-def synthetic_batch(batch_size: int, samples: int, frames: int, seed: int, context: int = 0) -> Batch:
-    """Voiced tones with a 3 Hz envelope plus noise; labels at random (their values do not
-    change the cost of a step)."""
+def quick_command(folder_corpus: str | None = None, overlays: list[str] | None = None) -> str:
+    """The quick preset's command for the same corpus: the built-in one (``QUICK_COMMAND``),
+    or a folder corpus with the user's overlay files after config/quick.yaml."""
+    if folder_corpus is None:
+        return QUICK_COMMAND
+    files = " ".join(["config/quick.yaml", *(f for f in overlays or [] if not f.endswith("quick.yaml"))])
+    return f"snakemake --cores all results/quick/{folder_corpus}/phase1/verdict.json --configfile {files}"
+
+
+def synthetic_batch(batch_size: int, samples: int, frames: int, seed: int, context: int = 0,
+                    num_labels: int = 50) -> Batch:
+    """Voiced tones with a 3 Hz envelope plus noise; labels at random below ``num_labels``
+    (their values do not change the cost of a step)."""
     g = torch.Generator().manual_seed(seed)
     t = torch.arange(samples) / 16000
     f0 = 100 + 150 * torch.rand(batch_size, 1, generator=g)
     tone = torch.sin(2 * math.pi * f0 * t) * (0.5 + 0.5 * torch.sin(2 * math.pi * 3 * t))
     audio = 0.2 * tone + 0.02 * torch.randn(batch_size, samples, generator=g)
-    labels = torch.randint(0, 50, (batch_size, frames), generator=g)
+    labels = torch.randint(0, max(1, num_labels), (batch_size, frames), generator=g)
     return Batch(source=audio, reference=audio.flip(-1), labels=labels,
                  lengths=torch.full((batch_size,), frames, dtype=torch.int64), speakers=["x"] * batch_size,
                  utterance_ids=["x"] * batch_size, reference_ids=["x"] * batch_size, context_frames=context)
@@ -45,7 +55,8 @@ def measure_seconds_per_step(cfg: dict, device: torch.device, steps: int = 1, at
         trainer = Trainer(cfg, state, device)
         at = cfg["train"]["steps"][-1] if at_step is None else at_step
         frames = trainer.context_frames + trainer.crop_frames
-        batch = synthetic_batch(cfg["train"]["batch_size"], frames * trainer.hop, frames, 0, trainer.context_frames)
+        batch = synthetic_batch(cfg["train"]["batch_size"], frames * trainer.hop, frames, 0, trainer.context_frames,
+                                num_labels=cfg["model"]["content_encoder"]["num_labels"])
         trainer.train_step(batch, at)
         times = []
         for i in range(steps):
@@ -63,22 +74,42 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
-def cpu_plan_notice(planned: list[tuple[dict, int]], threads: int, preset: str) -> str | None:
+def makespan(chains: list[float], slots: int) -> float:
+    """Wall-clock seconds of independent chains run ``slots`` at a time (longest first, each
+    to the least-loaded slot): a checkpoint chain is sequential, chains run side by side."""
+    loads = [0.0] * max(1, slots)
+    for seconds in sorted(chains, reverse=True):
+        loads[loads.index(min(loads))] += seconds
+    return max(loads)
+
+
+def cpu_plan_notice(planned: list[tuple[dict, int]], cores: int, job_threads: int, preset: str,
+                    hint: str = QUICK_COMMAND) -> str | None:
     """One line on the CPU training time of ``planned`` ``(experiment config, steps)`` jobs,
-    or None when the plan is small. Each experiment's step time is measured once here."""
+    or None when the plan is small. Each distinct config's step time is measured once here,
+    with the threads a training job gets; each experiment's jobs form one sequential chain and
+    ``cores // job_threads`` chains run side by side."""
     total = sum(steps for _, steps in planned)
     if total < MEASURE_FROM_STEPS:
         return None
-    torch.set_num_threads(max(1, threads))
-    seconds, per_config = 0.0, {}
-    for cfg, steps in planned:
-        key = repr(sorted(cfg["model"].items())) + repr(sorted(cfg["train"].items()))
-        if key not in per_config:
-            per_config[key] = statistics.median(measure_seconds_per_step(cfg, torch.device("cpu")))
-        seconds += steps * per_config[key]
-    rate = total / seconds
-    line = (f"CPU training: {total} steps in {len(planned)} jobs at about {rate:.2f} steps/s "
-            f"(measured here, {threads} threads) = about {_duration(seconds)} of training for this DAG")
-    if seconds > QUICK_HINT_SECONDS and preset != "quick":
-        line += f"; for a first result, the quick preset runs the same protocol scaled 1/20: {QUICK_COMMAND}"
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, job_threads))
+    try:
+        per_config: dict[str, float] = {}
+        chains: dict[str, float] = {}
+        for cfg, steps in planned:
+            key = repr(sorted(cfg["model"].items())) + repr(sorted(cfg["train"].items()))
+            if key not in per_config:
+                per_config[key] = statistics.median(measure_seconds_per_step(cfg, torch.device("cpu")))
+            chains[cfg["experiment"]] = chains.get(cfg["experiment"], 0.0) + steps * per_config[key]
+    finally:
+        torch.set_num_threads(previous)
+    slots = max(1, cores // max(1, job_threads))
+    wall = makespan(list(chains.values()), slots)
+    rate = total / sum(chains.values())
+    line = (f"CPU training: {total} steps in {len(planned)} jobs, {len(chains)} experiments "
+            f"{min(slots, len(chains))} at a time, about {rate:.2f} steps/s per job (measured here, "
+            f"{job_threads} thread{'s' if job_threads > 1 else ''} each) = about {_duration(wall)} of training for this DAG")
+    if wall > QUICK_HINT_SECONDS and preset != "quick":
+        line += f"; for a first result, the quick preset runs the same protocol scaled 1/20: {hint}"
     return line
