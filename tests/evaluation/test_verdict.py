@@ -422,3 +422,17 @@ def test_a_stage_with_no_trained_step_is_reported_but_not_judged(healthy_run):
     c = crit(v, "10k.perplexity_active_stages")
     assert c["passed"] is True and 1.0 not in c["measured"]
     assert v["class"] == "success"
+
+
+def test_a_content_encoder_at_chance_is_a_warning_not_a_criterion(healthy_run):
+    cps = healthy_run()
+    assert not any("content encoder" in w for w in run(cps)["warnings"])  # no label metrics: nothing said
+    for cp, accuracy in zip(cps, (0.02, 0.03, 0.03, 0.35)):
+        cp["content_labels"] = {"valid": {"accuracy": accuracy, "chance": 0.10}}
+    learnt = run(cps)
+    assert not any("content encoder" in w for w in learnt["warnings"])
+    cps[-1]["content_labels"]["valid"]["accuracy"] = 0.149  # below 1.5 x chance at the last checkpoint
+    at_chance = run(cps)
+    [warning] = [w for w in at_chance["warnings"] if "content encoder" in w]
+    assert "0.149" in warning and "barely trained" in warning
+    assert at_chance["class"] == learnt["class"] == "success"  # the class is the protocol's, unchanged

@@ -107,6 +107,10 @@ PERPLEXITY_IDEAL_1K = 10.0  # 1k: ideal perplexity_q0 > 10 (informational)
 USAGE_MIN_1K = 0.05  # 1k: usage_q0 > 0.05
 PRE_RVQ_STD_BAND = (0.9, 1.1)  # inclusive
 FRAME_SCALE_BAND = (0.5, 2.0)  # inclusive: median ||z_t|| / sqrt(D) within a factor 2 of a code's norm
+# The content encoder has learnt its frame labels when its validation accuracy is at least this
+# many times chance (always guessing the most frequent label); below it, a warning: the RVQ
+# statistics describe a barely trained encoder's features.
+CONTENT_LEARNT_FACTOR = 1.5
 STABLE_FRACTION = 0.9  # 2k: perplexity_q0(2k) >= 0.9 x perplexity_q0(1k)
 DISTURB_FACTOR = 1.1  # 2k: loss_stft(2k) <= 1.1 x loss_stft(1k)
 HEALTHY_PERPLEXITY = 5.0  # 5k/10k: every active stage > 5
@@ -198,6 +202,21 @@ def silence(cp: dict | None) -> tuple[int | None, int | None]:
     if isinstance(stds, list):
         return sum(1 for s in stds if not (_num(s) is not None and _num(s) > SILENCE_STD)), int(n_out)
     return None, int(n_out)
+
+
+def content_warning(checkpoints: list[dict]) -> str | None:
+    """A warning when the last checkpoint's content encoder is not above chance on its
+    validation frame labels (``content_labels.valid``), else None."""
+    labelled = [cp for cp in checkpoints if _get(cp, "content_labels", "valid", "accuracy") is not None]
+    if not labelled:
+        return None
+    last = max(labelled, key=lambda cp: int(cp["step"]))
+    accuracy, chance = last["content_labels"]["valid"]["accuracy"], last["content_labels"]["valid"]["chance"]
+    if accuracy >= CONTENT_LEARNT_FACTOR * chance:
+        return None
+    return (f"step {last['step']}: the content encoder's validation label accuracy {_fmt(accuracy)} is below "
+            f"{CONTENT_LEARNT_FACTOR:g} x chance ({_fmt(chance)}): it has not learnt its frame labels, so the RVQ "
+            "quantizes the features of a barely trained encoder")
 
 
 def _crit(cid, role, step, nominal, metric, threshold, measured, passed, note="", informational=False):
@@ -509,6 +528,10 @@ def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int)
                 f"{_fmt(scale_c['measured'])} is outside [{FRAME_SCALE_BAND[0]:g}, {FRAME_SCALE_BAND[1]:g}]: "
                 "the per-channel std is 1 by construction, the vectors the codebook sees are not at its scale"
             )
+
+    content = content_warning(checkpoints)
+    if content:
+        warnings.append(content)
 
     complete = not unevaluated
     if flat_low:
