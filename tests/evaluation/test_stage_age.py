@@ -33,3 +33,10 @@ def test_evaluation_at_step_n_uses_the_stages_of_step_n_minus_1(micro_manifest, 
     assert [s["index"] for s in metrics["stages"]] == [0]
     assert metrics["stages"][0]["trained_steps"] == 4
     assert metrics["untrained_stages"] == [{"index": 1, "trained_steps": 0}]
+    # every sample output carries its pitch preservation against its source
+    pitch = metrics["outputs"]["pitch"]
+    assert pitch["convert"]["num_outputs"] + pitch["reconstruct"]["num_outputs"] == metrics["outputs"]["num_outputs"]
+    for sample in metrics["outputs"]["samples"]:
+        assert 0.0 <= sample["voicing_agreement"] <= 1.0
+        assert sample["log_f0_correlation"] is None or -1.0 <= sample["log_f0_correlation"] <= 1.0
+    assert metrics["content_labels"]["valid"]["chance"] > 0  # the micro corpus's eSpeak labels

@@ -20,6 +20,7 @@ from streamvc_rvq.data.audio import save_wav
 from streamvc_rvq.data.dataset import load_utterances
 from streamvc_rvq.device import select_device
 from streamvc_rvq.evaluation.curves import curve_facts, read_scalars
+from streamvc_rvq.evaluation.pitch_metrics import pitch_preservation
 from streamvc_rvq.inference import convert, load_trained_model, num_active_at
 from streamvc_rvq.quantization import stats
 from streamvc_rvq.quantization.frame_stats import FrameScaleAccumulator
@@ -151,8 +152,10 @@ def write_samples(model, valid, heldout, num_active: int, count: int, samples_di
         save_wav(samples_dir / f"{name}.wav", out, sample_rate)
         entries.append({
             "name": name,
+            "kind": name.split("_", 1)[0],
             "std": float(out.std()),
             "rms_ratio": _rms(out) / max(_rms(src.audio[: out.numel()]), 1e-8),
+            **pitch_preservation(src.audio[: out.numel()], out, sample_rate),
         })
     stds = [e["std"] for e in entries]
     return {
@@ -161,6 +164,17 @@ def write_samples(model, valid, heldout, num_active: int, count: int, samples_di
         "num_outputs": len(entries),
         "num_silent": sum(s <= silence_std for s in stds),
         "rms_ratio": sum(e["rms_ratio"] for e in entries) / max(1, len(entries)),
+        "pitch": {kind: _pitch_summary([e for e in entries if e["kind"] == kind]) for kind in ("convert", "reconstruct")},
+    }
+
+
+def _pitch_summary(entries: list[dict]) -> dict:
+    """Mean log-F0 correlation (over outputs that have one) and voicing agreement of outputs."""
+    corr = [e["log_f0_correlation"] for e in entries if e["log_f0_correlation"] is not None]
+    return {
+        "log_f0_correlation": sum(corr) / len(corr) if corr else None,
+        "voicing_agreement": sum(e["voicing_agreement"] for e in entries) / len(entries) if entries else None,
+        "num_outputs": len(entries),
     }
 
 
