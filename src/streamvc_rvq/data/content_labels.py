@@ -24,12 +24,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
 from ..atomic import atomic_write_bytes
 from ..quantization.rvq import kmeans, nearest_codes
-from .dataset import read_manifest
+from .dataset import corpus_audio, read_manifest
 
 METHODS = ("auto", "files", "mfcc_kmeans", "none")
 N_MFCC = 13
@@ -111,11 +110,6 @@ def _rows(manifest: Path) -> list[dict]:
     return sorted(read_manifest(manifest), key=lambda r: r["utterance_id"])
 
 
-def _audio(manifest: Path, row: dict) -> torch.Tensor:
-    data, _ = sf.read(str(Path(manifest).parent / row["path"]), dtype="float32", always_2d=True)
-    return torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
-
-
 def make_frame_labels(manifest: Path, method: str = "auto", *, num_clusters: int = 100, max_frames: int = 200000,
                       iterations: int = 50, seed: int = 0, sample_rate: int = 16000, hop_length: int = 320,
                       progress: bool = True) -> tuple[dict[str, np.ndarray], dict]:
@@ -136,7 +130,7 @@ def make_frame_labels(manifest: Path, method: str = "auto", *, num_clusters: int
         extract = MFCCFeatures(sample_rate, hop_length)
         feats = {}
         for k, row in enumerate(rows, 1):
-            feats[row["utterance_id"]] = extract(_audio(manifest, row))
+            feats[row["utterance_id"]] = extract(corpus_audio(manifest.parent / row["path"]))
             if progress and (k % 500 == 0 or k == len(rows)):
                 print(f"MFCCs {k}/{len(rows)} utterances ({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
         train = [feats[r["utterance_id"]] for r in rows if r["split"] == "train"]

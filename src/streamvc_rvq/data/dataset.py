@@ -50,6 +50,12 @@ def read_manifest(manifest_path: str | Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def corpus_audio(path: str | Path) -> torch.Tensor:
+    """A prepared corpus file (16 kHz) as a 1-D float32 tensor, channels averaged."""
+    data, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    return torch.from_numpy(np.ascontiguousarray(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]))
+
+
 def load_utterances(manifest_path: str | Path, split: str | Iterable[str] | None = None,
                     labels: str | Path | None = "manifest", max_utterances: int | None = None) -> list[Utterance]:
     """The utterances of ``split`` (a name, several names, or None for all), sorted by id,
@@ -73,9 +79,7 @@ def load_utterances(manifest_path: str | Path, split: str | Iterable[str] | None
         rows = [rows[i * len(rows) // max_utterances] for i in range(max_utterances)]
     out = []
     for row in rows:
-        data, _ = sf.read(str(base / row["path"]), dtype="float32", always_2d=True)
-        audio = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1) if data.shape[1] > 1
-                                                      else data[:, 0]))
+        audio = corpus_audio(base / row["path"])
         lab = None
         if table is not None:
             if row["utterance_id"] not in table:
@@ -87,7 +91,6 @@ def load_utterances(manifest_path: str | Path, split: str | Iterable[str] | None
         out.append(Utterance(utterance_id=row["utterance_id"], speaker=row["speaker"],
                              split=row["split"], audio=audio, labels=lab,
                              text=row.get("text", ""), path=row["path"]))
-    out.sort(key=lambda u: u.utterance_id)
     return out
 
 

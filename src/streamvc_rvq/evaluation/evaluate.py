@@ -55,6 +55,7 @@ def codebook_and_losses(model, utterances, num_active: int, codebook_size: int, 
     hop, warmup = model.hop_length, model.warmup_frames
     histograms = [torch.zeros(codebook_size) for _ in range(num_active)]
     frame_acc = FrameScaleAccumulator()
+    label_acc = LabelAccuracy() if _labelled(model, utterances) else None
     frames_total, std_sum, stft_sum, l1_sum, n, skipped = 0, 0.0, 0.0, 0.0, 0, 0
     for utt in utterances:
         frames = utt.audio.numel() // hop
@@ -67,6 +68,8 @@ def codebook_and_losses(model, utterances, num_active: int, codebook_size: int, 
         for i, codes in enumerate(out.rvq.codes):
             histograms[i] += stats.code_histogram(codes.cpu()[valid], codebook_size)
         frame_acc.update(out.rvq_input, out.valid)
+        if label_acc is not None:
+            label_acc.update(out.content_logits, utt.labels, warmup)
         count = int(valid.sum())
         frames_total += count
         std_sum += float(out.pre_rvq_std) * count
@@ -92,38 +95,57 @@ def codebook_and_losses(model, utterances, num_active: int, codebook_size: int, 
         "pre_rvq_std": std_sum / frames_total,
         "pre_rvq_frame": frame,
         "warmup_frames": warmup,
+        "content_labels_valid": label_acc.result() if label_acc is not None else None,
         "validation": {"loss_stft": stft_sum / n, "loss_l1": l1_sum / n, "num_utterances": n,
                        "num_skipped_short": skipped},
     }
 
 
+class LabelAccuracy:
+    """Content-head accuracy and cross-entropy summed over the valid frames of utterances, and
+    chance: the share of the most frequent label (what always guessing it scores)."""
+
+    def __init__(self) -> None:
+        self.hits, self.ce_sum, self.frames, self.utterances = 0.0, 0.0, 0, 0
+        self.counts: dict[int, int] = {}
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor, warmup: int) -> None:
+        """``logits: 1 x C x F`` and ``labels: F'`` of one utterance; its first ``warmup`` frames are not scored."""
+        n = min(logits.shape[-1], labels.numel())
+        if n <= warmup:
+            return
+        logits, labels = logits[..., warmup:n].float().cpu(), labels[warmup:n].unsqueeze(0)
+        count = labels.numel()
+        self.hits += losses.label_accuracy(logits, labels) * count
+        self.ce_sum += float(losses.content_cross_entropy(logits, labels)) * count
+        self.frames += count
+        self.utterances += 1
+        for value, k in zip(*torch.unique(labels, return_counts=True)):
+            self.counts[int(value)] = self.counts.get(int(value), 0) + int(k)
+
+    def result(self) -> dict | None:
+        if self.frames == 0:
+            return None
+        return {"accuracy": self.hits / self.frames, "chance": max(self.counts.values()) / self.frames,
+                "loss_ce": self.ce_sum / self.frames, "num_frames": self.frames, "num_utterances": self.utterances}
+
+
+def _labelled(model, utterances) -> bool:
+    return model.content_encoder.label_head is not None and bool(utterances) and all(u.labels is not None for u in utterances)
+
+
 @torch.inference_mode()
 def content_label_metrics(model, utterances, device) -> dict | None:
-    """Content-head accuracy and cross-entropy over the valid frames of ``utterances``, and
-    chance: the share of the most frequent label (what always guessing it scores). None
-    without a label head or labels."""
-    if model.content_encoder.label_head is None or not utterances or any(u.labels is None for u in utterances):
+    """:class:`LabelAccuracy` of the content head alone on ``utterances``; None without a
+    label head or labels."""
+    if not _labelled(model, utterances):
         return None
-    hits, frames, ce_sum = 0, 0, 0.0
-    counts: dict[int, int] = {}
+    acc = LabelAccuracy()
     for utt in utterances:
-        n = min(utt.audio.numel() // model.hop_length, utt.labels.numel())
-        if n <= model.warmup_frames:
-            continue
-        _, logits = model.content_encoder(utt.audio[: n * model.hop_length].unsqueeze(0).to(device))
-        logits = logits[0, :, model.warmup_frames : n].float().cpu()
-        labels = utt.labels[model.warmup_frames : n]
-        if int(labels.max()) >= logits.shape[0]:
-            raise ValueError(f"labels of {utt.utterance_id} go up to {int(labels.max())}, the head has {logits.shape[0]} classes")
-        hits += int((logits.argmax(0) == labels).sum())
-        ce_sum += float(torch.nn.functional.cross_entropy(logits.t(), labels, reduction="sum"))
-        frames += labels.numel()
-        for value, count in zip(*torch.unique(labels, return_counts=True)):
-            counts[int(value)] = counts.get(int(value), 0) + int(count)
-    if frames == 0:
-        return None
-    return {"accuracy": hits / frames, "chance": max(counts.values()) / frames, "loss_ce": ce_sum / frames,
-            "num_frames": frames, "num_utterances": len(utterances)}
+        frames = min(utt.audio.numel() // model.hop_length, utt.labels.numel())
+        _, logits = model.content_encoder(utt.audio[: frames * model.hop_length].unsqueeze(0).to(device))
+        acc.update(logits, utt.labels, model.warmup_frames)
+    return acc.result()
 
 
 def conversion_pairs(heldout, count: int) -> list[tuple]:
@@ -206,7 +228,7 @@ def evaluate_checkpoint(
                     if labels is not None else [])
     metrics["content_labels"] = {
         "train": content_label_metrics(model, train_sample, device_),
-        "valid": content_label_metrics(model, valid, device_),
+        "valid": metrics.pop("content_labels_valid"),  # measured in the pass above
     }
     rvq_cfg = model_cfg["rvq"]
     for entry in metrics["stages"]:
