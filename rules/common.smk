@@ -13,6 +13,7 @@ from streamvc_rvq.config import (
     experiment_names,
     labels_config,
     prepare_config,
+    reference_config,
     resolve_experiment,
     results_dir,
     rule_config,
@@ -63,6 +64,11 @@ def manifest():
     return f"{DATA}/manifest.csv"
 
 
+def reference_levels():
+    """The corpus's own levels of the quality measures (the verdict's reference)."""
+    return f"{DATA}/reference_levels.json"
+
+
 def frame_labels():
     """The content-label file training and evaluation read; none with corpus.labels: none."""
     return [] if config["corpus"]["labels"] == "none" else f"{DATA}/frame_labels.npz"
@@ -100,7 +106,7 @@ def experiment_metrics(experiment):
 
 
 def verdict_inputs(wildcards):
-    inputs = {"metrics": experiment_metrics(wildcards.experiment)}
+    inputs = {"metrics": experiment_metrics(wildcards.experiment), "reference": reference_levels()}
     control = config["verdict"].get("control")
     if control and control != wildcards.experiment:
         inputs["control"] = experiment_metrics(control)

@@ -42,3 +42,25 @@ rule frame_labels:
         "streamvc-rvq labels --manifest {input.manifest} {params.flags} "
         "--sample-rate {params.sample_rate} --hop-length {params.hop_length} --threads {threads} "
         "--output {output.labels} > {log} 2>&1"
+
+
+rule reference_levels:
+    input:
+        manifest=data_dir("{corpus}") + "/manifest.csv",
+    output:
+        levels=data_dir("{corpus}") + "/reference_levels.json",
+    log:
+        "results/logs/reference_levels/{corpus}.log",
+    params:
+        levels=reference_config(config),
+        measures=" ".join(reference_config(config)["measures"]),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/streamvc.yaml"
+    shell:
+        "streamvc-rvq reference-levels --manifest {input.manifest} --measures {params.measures} "
+        "--max-utterances {params.levels[max_utterances]} --sample-rate {params.levels[sample_rate]} "
+        "--threads {threads} --output {output.levels} > {log} 2>&1"

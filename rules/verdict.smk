@@ -29,7 +29,7 @@ rule verdict:
     conda:
         "../envs/streamvc.yaml"
     shell:
-        "streamvc-rvq verdict --config-json {params.config:q} --metrics {input.metrics} "
+        "streamvc-rvq verdict --config-json {params.config:q} --metrics {input.metrics} --reference-levels {input.reference} "
         "{params.control} --tensorboard {params.tensorboard} --output {output.verdict} "
         "--report {output.report} --plots-dir {output.plots} > {log} 2>&1"
 

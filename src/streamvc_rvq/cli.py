@@ -128,13 +128,27 @@ def cmd_labels(args: argparse.Namespace) -> None:
     print(json.dumps(info, indent=2))
 
 
+def cmd_reference_levels(args: argparse.Namespace) -> None:
+    from streamvc_rvq.atomic import write_json
+    from streamvc_rvq.evaluation.reference_levels import reference_levels, summary_line
+
+    _set_threads(args.threads)
+    try:
+        levels = reference_levels(args.manifest, measures=args.measures, max_utterances=args.max_utterances,
+                                  sample_rate=args.sample_rate)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    write_json(args.output, levels)
+    print(summary_line(levels))
+
+
 def cmd_verdict(args: argparse.Namespace) -> None:
     from streamvc_rvq.evaluation.judge import write_verdict
 
     cfg = load_experiment_config(args)
     write_verdict(
         cfg, metrics=args.metrics, control_metrics=args.control_metrics, tensorboard_dir=args.tensorboard,
-        output=args.output, report=args.report, plots_dir=args.plots_dir,
+        output=args.output, report=args.report, plots_dir=args.plots_dir, reference_levels=args.reference_levels,
     )
 
 
@@ -197,6 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.set_defaults(func=cmd_labels)
 
+    p = sub.add_parser("reference-levels", help="the quality measures on the corpus's own audio: speaker separation (EER, AUC), DNSMOS, recognition error")
+    p.add_argument("--manifest", required=True, type=Path, help="results/data/{corpus}/manifest.csv (held-out and validation speakers are used)")
+    p.add_argument("--measures", nargs="*", default=["speaker", "dnsmos", "recognition"],
+                   choices=["speaker", "dnsmos", "recognition"], help="which measures (default: all three)")
+    p.add_argument("--max-utterances", type=int, default=64, help="utterances measured, spread evenly over speakers (default 64)")
+    p.add_argument("--sample-rate", type=int, default=16000, help="the corpus's sample rate (default 16000)")
+    p.add_argument("--output", required=True, type=Path, help="reference_levels.json to write (atomically)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.set_defaults(func=cmd_reference_levels)
+
     p = sub.add_parser("train", help="train an experiment to one step target, from scratch or from the previous checkpoint")
     _add_config_args(p)
     p.add_argument("--manifest", required=True, type=Path, help="results/data/{corpus}/manifest.csv")
@@ -225,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--metrics", nargs="+", required=True, type=Path, help="the experiment's metrics files, in step order")
     p.add_argument("--control-metrics", nargs="*", type=Path, default=[], help="metrics files of the pre-fix control")
+    p.add_argument("--reference-levels", type=Path, help="results/data/{corpus}/reference_levels.json: the corpus's own "
+                   "levels of the quality measures (without it, the criteria that need them are not evaluated)")
     p.add_argument("--tensorboard", type=Path, help="the experiment's TensorBoard directory (training-curve facts for the verdict)")
     p.add_argument("--output", required=True, type=Path, help="verdict.json to write")
     p.add_argument("--report", required=True, type=Path, help="Markdown report to write")

@@ -223,6 +223,14 @@ def labels_config(corpus: dict) -> dict:
     return {"method": method, "seed": corpus["seed"], **corpus["label_kmeans"]}
 
 
+def reference_config(config: dict) -> dict:
+    """What the reference-levels job reads: the shared evaluation section's measures and
+    utterance count (one corpus, one set of reference levels, whatever an experiment overrides)."""
+    evaluation = config["evaluation"]
+    return {"measures": list(evaluation["quality_measures"]), "max_utterances": evaluation["reference_utterances"],
+            "sample_rate": config["model"]["sample_rate"]}
+
+
 def check_corpus(config: dict) -> None:
     """Checks of the corpus section that need the file system, made before any job runs."""
     corpus = config["corpus"]

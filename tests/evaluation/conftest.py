@@ -40,7 +40,8 @@ def collapsed_counts() -> list[float]:
 
 
 def _make_cp(step, ppl=(20.0,), usage=None, share=None, *, counts=None, std=1.0, stft=3.0, l1=0.05,
-             silent=0, falling=True, active=None, experiment="phase1", curve=True, frame_scale=1.0):
+             silent=0, falling=True, active=None, experiment="phase1", curve=True, frame_scale=1.0,
+             ovrl=None, alike=0.6, margin=0.2, quality=True):
     if counts is not None:
         stages = [stage_from_counts(i, c) for i, c in enumerate(counts)]
     else:
@@ -61,6 +62,12 @@ def _make_cp(step, ppl=(20.0,), usage=None, share=None, *, counts=None, std=1.0,
         "outputs": {"std": [0.0] * silent + [0.1] * (4 - silent), "num_outputs": 4, "num_silent": silent,
                     "rms_ratio": 0.8},
     }
+    if quality:
+        ovrl = 2.0 + step / 20000 if ovrl is None else ovrl  # by default DNSMOS rises with training
+        cp["outputs"]["quality"] = {"convert": {
+            "dnsmos": {"sig": ovrl + 0.5, "bak": ovrl + 1.0, "ovrl": ovrl, "num_segments": 2},
+            "output_similarity": alike, "speaker_similarity_target": 0.5 + margin, "speaker_similarity_source": 0.5,
+            "towards_target_margin": margin, "towards_target_share": 1.0 if margin > 0 else 0.0}}
     if curve:
         cp["training_curve"] = {
             "up_to_step": step,
@@ -70,6 +77,16 @@ def _make_cp(step, ppl=(20.0,), usage=None, share=None, *, counts=None, std=1.0,
                                          "falling": falling}},
         }
     return cp
+
+
+# Reference levels of a corpus whose speakers the speaker measure separates well.
+REFERENCE = {"speaker": {"same_mean": 0.9, "different_mean": 0.65, "auc": 0.99, "eer": 0.05},
+             "dnsmos": {"sig": 3.0, "bak": 3.6, "ovrl": 2.6}, "recognition": {"wer": 0.7, "cer": 0.5}}
+
+
+@pytest.fixture
+def reference():
+    return REFERENCE
 
 
 @pytest.fixture
@@ -96,10 +113,10 @@ def healthy_run():
     def build(steps=(1000, 2000, 5000, 10000), experiment="phase1"):
         s1, s2, s5, s10 = steps
         return [
-            _make_cp(s1, [12.0], [0.2], [0.05], stft=3.0, l1=0.06, experiment=experiment),
-            _make_cp(s2, [14.0, 6.0], stft=2.9, l1=0.055, experiment=experiment),
-            _make_cp(s5, [20.0, 12.0, 8.0], stft=2.5, l1=0.05, experiment=experiment),
-            _make_cp(s10, [25.0, 18.0, 12.0, 9.0, 7.0, 6.0], stft=2.2, l1=0.045, experiment=experiment),
+            _make_cp(s1, [12.0], [0.2], [0.05], stft=3.0, l1=0.06, experiment=experiment, ovrl=2.0),
+            _make_cp(s2, [14.0, 6.0], stft=2.9, l1=0.055, experiment=experiment, ovrl=2.2),
+            _make_cp(s5, [20.0, 12.0, 8.0], stft=2.5, l1=0.05, experiment=experiment, ovrl=2.4),
+            _make_cp(s10, [25.0, 18.0, 12.0, 9.0, 7.0, 6.0], stft=2.2, l1=0.045, experiment=experiment, ovrl=2.6),
         ]
 
     return build

@@ -33,10 +33,19 @@ def test_evaluation_at_step_n_uses_the_stages_of_step_n_minus_1(micro_manifest, 
     assert [s["index"] for s in metrics["stages"]] == [0]
     assert metrics["stages"][0]["trained_steps"] == 4
     assert metrics["untrained_stages"] == [{"index": 1, "trained_steps": 0}]
-    # every sample output carries its pitch preservation against its source
-    pitch = metrics["outputs"]["pitch"]
-    assert pitch["convert"]["num_outputs"] + pitch["reconstruct"]["num_outputs"] == metrics["outputs"]["num_outputs"]
+    # every sample output carries its quality measures against its source (and target)
+    quality = metrics["outputs"]["quality"]
+    assert quality["convert"]["num_outputs"] + quality["reconstruct"]["num_outputs"] == metrics["outputs"]["num_outputs"]
+    assert quality["measures"] == cfg["evaluation"]["quality_measures"] and quality["seconds"]["total"] > 0
     for sample in metrics["outputs"]["samples"]:
         assert 0.0 <= sample["voicing_agreement"] <= 1.0
         assert sample["log_f0_correlation"] is None or -1.0 <= sample["log_f0_correlation"] <= 1.0
+        assert -1.0 <= sample["speaker_similarity_source"] <= 1.0
+        assert sample["errors"]["words"] > 0 and isinstance(sample["transcript"], str)
+        if sample["kind"] == "convert":
+            assert -1.0 <= sample["speaker_similarity_target"] <= 1.0
+        else:
+            assert "si_sdr" in sample and sample["mel_cepstral_distortion"] >= 0
+    assert quality["convert"]["recognition"]["source"]["wer"] is not None
+    assert quality["convert"]["output_similarity"] is not None  # two conversions to different targets
     assert metrics["content_labels"]["valid"]["chance"] > 0  # the micro corpus's eSpeak labels

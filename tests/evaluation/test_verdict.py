@@ -34,14 +34,20 @@ EXPECTED_IDS = [
     "10k.perplexity_active_stages",
     "10k.loss_stft_improving",
     "10k.loss_l1_improving",
+    "10k.audio_quality_improving",
     "10k.not_silent",
     "all.not_silent",
     "last.top_code_share_q0",
+    "last.outputs_diverse",
+    "last.towards_target",
 ]
 
+REFERENCE = {"speaker": {"same_mean": 0.9, "different_mean": 0.65, "auc": 0.99, "eer": 0.05},
+             "dnsmos": {"sig": 3.0, "bak": 3.6, "ovrl": 2.6}}
 
-def run(cps, steps=STEPS, progressive=2000):
-    return decide(cps, steps=list(steps), progressive_steps=progressive)
+
+def run(cps, steps=STEPS, progressive=2000, reference=REFERENCE):
+    return decide(cps, steps=list(steps), progressive_steps=progressive, reference=reference)
 
 
 def crit(verdict, cid):
@@ -84,8 +90,8 @@ def test_success_from_code_histograms(make_cp, hist):
     cps = [
         make_cp(1000, counts=[h], stft=3.0, l1=0.06),
         make_cp(2000, counts=[h, hist.healthy(50)], stft=2.9, l1=0.05),
-        make_cp(5000, counts=[h, h, hist.healthy(30)], stft=2.5, l1=0.04),
-        make_cp(10000, counts=[h] * 6, stft=2.2, l1=0.03),
+        make_cp(5000, counts=[h, h, hist.healthy(30)], stft=2.5, l1=0.04, ovrl=2.4),
+        make_cp(10000, counts=[h] * 6, stft=2.2, l1=0.03, ovrl=2.6),
     ]
     v = run(cps)
     assert v["class"] == "success"
@@ -436,3 +442,59 @@ def test_a_content_encoder_at_chance_is_a_warning_not_a_criterion(healthy_run):
     [warning] = [w for w in at_chance["warnings"] if "content encoder" in w]
     assert "0.149" in warning and "barely trained" in warning
     assert at_chance["class"] == learnt["class"] == "success"  # the class is the protocol's, unchanged
+
+
+# ------------------------------------------------------------------ conversion quality
+
+
+def _with(cp, **convert):
+    cp["outputs"]["quality"]["convert"].update(convert)
+    return cp
+
+
+def test_audio_quality_must_improve_from_5k_to_10k(healthy_run):
+    cps = healthy_run()
+    cps[3]["outputs"]["quality"]["convert"]["dnsmos"]["ovrl"] = 2.4  # equal to 5k: not improving
+    v = run(cps)
+    c = crit(v, "10k.audio_quality_improving")
+    assert (c["measured"], c["passed"]) == (2.4, False)
+    assert v["class"] == "partial" and "10k.audio_quality_improving" in v["failed_checks"]
+    assert crit(run(healthy_run()), "10k.audio_quality_improving")["passed"] is True
+
+
+def test_outputs_alike_whatever_the_target_are_not_diverse(healthy_run):
+    cps = healthy_run()
+    _with(cps[3], output_similarity=0.97)  # every output the same voice
+    v = run(cps)
+    c = crit(v, "last.outputs_diverse")
+    assert (c["measured"], c["passed"], c["step"]) == (0.97, False, 10000)
+    assert v["class"] == "partial"
+    _with(cps[3], output_similarity=0.9)  # exactly the same-speaker level: still not diverse
+    assert crit(run(cps), "last.outputs_diverse")["passed"] is False
+
+
+def test_a_conversion_that_keeps_the_source_voice_fails(healthy_run):
+    cps = healthy_run()
+    _with(cps[3], towards_target_margin=-0.05)
+    v = run(cps)
+    assert crit(v, "last.towards_target")["passed"] is False
+    assert "last.towards_target" in v["failed_checks"] and v["class"] == "partial"
+    _with(cps[3], towards_target_margin=0.0)  # no move at all is not a move towards the target
+    assert crit(run(cps), "last.towards_target")["passed"] is False
+
+
+def test_quality_criteria_unevaluated_without_measures_or_reference(healthy_run, make_cp):
+    v = run(healthy_run(), reference=None)
+    assert crit(v, "last.outputs_diverse")["passed"] is None
+    assert crit(v, "last.towards_target")["passed"] is True  # needs no reference
+    assert v["class"] == "success" and v["complete"] is False and "provisional" in v["next_action"]
+    cps = [make_cp(s, quality=False) for s in STEPS]
+    v = run(cps)
+    for cid in ("10k.audio_quality_improving", "last.outputs_diverse", "last.towards_target"):
+        assert crit(v, cid)["passed"] is None, cid
+
+
+def test_poor_speaker_separation_warns(healthy_run):
+    weak = {"speaker": {"same_mean": 0.7, "different_mean": 0.68, "auc": 0.6, "eer": 0.4}}
+    assert any("separates this corpus's speakers poorly" in w for w in run(healthy_run(), reference=weak)["warnings"])
+    assert not any("poorly" in w for w in run(healthy_run())["warnings"])

@@ -20,7 +20,7 @@ from streamvc_rvq.data.audio import save_wav
 from streamvc_rvq.data.dataset import load_utterances
 from streamvc_rvq.device import select_device
 from streamvc_rvq.evaluation.curves import curve_facts, read_scalars
-from streamvc_rvq.evaluation.pitch_metrics import pitch_preservation
+from streamvc_rvq.evaluation.quality import KINDS, QualityScorer, quality_line
 from streamvc_rvq.inference import convert, load_trained_model, num_active_at
 from streamvc_rvq.quantization import stats
 from streamvc_rvq.quantization.frame_stats import FrameScaleAccumulator
@@ -164,21 +164,27 @@ def conversion_pairs(heldout, count: int) -> list[tuple]:
     return pairs
 
 
-def write_samples(model, valid, heldout, num_active: int, count: int, samples_dir: Path, sample_rate: int, silence_std: float, device) -> dict:
+def write_samples(model, valid, heldout, num_active: int, count: int, samples_dir: Path, sample_rate: int,
+                  silence_std: float, device, measures: tuple[str, ...] = ()) -> dict:
+    """Writes ``count`` conversions between held-out speakers and ``count`` reconstructions of
+    validation utterances, and measures each (:mod:`streamvc_rvq.evaluation.quality`)."""
     samples_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(f"convert_{s.utterance_id}_to_{t.speaker}", s, t) for s, t in conversion_pairs(heldout, count)]
-    jobs += [(f"reconstruct_{u.utterance_id}", u, u) for u in valid[:count]]
-    entries = []
-    for name, src, ref in jobs:
+    jobs = [("convert", f"convert_{s.utterance_id}_to_{t.speaker}", s, t) for s, t in conversion_pairs(heldout, count)]
+    jobs += [("reconstruct", f"reconstruct_{u.utterance_id}", u, u) for u in valid[:count]]
+    scorer = QualityScorer(measures, sample_rate)
+    entries, by_kind = [], {kind: ([], [], [], []) for kind in KINDS}
+    for kind, name, src, ref in jobs:
         out = convert(model, src.audio.to(device), ref.audio.to(device), num_active).float().cpu()
         save_wav(samples_dir / f"{name}.wav", out, sample_rate)
-        entries.append({
-            "name": name,
-            "kind": name.split("_", 1)[0],
-            "std": float(out.std()),
-            "rms_ratio": _rms(out) / max(_rms(src.audio[: out.numel()]), 1e-8),
-            **pitch_preservation(src.audio[: out.numel()], out, sample_rate),
-        })
+        measured, embedding = scorer.score(kind, src, ref, out)
+        entry = {"name": name, "kind": kind, "source": src.utterance_id, "target_speaker": ref.speaker,
+                 "std": float(out.std()), "rms_ratio": _rms(out) / max(_rms(src.audio[: out.numel()]), 1e-8), **measured}
+        entries.append(entry)
+        for store, value in zip(by_kind[kind], (entry, out, embedding, ref.speaker)):
+            store.append(value)
+    quality = {kind: scorer.summarise(*by_kind[kind]) for kind in KINDS}
+    quality["measures"] = list(measures)
+    quality["seconds"] = {**scorer.seconds, "total": sum(scorer.seconds.values())}
     stds = [e["std"] for e in entries]
     return {
         "samples": entries,
@@ -186,17 +192,7 @@ def write_samples(model, valid, heldout, num_active: int, count: int, samples_di
         "num_outputs": len(entries),
         "num_silent": sum(s <= silence_std for s in stds),
         "rms_ratio": sum(e["rms_ratio"] for e in entries) / max(1, len(entries)),
-        "pitch": {kind: _pitch_summary([e for e in entries if e["kind"] == kind]) for kind in ("convert", "reconstruct")},
-    }
-
-
-def _pitch_summary(entries: list[dict]) -> dict:
-    """Mean log-F0 correlation (over outputs that have one) and voicing agreement of outputs."""
-    corr = [e["log_f0_correlation"] for e in entries if e["log_f0_correlation"] is not None]
-    return {
-        "log_f0_correlation": sum(corr) / len(corr) if corr else None,
-        "voicing_agreement": sum(e["voicing_agreement"] for e in entries) / len(entries) if entries else None,
-        "num_outputs": len(entries),
+        "quality": quality,
     }
 
 
@@ -239,11 +235,12 @@ def evaluate_checkpoint(
     ]
     metrics["outputs"] = write_samples(
         model, valid, heldout, num_active, eval_cfg["num_conversions"], Path(samples_dir),
-        model_cfg["sample_rate"], eval_cfg["silence_std"], device_,
+        model_cfg["sample_rate"], eval_cfg["silence_std"], device_, tuple(eval_cfg["quality_measures"]),
     )
     scalars = read_scalars(tensorboard_dir) if tensorboard_dir and Path(tensorboard_dir).exists() else {}
     metrics["training_curve"] = curve_facts(scalars, up_to_step=step, window=20) if scalars else {}
     write_json(output, metrics)
+    print(quality_line(metrics["outputs"]["quality"]), file=sys.stderr, flush=True)
     q0 = metrics["stages"][0]
     for split, content in metrics["content_labels"].items():
         if content:

@@ -23,10 +23,13 @@ def read_metrics(paths: Sequence[Path]) -> list[dict]:
 
 def write_verdict(
     cfg: dict, *, metrics: Sequence[Path], control_metrics: Sequence[Path], tensorboard_dir: Path | None,
-    output: Path, report: Path, plots_dir: Path,
+    output: Path, report: Path, plots_dir: Path, reference_levels: Path | None = None,
 ) -> dict:
     checkpoints = read_metrics(metrics)
-    verdict = decide(checkpoints, steps=cfg["train"]["steps"], progressive_steps=cfg["model"]["rvq"]["progressive_steps"])
+    reference = json.loads(Path(reference_levels).read_text()) if reference_levels else None
+    verdict = decide(checkpoints, steps=cfg["train"]["steps"], progressive_steps=cfg["model"]["rvq"]["progressive_steps"],
+                     reference=reference)
+    verdict["reference_levels"] = reference
     verdict["experiment"] = cfg.get("experiment", verdict.get("experiment"))
     verdict["provenance"] = {
         "preset": cfg.get("preset"),

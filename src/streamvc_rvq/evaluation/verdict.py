@@ -51,17 +51,32 @@ Checkpoint table (ids, metric, threshold — boundaries exactly as written)
 ``5k.loss_stft_improving``    validation loss_stft(5k) ``<`` loss_stft(2k)
 ``5k.loss_l1_improving``      validation loss_l1(5k) ``<`` loss_l1(2k)
 ``10k.perplexity_active_stages``  every active stage perplexity ``> 5``
-``10k.loss_stft_improving``   loss_stft(10k) ``<`` loss_stft(5k); also the proxy for "audio
-                              quality improving" (no perceptual metric is available offline)
+``10k.loss_stft_improving``   loss_stft(10k) ``<`` loss_stft(5k)
 ``10k.loss_l1_improving``     loss_l1(10k) ``<`` loss_l1(5k)
+``10k.audio_quality_improving``   "audio quality improving": DNSMOS OVRL of the conversions
+                              (``outputs.quality.convert.dnsmos.ovrl``, a model-independent
+                              naturalness estimate) at 10k ``>`` at 5k
 ``10k.not_silent``            no silent inference output
 ===========================  =============================================================
 
-Two decision-level criteria come from the decision table's "outputs diverse and not silent":
+Decision-level criteria come from the decision table's "outputs diverse and not silent" and
+from what a voice conversion must do, at the last available checkpoint unless said:
 
 * ``all.not_silent``: no silent output at any available checkpoint,
-* ``last.top_code_share_q0``: top-code share of stage 0 ``< 0.5`` at the last available
-  checkpoint (diverse codes; ``>= 0.5`` is a single-code monopoly).
+* ``last.top_code_share_q0``: top-code share of stage 0 ``< 0.5`` (diverse codes; ``>= 0.5``
+  is a single-code monopoly),
+* ``last.outputs_diverse``: the mean speaker similarity between conversions to different
+  target speakers (``outputs.quality.convert.output_similarity``) ``<`` the corpus's own
+  same-speaker similarity (``reference.speaker.same_mean``): outputs for different targets are
+  less alike than two recordings of one speaker. A decoder that says the same thing in the
+  same voice whatever its input fails it;
+* ``last.towards_target``: the conversions' mean speaker similarity to the target reference
+  minus that to the source (``towards_target_margin``) ``> 0``: the voice moves towards the
+  target. A model that copies its source fails it.
+
+The quality criteria read ``outputs.quality`` (:mod:`streamvc_rvq.evaluation.quality`) and the
+corpus's reference levels (:mod:`streamvc_rvq.evaluation.reference_levels`); a measure that
+was not run (``evaluation.quality_measures``) leaves its criterion unevaluated.
 
 "Active stages" are the stages with ``index < num_active_quantizers`` (all listed stages
 when the metrics do not say) that have been trained: a stage whose ``trained_steps`` is 0
@@ -118,6 +133,9 @@ SILENCE_STD = 0.01  # an output with std <= 0.01 is silent
 COLLAPSED_PERPLEXITY = 2.0  # failure: perplexity_q0 < 2 ...
 FLAT_FACTOR = 1.1  # ... and flat: last <= 1.1 x first
 MONOPOLY_SHARE = 0.5  # failure: top_code_share_q0 >= 0.5
+# The speaker criteria mean something only when the speaker measure separates the corpus's own
+# speakers; below this AUC (reference levels), a warning says so.
+SPEAKER_SEPARATION_MIN_AUC = 0.9
 
 NEXT_FAILURE = (
     "Phase 2 stronger methods: cosine-distance VQ (phase2_cosine), EMA codebook (phase2_ema), "
@@ -219,6 +237,21 @@ def content_warning(checkpoints: list[dict]) -> str | None:
             "quantizes the features of a barely trained encoder")
 
 
+def conversion_quality(cp: dict | None, key: str, *more: str) -> float | None:
+    """A number of ``outputs.quality.convert`` (e.g. ``"dnsmos", "ovrl"``) of ``cp``."""
+    return _num(_get(cp, "outputs", "quality", "convert", key, *more))
+
+
+def speaker_warning(reference: dict | None) -> str | None:
+    """A warning when the speaker measure does not separate the corpus's speakers."""
+    auc = _num(_get(reference, "speaker", "auc"))
+    if auc is None or auc >= SPEAKER_SEPARATION_MIN_AUC:
+        return None
+    return (f"the speaker measure separates this corpus's speakers poorly (AUC {_fmt(auc)}, EER "
+            f"{_fmt(_num(_get(reference, 'speaker', 'eer')))} < {SPEAKER_SEPARATION_MIN_AUC:g} AUC): the speaker "
+            "criteria (outputs_diverse, towards_target) rest on a weak measure")
+
+
 def _crit(cid, role, step, nominal, metric, threshold, measured, passed, note="", informational=False):
     return {
         "id": cid,
@@ -278,11 +311,14 @@ def protocol_scale(steps: Sequence[int], progressive_steps: int) -> dict:
 # --------------------------------------------------------------------------- decide
 
 
-def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int) -> dict:
+def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int,
+           reference: dict | None = None) -> dict:
     """The verdict of one experiment (pure).
 
     ``checkpoints``: the metrics dicts that exist, in step order. ``steps``: the configured
-    ``train.steps``; ``progressive_steps``: ``model.rvq.progressive_steps``.
+    ``train.steps``; ``progressive_steps``: ``model.rvq.progressive_steps``; ``reference``:
+    the corpus's reference levels (``reference_levels.json``; None: the criteria that need
+    them are unevaluated).
 
     Returns ``{"experiment", "criteria", "class", "branch", "next_action", "reason",
     "complete", "scaled", "scale", "steps", "progressive_steps", "checkpoints", "missing",
@@ -424,11 +460,24 @@ def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int)
             now = _num(_get(cp, "validation", loss))
             before = _num(_get(cr, "validation", loss))
             note = absent_note(ref, role) or f"{loss}({ref}) = {_fmt(before)}"
-            if role == "10k" and loss == "loss_stft":
-                note += "; also the proxy for 'audio quality improving'"
             add(role, f"{loss}_improving", f"validation.{loss}",
                 f"< {loss}({ref})" + ("" if before is None else f" = {before:.4g}"),
                 now, None if (now is None or before is None) else now < before, note)
+    now, before = conversion_quality(cps["10k"], "dnsmos", "ovrl"), conversion_quality(cps["5k"], "dnsmos", "ovrl")
+    corpus_ovrl = _num(_get(reference, "dnsmos", "ovrl"))
+    heard = conversion_quality(cps["10k"], "dnsmos", "seconds")
+    if absent_note("5k", "10k"):
+        note = absent_note("5k", "10k")
+    elif now is None and heard is not None:
+        note = (f"the conversions total {heard:.1f} s, less than one DNSMOS window (9.01 s): "
+                "raise evaluation.num_conversions")
+    elif now is None or before is None:
+        note = "no DNSMOS of the conversions in the metrics (evaluation.quality_measures)"
+    else:
+        note = f"DNSMOS OVRL of the conversions, 5k {_fmt(before)}; corpus audio {_fmt(corpus_ovrl)}"
+    add("10k", "audio_quality_improving", "outputs.quality.convert.dnsmos.ovrl",
+        "> ovrl(5k)" + ("" if before is None else f" = {before:.4g}"),
+        now, None if (now is None or before is None) else now > before, note)
     not_silent("10k")
 
     # ---- decision-level criteria
@@ -458,6 +507,32 @@ def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int)
         criteria.append(_crit("last.top_code_share_q0", None, None, None, "top_code_share_q0",
                               "< 0.5 (diverse; >= 0.5 is a monopoly)", None, None,
                               "no top-code share in any metrics"))
+
+    with_speaker = [r for r in present if conversion_quality(cps[r], "towards_target_margin") is not None]
+    last_speaker = with_speaker[-1] if with_speaker else None
+    cp_last = cps[last_speaker] if last_speaker else None
+    step_last, nominal_last = info[last_speaker] if last_speaker else (None, None)
+    same_level = _num(_get(reference, "speaker", "same_mean"))
+    alike = conversion_quality(cp_last, "output_similarity")
+    if cp_last is None:
+        note = "no speaker similarity of the conversions in the metrics (evaluation.quality_measures)"
+    elif same_level is None:
+        note = "no same-speaker level of the corpus (reference levels not given)"
+    else:
+        note = f"at {last_speaker}; corpus different-speaker similarity {_fmt(_num(_get(reference, 'speaker', 'different_mean')))}"
+    criteria.append(_crit("last.outputs_diverse", last_speaker, step_last, nominal_last,
+                          "outputs.quality.convert.output_similarity",
+                          "< corpus same-speaker similarity" + ("" if same_level is None else f" = {same_level:.4g}"),
+                          alike, None if (alike is None or same_level is None) else alike < same_level, note))
+    margin = conversion_quality(cp_last, "towards_target_margin")
+    note = ("no speaker similarity of the conversions in the metrics (evaluation.quality_measures)" if cp_last is None
+            else f"at {last_speaker}: similarity to target {_fmt(conversion_quality(cp_last, 'speaker_similarity_target'))}, "
+                 f"to source {_fmt(conversion_quality(cp_last, 'speaker_similarity_source'))}; "
+                 f"{_fmt(conversion_quality(cp_last, 'towards_target_share'))} of conversions closer to the target")
+    criteria.append(_crit("last.towards_target", last_speaker, step_last, nominal_last,
+                          "outputs.quality.convert.towards_target_margin",
+                          "> 0 (similarity to target above similarity to source)", margin,
+                          None if margin is None else margin > 0, note))
 
     # ---- decision table
     series = [(r, stage_value(cps[r], 0, "perplexity")) for r in present]
@@ -529,9 +604,9 @@ def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int)
                 "the per-channel std is 1 by construction, the vectors the codebook sees are not at its scale"
             )
 
-    content = content_warning(checkpoints)
-    if content:
-        warnings.append(content)
+    for extra in (content_warning(checkpoints), speaker_warning(reference)):
+        if extra:
+            warnings.append(extra)
 
     complete = not unevaluated
     if flat_low:

@@ -1,0 +1,142 @@
+"""The conversion-quality measures, each fed the input on which it must fail."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from streamvc_rvq.data.dataset import load_utterances
+from streamvc_rvq.evaluation import dnsmos, recognition, signal_metrics
+from streamvc_rvq.evaluation.quality import output_similarity
+from streamvc_rvq.evaluation.reference_levels import reference_levels, speaker_levels, spread_over_speakers
+from streamvc_rvq.evaluation.speaker_similarity import cosine, speaker_embedding, verification
+
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def corpus(micro_manifest):
+    return load_utterances(micro_manifest, None, labels=None)
+
+
+# ------------------------------------------------------------------ speaker similarity
+
+
+def test_speaker_measure_separates_two_builtin_speakers(corpus):
+    speakers = sorted({u.speaker for u in corpus})[:2]
+    picked = [u for s in speakers for u in [v for v in corpus if v.speaker == s][:3]]
+    levels = speaker_levels(picked, RATE)
+    assert levels["num_same"] == 6 and levels["num_different"] == 9
+    assert levels["same_mean"] > levels["different_mean"] + 0.1, levels
+    assert levels["auc"] > 0.9, levels
+
+
+def test_no_embedding_for_silence_and_cosine_needs_both():
+    assert speaker_embedding(torch.zeros(RATE), RATE) is None
+    assert speaker_embedding(torch.full((RATE,), float("nan")), RATE) is None
+    assert cosine(None, np.ones(3)) is None
+    assert cosine(np.array([1.0, 0.0]), np.array([0.0, 2.0])) == 0.0
+
+
+def test_verification_auc_and_eer():
+    perfect = verification([0.9, 0.8, 0.85], [0.3, 0.5, 0.4])
+    assert (perfect["auc"], perfect["eer"]) == (1.0, 0.0)
+    chance = verification([0.5, 0.6], [0.5, 0.6])
+    assert chance["auc"] == 0.5 and chance["eer"] == 0.5
+    inverted = verification([0.1, 0.2], [0.8, 0.9])
+    assert inverted["auc"] == 0.0 and inverted["eer"] == 1.0
+    assert verification([], [0.3])["auc"] is None
+
+
+def test_outputs_alike_only_counted_across_targets():
+    a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    # the two outputs for target t1 are identical but are not compared with each other
+    assert output_similarity([a, a, b], ["t1", "t1", "t2"]) == 0.0
+    assert output_similarity([a, a], ["t1", "t2"]) == 1.0
+    assert output_similarity([a, a], ["t1", "t1"]) is None
+
+
+def test_reference_utterances_spread_over_speakers(corpus):
+    picked = spread_over_speakers(corpus, 8)
+    counts = {s: sum(u.speaker == s for u in picked) for s in {u.speaker for u in corpus}}
+    assert len(picked) == 8 and max(counts.values()) - min(counts.values()) <= 1
+
+
+# ------------------------------------------------------------------ DNSMOS
+
+
+def _speech(corpus, seconds: float) -> np.ndarray:
+    audio, total = [], 0
+    for utt in corpus:
+        audio.append(utt.audio.numpy())
+        total += utt.audio.numel()
+        if total >= seconds * RATE:
+            break
+    return np.concatenate(audio)
+
+
+def test_dnsmos_clean_speech_above_the_same_speech_in_heavy_noise(corpus):
+    clean = _speech(corpus, 9.5)
+    noise = np.random.default_rng(0).standard_normal(clean.size).astype(np.float32)
+    noise *= np.sqrt(np.mean(clean ** 2) / np.mean(noise ** 2))  # 0 dB SNR
+    clean_score, noisy_score = dnsmos.score(np.clip(clean, -1, 1)), dnsmos.score(np.clip(clean + noise, -1, 1))
+    assert clean_score["ovrl"] > noisy_score["ovrl"] + 0.5, (clean_score, noisy_score)
+    assert clean_score["bak"] > noisy_score["bak"] + 0.5
+
+
+def test_dnsmos_never_scores_a_tiled_clip():
+    with pytest.raises(ValueError, match="tiled"):
+        dnsmos.score(np.zeros(RATE * 2, dtype=np.float32))
+    result = dnsmos.dnsmos_of_clips([torch.zeros(RATE * 3)], RATE)
+    assert result["num_segments"] == 0 and result["ovrl"] is None
+
+
+def test_segments_reach_the_window_and_keep_every_clip():
+    assert dnsmos.segments([3.0, 3.0, 4.0, 5.0, 5.0, 1.0]) == [[0, 1, 2], [3, 4, 5]]
+    assert dnsmos.segments([10.0, 2.0]) == [[0, 1]]
+    assert dnsmos.segments([4.0, 4.0]) == []
+
+
+# ------------------------------------------------------------------ recognition
+
+
+def test_source_text_on_source_audio_beats_a_silent_file(corpus):
+    texted = [u for u in corpus if u.text][:3]
+    speech = recognition.pooled_rates(
+        recognition.error_counts(u.text, recognition.transcribe(u.audio, RATE)) for u in texted)
+    silent = recognition.pooled_rates(
+        recognition.error_counts(u.text, recognition.transcribe(torch.zeros_like(u.audio), RATE)) for u in texted)
+    assert silent["cer"] > 0.9 and silent["wer"] > 0.9  # it hears next to nothing
+    assert speech["cer"] < silent["cer"] - 0.2, (speech, silent)
+
+
+def test_error_counts_and_pooling():
+    assert recognition.words("Don't stop, Sarah!") == ["don't", "stop", "sarah"]
+    c = recognition.error_counts("the red cat", "the cat sat")
+    assert (c["word_errors"], c["words"]) == (2, 3)
+    assert recognition.error_counts("a b", "a b")["char_errors"] == 0
+    pooled = recognition.pooled_rates([{"word_errors": 1, "words": 4, "char_errors": 2, "chars": 10},
+                                       {"word_errors": 3, "words": 4, "char_errors": 0, "chars": 10}, None])
+    assert pooled == {"wer": 0.5, "cer": 0.1, "num_utterances": 2}
+    assert recognition.pooled_rates([])["wer"] is None
+
+
+# ------------------------------------------------------------------ signal measures of reconstructions
+
+
+def test_signal_measures_rank_a_copy_above_a_noisy_copy(corpus):
+    x = corpus[0].audio
+    noisy = x + 0.3 * x.abs().max() * torch.randn_like(x)
+    assert signal_metrics.si_sdr(x, 0.5 * x) > 60  # scale-invariant
+    assert signal_metrics.si_sdr(x, noisy) < 10
+    assert signal_metrics.mel_cepstral_distortion(x, x) == pytest.approx(0.0, abs=1e-4)
+    assert signal_metrics.mel_cepstral_distortion(x, noisy) > 2.0
+
+
+def test_reference_levels_of_the_micro_corpus(micro_manifest):
+    levels = reference_levels(micro_manifest, measures=["speaker"], max_utterances=6, sample_rate=RATE)
+    assert levels["num_utterances"] == 6 and set(levels["seconds"]) == {"speaker"}
+    assert "dnsmos" not in levels and levels["speaker"]["num_same"] + levels["speaker"]["num_different"] == 15
+    with pytest.raises(ValueError, match="unknown quality measure"):
+        reference_levels(micro_manifest, measures=["mos"], max_utterances=6, sample_rate=RATE)
