@@ -105,8 +105,22 @@ def experiment_metrics(experiment):
     )
 
 
+def experiment_samples(experiment):
+    return expand(
+        "{results}/{experiment}/samples/step_{step}",
+        results=RESULTS,
+        experiment=experiment,
+        step=experiment_steps(experiment),
+    )
+
+
 def verdict_inputs(wildcards):
-    inputs = {"metrics": experiment_metrics(wildcards.experiment), "reference": reference_levels()}
+    inputs = {
+        "metrics": experiment_metrics(wildcards.experiment),
+        "samples": experiment_samples(wildcards.experiment),
+        "reference": reference_levels(),
+        "manifest": manifest(),
+    }
     control = config["verdict"].get("control")
     if control and control != wildcards.experiment:
         inputs["control"] = experiment_metrics(control)

@@ -16,6 +16,12 @@ rule verdict:
             category="Verdict",
             subcategory="{experiment}",
         ),
+        samples_page=report(
+            f"{RESULTS}/{{experiment}}/report/samples.html",
+            caption="report/samples_page.rst",
+            category="Samples",
+            subcategory="{experiment}",
+        ),
     log:
         f"{RESULTS}/{{experiment}}/logs/verdict.log",
     params:
@@ -31,7 +37,8 @@ rule verdict:
     shell:
         "streamvc-rvq verdict --config-json {params.config:q} --metrics {input.metrics} --reference-levels {input.reference} "
         "{params.control} --tensorboard {params.tensorboard} --output {output.verdict} "
-        "--report {output.report} --plots-dir {output.plots} > {log} 2>&1"
+        "--report {output.report} --plots-dir {output.plots} --samples-dirs {input.samples} "
+        "--manifest {input.manifest} --samples-page {output.samples_page} > {log} 2>&1"
 
 
 rule ab_comparison:

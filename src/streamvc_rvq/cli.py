@@ -149,6 +149,7 @@ def cmd_verdict(args: argparse.Namespace) -> None:
     write_verdict(
         cfg, metrics=args.metrics, control_metrics=args.control_metrics, tensorboard_dir=args.tensorboard,
         output=args.output, report=args.report, plots_dir=args.plots_dir, reference_levels=args.reference_levels,
+        samples_dirs=args.samples_dirs, manifest=args.manifest, samples_page=args.samples_page,
     )
 
 
@@ -255,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, type=Path, help="verdict.json to write")
     p.add_argument("--report", required=True, type=Path, help="Markdown report to write")
     p.add_argument("--plots-dir", required=True, type=Path, help="where the report's PNG plots go")
+    p.add_argument("--samples-dirs", nargs="*", type=Path, default=[], help="the samples directory of each --metrics file, same order")
+    p.add_argument("--manifest", type=Path, help="results/data/{corpus}/manifest.csv (the samples page plays each source and target reference)")
+    p.add_argument("--samples-page", type=Path, help="HTML page to write where every sample plays at every checkpoint")
     p.set_defaults(func=cmd_verdict)
 
     p = sub.add_parser("ab", help="compare the arms of an A/B test at every checkpoint")

@@ -264,7 +264,9 @@ def data_dir(corpus_name: str) -> str:
 # change). Dotted paths pick a sub-key.
 RULE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "train": ("experiment", "preset", "corpus.name", "corpus.labels", "model", "train"),
-    "evaluate": ("experiment", "preset", "corpus.name", "corpus.labels", "model", "evaluation"),
+    "evaluate": ("experiment", "preset", "corpus.name", "corpus.labels", "model", "evaluation.device",
+                 "evaluation.num_conversions", "evaluation.max_validation_utterances", "evaluation.silence_std",
+                 "evaluation.quality_measures"),
     "verdict": ("experiment", "preset", "corpus.name", "model.rvq.progressive_steps", "train.steps"),
 }
 # What data preparation reads: the corpus section less the other corpus type's settings and

@@ -117,3 +117,39 @@ def test_ab_report_and_plot(tmp_path, make_cp):
     assert "| `phase1_beta1` | 1 | 9 |" in md
     assert "Higher perplexity_q0: `phase1_beta1` by 2.5." in md
     assert "](perplexity.png)" in md
+
+
+def test_quality_plot_table_and_playable_samples(tmp_path, healthy_run, reference):
+    import numpy as np
+    import soundfile as sf
+
+    from streamvc_rvq.evaluation.report import plot_quality, quality_table
+    from streamvc_rvq.evaluation.samples_page import write_samples_page
+
+    cps = healthy_run()
+    assert_png(plot_quality(cps, reference, tmp_path / "quality.png"))
+    assert_png(plot_quality(cps, None, tmp_path / "quality_no_reference.png"))
+    table = "\n".join(quality_table(cps, dict(reference, num_utterances=9, num_speakers=3)))
+    assert "| corpus | 9 utterances of 3 speakers | same speaker 0.9 / different 0.65 (EER 0.05, AUC 0.99)" in table
+    assert "| 10000 | convert (—) | 0.7 / 0.5 | 0.6 | 3.10 / 3.60 / 2.60 |" in table
+    # the samples page: each output at each checkpoint, its source and target reference, all embedded
+    (tmp_path / "audio").mkdir()
+    rate = 16000
+    for name in ("a_0", "b_0"):
+        sf.write(tmp_path / "audio" / f"{name}.wav", np.zeros(rate // 4, dtype=np.float32), rate)
+    (tmp_path / "manifest.csv").write_text(
+        "utterance_id,path,speaker,duration,split,labels_path,text\n"
+        "a_0,audio/a_0.wav,a,0.25,heldout,,hello there\nb_0,audio/b_0.wav,b,0.25,heldout,,\n")
+    dirs = []
+    for cp in cps[:2]:
+        d = tmp_path / f"samples_{cp['step']}"
+        d.mkdir()
+        sf.write(d / "convert_a_0_to_b.wav", 0.1 * np.ones(rate // 4, dtype=np.float32), rate)
+        cp["outputs"]["samples"] = [{"name": "convert_a_0_to_b", "kind": "convert", "source": "a_0",
+                                     "target_speaker": "b", "speaker_similarity_target": 0.61,
+                                     "transcript": "hello <there>", "errors": {"word_errors": 1, "words": 2}}]
+        dirs.append(d)
+    page = write_samples_page(cps[:2], dirs, tmp_path / "manifest.csv", tmp_path / "samples.html", "phase1").read_text()
+    assert page.count('<audio controls preload="none" src="data:audio/flac;base64,') == 4  # 2 steps + source + target
+    assert "step 1000" in page and "step 2000" in page and "sim→target 0.61" in page and "WER 0.50" in page
+    assert "hello &lt;there&gt;" in page  # transcripts are escaped

@@ -23,7 +23,8 @@ def test_checkpoint_stages_are_those_active_during_training():
 
 
 def test_evaluation_at_step_n_uses_the_stages_of_step_n_minus_1(micro_manifest, tmp_path):
-    cfg = micro_config("phase1", train={"steps": [4]})  # progressive_steps 4: stage 1 starts at 4
+    cfg = micro_config("phase1", train={"steps": [4]},  # progressive_steps 4: stage 1 starts at 4
+                       evaluation={"quality_measures": ["speaker", "dnsmos", "recognition"]})
     ckpt = train_to_step(cfg, manifest=micro_manifest, step=4, output=tmp_path / "step_4.pt", device="cpu")
     out = tmp_path / "metrics.json"
     evaluate_checkpoint(cfg, checkpoint=ckpt, manifest=micro_manifest, tensorboard_dir=None,

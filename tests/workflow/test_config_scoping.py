@@ -89,6 +89,15 @@ def test_each_rule_reruns_only_for_the_config_it_uses(workflow):
     kmeans = overlay(workflow, "kmeans.yaml", "corpus: {label_kmeans: {num_clusters: 50}}\n")
     proc = run_snakemake(workflow, "-n", metrics, configfiles=("config/micro.yaml", kmeans))
     assert "Nothing to be done" in proc.stdout + proc.stderr
+    # the corpus's reference levels re-run for their own settings, never an evaluation
+    levels = "results/data/micro/reference_levels.json"
+    run_snakemake(workflow, "--cores", "2", levels)
+    fewer = overlay(workflow, "fewer.yaml", "evaluation: {reference_utterances: 5}\n")
+    assert planned_jobs(run_snakemake(workflow, "-n", metrics, levels, configfiles=("config/micro.yaml", fewer))) \
+        == {"reference_levels": 1}
+    measures = overlay(workflow, "measures.yaml", "evaluation: {quality_measures: [speaker]}\n")
+    assert planned_jobs(run_snakemake(workflow, "-n", metrics, levels, configfiles=("config/micro.yaml", measures))) \
+        == {"evaluate": 1, "reference_levels": 1}
     # a change of the training config re-trains
     lr = overlay(workflow, "lr.yaml", "train: {lr: 2.0e-4}\n")
     assert planned_jobs(run_snakemake(workflow, "-n", metrics, configfiles=("config/micro.yaml", lr)))["train"] == 1

@@ -49,6 +49,12 @@ def test_verdict_and_ab_through_snakemake(workflow):
     assert 0.0 <= metrics["content_labels"]["valid"]["accuracy"] <= 1.0  # the built-in corpus's own labels
     assert metrics["num_active_quantizers"] == 1 and metrics["stages"][0]["perplexity"] >= 1.0
     assert list((workflow / f"{MICRO}/phase1/samples/step_2").glob("*.wav"))
+    # the micro preset leaves the model-based quality measures out: their criteria say so, unevaluated
+    towards = next(c for c in verdict["criteria"] if c["id"] == "last.towards_target")
+    assert towards["passed"] is None and "evaluation.quality_measures" in towards["note"]
+    assert verdict["reference_levels"]["measures"] == []
+    page = (workflow / f"{MICRO}/phase1/report/samples.html").read_text()
+    assert page.count("<audio") >= 4 * metrics["outputs"]["num_outputs"]  # every output at every checkpoint
 
 
 # ---------------------------------------------------------------- the README journey

@@ -13,6 +13,7 @@ from streamvc_rvq.config import config_hash
 from streamvc_rvq.evaluation import report as reporting
 from streamvc_rvq.evaluation.comparison import compare_arms, control_comparison
 from streamvc_rvq.evaluation.curves import read_scalars
+from streamvc_rvq.evaluation.samples_page import write_samples_page
 from streamvc_rvq.evaluation.verdict import decide
 
 
@@ -24,6 +25,7 @@ def read_metrics(paths: Sequence[Path]) -> list[dict]:
 def write_verdict(
     cfg: dict, *, metrics: Sequence[Path], control_metrics: Sequence[Path], tensorboard_dir: Path | None,
     output: Path, report: Path, plots_dir: Path, reference_levels: Path | None = None,
+    samples_dirs: Sequence[Path] = (), manifest: Path | None = None, samples_page: Path | None = None,
 ) -> dict:
     checkpoints = read_metrics(metrics)
     reference = json.loads(Path(reference_levels).read_text()) if reference_levels else None
@@ -37,7 +39,7 @@ def write_verdict(
         "config_hash": config_hash(cfg),
         "training_config_hashes": sorted({m["provenance"]["training_config_hash"] for m in checkpoints if "provenance" in m}),
     }
-    control = None
+    control, control_cps = None, None
     if control_metrics:
         control_cps = read_metrics(control_metrics)
         control = control_comparison(checkpoints, control_cps)
@@ -51,7 +53,17 @@ def write_verdict(
         "Pre-RVQ standard deviation": reporting.plot_pre_rvq_std(checkpoints, scalars, plots_dir / "pre_rvq_std.png"),
         "Losses": reporting.plot_losses(checkpoints, scalars, plots_dir / "losses.png"),
     }
-    reporting.write_verdict_report(verdict, checkpoints, control, pngs, Path(report))
+    if any((cp.get("outputs") or {}).get("quality") for cp in checkpoints):
+        pngs["Conversion quality against the corpus's levels"] = reporting.plot_quality(
+            checkpoints, reference, plots_dir / "quality.png")
+    if samples_page is not None:
+        if len(samples_dirs) != len(metrics) or manifest is None:
+            raise ValueError("the samples page needs --manifest and one --samples-dirs entry per --metrics file, in the same order")
+        by_step = {json.loads(Path(m).read_text())["step"]: Path(d) for m, d in zip(metrics, samples_dirs)}
+        write_samples_page(checkpoints, [by_step[cp["step"]] for cp in checkpoints], manifest, samples_page,
+                           f"{verdict['experiment']}: samples at every checkpoint")
+    reporting.write_verdict_report(verdict, checkpoints, control, pngs, Path(report), samples_page=samples_page,
+                                   control_checkpoints=control_cps)
     write_json(output, verdict)
     print(f"{verdict['experiment']}: {verdict['class'].upper()} ({verdict['branch']}) -> {verdict['next_action']}")
     return verdict

@@ -12,7 +12,6 @@ the slowest case."""
 
 from __future__ import annotations
 
-import functools
 import re
 from typing import Iterable, Sequence
 
@@ -55,18 +54,15 @@ def pooled_rates(counts: Iterable[dict]) -> dict:
             "num_utterances": len(counts)}
 
 
-@functools.cache
-def _decoder():
+def transcribe(audio: torch.Tensor | np.ndarray, sample_rate: int) -> str:
+    """Pocketsphinx's best hypothesis for 1-D ``audio`` ("" when it hears nothing). A fresh
+    decoder per utterance (0.4 s): a reused one carries state from the utterances before, and
+    the same audio was measured to get a different transcript after other audio."""
     import pocketsphinx
 
-    return pocketsphinx.Decoder(samprate=ENCODER_RATE, loglevel="FATAL", maxhmmpf=1500, maxwpf=10)
-
-
-def transcribe(audio: torch.Tensor | np.ndarray, sample_rate: int) -> str:
-    """Pocketsphinx's best hypothesis for 1-D ``audio`` ("" when it hears nothing)."""
     x = np.nan_to_num(to_encoder_rate(audio, sample_rate))
     pcm = (np.clip(x, -1.0, 1.0) * 32767).astype(np.int16).tobytes()
-    decoder = _decoder()
+    decoder = pocketsphinx.Decoder(samprate=ENCODER_RATE, loglevel="FATAL", maxhmmpf=1500, maxwpf=10)
     decoder.start_utt()
     decoder.process_raw(pcm, full_utt=True)
     decoder.end_utt()

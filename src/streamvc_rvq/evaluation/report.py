@@ -9,6 +9,8 @@ parallel Snakemake jobs, on a cluster node).
   as markers; thresholds drawn (perplexity 5, ideal 10, usage 5 %).
 * :func:`plot_pre_rvq_std` — pre-RVQ std ([0.9, 1.1] band) and frame scale ([0.5, 2] band).
 * :func:`plot_losses` — loss_stft and loss_l1: training curve and validation points.
+* :func:`plot_quality` — speaker similarity, DNSMOS OVRL and recognition error of the
+  outputs per checkpoint, against the corpus's own reference levels.
 * :func:`plot_ab` — mean perplexity per arm (± std over seeds) for the A/B comparison.
 * :func:`write_verdict_report`, :func:`write_ab_report` — the Markdown reports.
 """
@@ -167,6 +169,59 @@ def plot_losses(checkpoints: Sequence[dict], scalars: Mapping | None, out_png: s
     return _save(fig, out_png)
 
 
+def _quality(cp: dict, kind: str, *keys: str):
+    d = ((cp.get("outputs") or {}).get("quality") or {}).get(kind)
+    for k in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def plot_quality(checkpoints: Sequence[dict], reference: dict | None, out_png: str | os.PathLike) -> Path:
+    """Speaker similarity, DNSMOS OVRL and WER of the outputs per checkpoint, with the
+    corpus's reference levels as dashed lines; returns the path."""
+    fig, axes = _new_figure(3)
+    cps = sorted(checkpoints, key=lambda c: int(c["step"]))
+    steps = [int(c["step"]) for c in cps]
+    reference = reference or {}
+
+    def line(ax, values, label, style="o-", color=None):
+        pts = [(s, v) for s, v in zip(steps, values) if v is not None]
+        if pts:
+            ax.plot([s for s, _ in pts], [v for _, v in pts], style, label=label, color=color, markeredgecolor="k")
+
+    def level(ax, value, label, color):
+        if value is not None:
+            ax.axhline(value, ls="--", color=color, lw=1.0, label=label)
+
+    ax = axes[0]
+    line(ax, [_quality(c, "convert", "speaker_similarity_target") for c in cps], "conversion → target", color="C2")
+    line(ax, [_quality(c, "convert", "speaker_similarity_source") for c in cps], "conversion → source", color="C3")
+    line(ax, [_quality(c, "convert", "output_similarity") for c in cps], "conversions to different targets", "s--", "C7")
+    line(ax, [_quality(c, "reconstruct", "speaker_similarity_source") for c in cps], "reconstruction → input", color="C0")
+    level(ax, (reference.get("speaker") or {}).get("same_mean"), "corpus: same speaker", "C2")
+    level(ax, (reference.get("speaker") or {}).get("different_mean"), "corpus: different speakers", "C3")
+    ax.set_title("speaker similarity (Resemblyzer cosine)")
+    ax = axes[1]
+    for kind, color in (("convert", "C2"), ("reconstruct", "C0")):
+        line(ax, [_quality(c, kind, "dnsmos", "ovrl") for c in cps], f"{kind}", color=color)
+    level(ax, (reference.get("dnsmos") or {}).get("ovrl"), "corpus audio", "k")
+    ax.set_title("DNSMOS OVRL")
+    ax = axes[2]
+    for kind, color in (("convert", "C2"), ("reconstruct", "C0")):
+        line(ax, [_quality(c, kind, "recognition", "output", "wer") for c in cps], f"{kind}", color=color)
+    line(ax, [_quality(c, "convert", "recognition", "source", "wer") for c in cps], "their sources", "x:", "C3")
+    level(ax, (reference.get("recognition") or {}).get("wer"), "corpus audio", "k")
+    ax.set_title("word error rate (pocketsphinx, against the source text)")
+    for ax in axes:
+        _mark_checkpoints(ax, checkpoints)
+        ax.set_xlabel("step")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    return _save(fig, out_png)
+
+
 def plot_ab(comparison: dict, out_png: str | os.PathLike,
             scalars_by_arm: Mapping[str, Mapping] | None = None) -> Path:
     """Perplexity of each arm against the step: mean over seeds (± std) per stage, q0 bold.
@@ -321,6 +376,52 @@ def _checkpoint_table(checkpoints: Sequence[dict]) -> list[str]:
     return lines + [""]
 
 
+def _rate(r: dict | None) -> str:
+    return "—" if not r or r.get("wer") is None else f"{r['wer']:.3g} / {r['cer']:.3g}"
+
+
+def _dnsmos(d: dict | None) -> str:
+    return "—" if not d or d.get("ovrl") is None else f"{d['sig']:.2f} / {d['bak']:.2f} / {d['ovrl']:.2f}"
+
+
+def quality_table(checkpoints: Sequence[dict], reference: dict | None) -> list[str]:
+    """Per checkpoint and kind of output, the quality measures; the corpus's levels first."""
+    lines = ["| step | outputs | similarity to target / to source | outputs alike (other targets) | "
+             "DNSMOS SIG / BAK / OVRL | WER / CER (source audio) | log-F0 corr | voicing agreement | "
+             "SI-SDR dB | MCD dB | measured in |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    if reference:
+        speaker = reference.get("speaker") or {}
+        same = speaker.get("same_mean")
+        lines.append(
+            f"| corpus | {reference.get('num_utterances')} utterances of {reference.get('num_speakers')} speakers | "
+            f"same speaker {fmt_value(same)} / different {fmt_value(speaker.get('different_mean'))} "
+            f"(EER {fmt_value(speaker.get('eer'))}, AUC {fmt_value(speaker.get('auc'))}) | — | "
+            f"{_dnsmos(reference.get('dnsmos'))} | {_rate(reference.get('recognition'))} | 1 | 1 | — | 0 | — |")
+    for cp in sorted(checkpoints, key=lambda c: int(c["step"])):
+        quality = (cp.get("outputs") or {}).get("quality")
+        if not quality:
+            continue
+        for kind in ("convert", "reconstruct"):
+            if not quality.get(kind):
+                continue
+            q = quality[kind]
+            target = q.get("speaker_similarity_target")
+            similarity = (f"{fmt_value(target)} / {fmt_value(q.get('speaker_similarity_source'))}"
+                          if kind == "convert" else f"— / {fmt_value(q.get('speaker_similarity_source'))}")
+            recognition = q.get("recognition") or {}
+            rates = (f"{_rate(recognition.get('output'))} ({_rate(recognition.get('source'))})"
+                     if recognition else "—")
+            seconds = (quality.get("seconds") or {}).get("total")
+            lines.append(
+                f"| {cp['step']} | {kind} ({fmt_value(q.get('num_outputs'))}) | {similarity} | {fmt_value(q.get('output_similarity'))} | "
+                f"{_dnsmos(q.get('dnsmos'))} | {rates} | {fmt_value(q.get('log_f0_correlation'))} | "
+                f"{fmt_value(q.get('voicing_agreement'))} | {fmt_value(q.get('si_sdr'))} | "
+                f"{fmt_value(q.get('mel_cepstral_distortion'))} | "
+                f"{'—' if kind == 'reconstruct' or seconds is None else f'{seconds:.0f} s'} |")
+    return lines + [""]
+
+
 def _write_markdown(lines: list[str], pngs: PngList | None, out: Path) -> Path:
     """Append the plot links (relative to ``out``) and write the report atomically."""
     plot_lines = _png_lines(pngs, out)
@@ -331,7 +432,8 @@ def _write_markdown(lines: list[str], pngs: PngList | None, out: Path) -> Path:
 
 
 def write_verdict_report(verdict: dict, checkpoints: Sequence[dict], control: dict | None,
-                         pngs: PngList | None, out_md: str | os.PathLike) -> Path:
+                         pngs: PngList | None, out_md: str | os.PathLike, samples_page: str | os.PathLike | None = None,
+                         control_checkpoints: Sequence[dict] | None = None) -> Path:
     """The Markdown verdict report; its first line states the class. Returns the path."""
     out = Path(out_md)
     name = verdict.get("experiment") or "experiment"
@@ -381,6 +483,17 @@ def write_verdict_report(verdict: dict, checkpoints: Sequence[dict], control: di
         lines.append("")
 
     lines += ["## Checkpoints", ""] + _checkpoint_table(checkpoints)
+    reference = verdict.get("reference_levels")
+    if any((cp.get("outputs") or {}).get("quality") for cp in checkpoints):
+        lines += ["## Conversion quality", "",
+                  "Measured on each checkpoint's held-out conversions and validation reconstructions by models "
+                  "independent of ours (Resemblyzer, DNSMOS, pocketsphinx), next to the same measures on the "
+                  "corpus's own audio."
+                  + (f" Listen: [{Path(samples_page).name}]({Path(samples_page).name})." if samples_page else ""),
+                  ""] + quality_table(checkpoints, reference)
+        if control_checkpoints:
+            name = (control or {}).get("experiment") or "control"
+            lines += [f"Control `{name}`:", ""] + quality_table(control_checkpoints, None)
     if control is not None:
         lines += _control_lines(control)
     else:
