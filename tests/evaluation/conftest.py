@@ -64,7 +64,7 @@ def _make_cp(step, ppl=(20.0,), usage=None, share=None, *, counts=None, std=1.0,
     }
     if quality:
         ovrl = 2.0 + step / 20000 if ovrl is None else ovrl  # by default DNSMOS rises with training
-        cp["outputs"]["quality"] = {"convert": {
+        cp["outputs"]["quality"] = {"measures": ["speaker", "dnsmos", "recognition"], "convert": {
             "dnsmos": {"sig": ovrl + 0.5, "bak": ovrl + 1.0, "ovrl": ovrl, "num_segments": 2},
             "output_similarity": alike, "speaker_similarity_target": 0.5 + margin, "speaker_similarity_source": 0.5,
             "towards_target_margin": margin, "towards_target_share": 1.0 if margin > 0 else 0.0}}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -57,10 +59,15 @@ def test_outputs_alike_only_counted_across_targets():
     assert output_similarity([a, a], ["t1", "t1"]) is None
 
 
-def test_reference_utterances_spread_over_speakers(corpus):
+def test_reference_utterances_spread_over_speakers_with_pairs(corpus):
     picked = spread_over_speakers(corpus, 8)
     counts = {s: sum(u.speaker == s for u in picked) for s in {u.speaker for u in corpus}}
     assert len(picked) == 8 and max(counts.values()) - min(counts.values()) <= 1
+    # many speakers with one utterance each (validation) never crowd out same-speaker pairs
+    singles = [replace(u, speaker=f"single{i}") for i, u in enumerate(corpus)]
+    pairs = [replace(u, speaker=f"pair{i % 2}", utterance_id=f"pair_{i}") for i, u in enumerate(corpus[:4])]
+    picked = spread_over_speakers(singles + pairs, 4)
+    assert sorted(u.speaker for u in picked) == ["pair0", "pair0", "pair1", "pair1"]
 
 
 # ------------------------------------------------------------------ DNSMOS
@@ -90,6 +97,14 @@ def test_dnsmos_never_scores_a_tiled_clip():
         dnsmos.score(np.zeros(RATE * 2, dtype=np.float32))
     result = dnsmos.dnsmos_of_clips([torch.zeros(RATE * 3)], RATE)
     assert result["num_segments"] == 0 and result["ovrl"] is None
+
+
+def test_every_second_of_a_segment_is_scored(corpus):
+    speech = np.clip(_speech(corpus, 11.0), -1, 1)[: int(10.9 * RATE)]
+    assert dnsmos.windows(speech.size) == 1  # speechmos alone scores only 0-9.01 s of 10.9 s
+    noisy_tail = speech.copy()
+    noisy_tail[int(9.5 * RATE):] += np.random.default_rng(0).standard_normal(noisy_tail.size - int(9.5 * RATE)) * 0.3
+    assert dnsmos.score(np.clip(noisy_tail, -1, 1))["ovrl"] < dnsmos.score(speech)["ovrl"]
 
 
 def test_segments_reach_the_window_and_keep_every_clip():
@@ -132,11 +147,24 @@ def test_signal_measures_rank_a_copy_above_a_noisy_copy(corpus):
     assert signal_metrics.si_sdr(x, noisy) < 10
     assert signal_metrics.mel_cepstral_distortion(x, x) == pytest.approx(0.0, abs=1e-4)
     assert signal_metrics.mel_cepstral_distortion(x, noisy) > 2.0
+    assert signal_metrics.si_sdr(x, torch.zeros_like(x)) is None  # undefined, never a flattering 0 dB
 
 
 def test_reference_levels_of_the_micro_corpus(micro_manifest):
-    levels = reference_levels(micro_manifest, measures=["speaker"], max_utterances=6, sample_rate=RATE)
-    assert levels["num_utterances"] == 6 and set(levels["seconds"]) == {"speaker"}
-    assert "dnsmos" not in levels and levels["speaker"]["num_same"] + levels["speaker"]["num_different"] == 15
+    levels = reference_levels(micro_manifest, measures=["speaker"], max_utterances=4, sample_rate=RATE)
+    assert levels["num_utterances"] == 4 and levels["num_speakers"] == 2 and set(levels["seconds"]) == {"speaker"}
+    assert "dnsmos" not in levels and (levels["speaker"]["num_same"], levels["speaker"]["num_different"]) == (2, 4)
     with pytest.raises(ValueError, match="unknown quality measure"):
         reference_levels(micro_manifest, measures=["mos"], max_utterances=6, sample_rate=RATE)
+
+
+def test_the_config_schema_offers_exactly_the_measures_that_exist():
+    from importlib.resources import files
+
+    import yaml
+
+    from streamvc_rvq.evaluation.quality import MEASURES
+
+    schema = yaml.safe_load(files("streamvc_rvq").joinpath("schema.yaml").read_text())
+    measures = schema["properties"]["evaluation"]["properties"]["quality_measures"]
+    assert tuple(measures["items"]["enum"]) == MEASURES == tuple(measures["default"])

@@ -146,7 +146,7 @@ def test_quality_plot_table_and_playable_samples(tmp_path, healthy_run, referenc
         d.mkdir()
         sf.write(d / "convert_a_0_to_b.wav", 0.1 * np.ones(rate // 4, dtype=np.float32), rate)
         cp["outputs"]["samples"] = [{"name": "convert_a_0_to_b", "kind": "convert", "source": "a_0",
-                                     "target_speaker": "b", "speaker_similarity_target": 0.61,
+                                     "target_reference": "b_0", "target_speaker": "b", "speaker_similarity_target": 0.61,
                                      "transcript": "hello <there>", "errors": {"word_errors": 1, "words": 2}}]
         dirs.append(d)
     page = write_samples_page(cps[:2], dirs, tmp_path / "manifest.csv", tmp_path / "samples.html", "phase1").read_text()

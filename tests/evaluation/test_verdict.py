@@ -498,3 +498,21 @@ def test_poor_speaker_separation_warns(healthy_run):
     weak = {"speaker": {"same_mean": 0.7, "different_mean": 0.68, "auc": 0.6, "eer": 0.4}}
     assert any("separates this corpus's speakers poorly" in w for w in run(healthy_run(), reference=weak)["warnings"])
     assert not any("poorly" in w for w in run(healthy_run())["warnings"])
+
+
+def test_speaker_criteria_judge_the_last_checkpoint_not_an_earlier_one(healthy_run):
+    cps = healthy_run()
+    for key in ("output_similarity", "towards_target_margin", "towards_target_share", "speaker_similarity_target"):
+        cps[3]["outputs"]["quality"]["convert"][key] = None  # 10k: no conversion carries a voice
+    v = run(cps)
+    for cid in ("last.outputs_diverse", "last.towards_target"):
+        c = crit(v, cid)
+        assert (c["step"], c["passed"]) == (10000, False), c
+    assert v["class"] == "partial"
+
+
+def test_reference_without_same_speaker_pairs_is_named(healthy_run):
+    one_each = {"speaker": {"same_mean": None, "different_mean": 0.6, "auc": None, "eer": None}}
+    c = crit(run(healthy_run(), reference=one_each), "last.outputs_diverse")
+    assert c["passed"] is None and "no same-speaker pair" in c["note"]
+    assert "no reference levels given" in crit(run(healthy_run(), reference=None), "last.outputs_diverse")["note"]

@@ -54,7 +54,11 @@ def test_verdict_and_ab_through_snakemake(workflow):
     assert towards["passed"] is None and "evaluation.quality_measures" in towards["note"]
     assert verdict["reference_levels"]["measures"] == []
     page = (workflow / f"{MICRO}/phase1/report/samples.html").read_text()
-    assert page.count("<audio") >= 4 * metrics["outputs"]["num_outputs"]  # every output at every checkpoint
+    # every output at every checkpoint, each source, and each conversion's target reference
+    sources = {s["source"] for s in metrics["outputs"]["samples"]}
+    references = {s["target_reference"] for s in metrics["outputs"]["samples"] if s["kind"] == "convert"}
+    assert page.count("<audio") == 4 * metrics["outputs"]["num_outputs"] + len(metrics["outputs"]["samples"]) + len(references)
+    assert sources and references
 
 
 # ---------------------------------------------------------------- the README journey

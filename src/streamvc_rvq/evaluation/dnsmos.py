@@ -45,13 +45,28 @@ def _run():
     return dnsmos.run
 
 
+def windows(num_samples: int) -> int:
+    """How many 9.01 s windows (1 s hop) ``speechmos`` scores in a clip of ``num_samples``."""
+    return int(np.floor(num_samples / ENCODER_RATE) - WINDOW_SECONDS) + 1
+
+
 def score(audio: np.ndarray) -> dict:
-    """DNSMOS of one 16 kHz clip of at least 9.01 s with samples in [-1, 1]."""
-    if audio.size < int(WINDOW_SECONDS * ENCODER_RATE):
+    """DNSMOS of one 16 kHz clip of at least 9.01 s with samples in [-1, 1]: the mean over
+    ``speechmos``'s windows plus one window ending at the clip's end (its hops stop up to 1 s
+    short of it, and every clip of a segment should count)."""
+    window = int(WINDOW_SECONDS * ENCODER_RATE)
+    if audio.size < window:
         raise ValueError(f"DNSMOS needs {WINDOW_SECONDS} s of audio, got {audio.size / ENCODER_RATE:.2f} s "
                          "(shorter clips would be tiled, which inflates the score)")
-    result = _run()(audio.astype(np.float32), ENCODER_RATE)
-    return {key: float(result[f"{key}_mos"]) for key in SCORES}
+    run = _run()
+    audio = audio.astype(np.float32)
+    result = run(audio, ENCODER_RATE)
+    scores = {key: float(result[f"{key}_mos"]) for key in SCORES}
+    n = windows(audio.size)
+    if audio.size > (n - 1) * ENCODER_RATE + window:
+        end = run(audio[-window:], ENCODER_RATE)
+        scores = {key: (n * scores[key] + float(end[f"{key}_mos"])) / (n + 1) for key in SCORES}
+    return scores
 
 
 def dnsmos_of_clips(clips: Sequence[torch.Tensor | np.ndarray], sample_rate: int) -> dict:

@@ -177,7 +177,8 @@ def write_samples(model, valid, heldout, num_active: int, count: int, samples_di
         out = convert(model, src.audio.to(device), ref.audio.to(device), num_active).float().cpu()
         save_wav(samples_dir / f"{name}.wav", out, sample_rate)
         measured, embedding = scorer.score(kind, src, ref, out)
-        entry = {"name": name, "kind": kind, "source": src.utterance_id, "target_speaker": ref.speaker,
+        entry = {"name": name, "kind": kind, "source": src.utterance_id, "target_reference": ref.utterance_id,
+                 "target_speaker": ref.speaker,
                  "std": float(out.std()), "rms_ratio": _rms(out) / max(_rms(src.audio[: out.numel()]), 1e-8), **measured}
         entries.append(entry)
         for store, value in zip(by_kind[kind], (entry, out, embedding, ref.speaker)):
@@ -190,7 +191,7 @@ def write_samples(model, valid, heldout, num_active: int, count: int, samples_di
         "samples": entries,
         "std": stds,
         "num_outputs": len(entries),
-        "num_silent": sum(s <= silence_std for s in stds),
+        "num_silent": sum(not s > silence_std for s in stds),  # a NaN output is silent too
         "rms_ratio": sum(e["rms_ratio"] for e in entries) / max(1, len(entries)),
         "quality": quality,
     }

@@ -65,9 +65,11 @@ class QualityScorer:
 
     def score(self, kind: str, source, reference, output: torch.Tensor) -> tuple[dict, np.ndarray | None]:
         """Measures of one output (a dict for the metrics file) and its speaker embedding."""
+        finite = bool(torch.isfinite(output).all())
+        output = torch.nan_to_num(output, nan=0.0, posinf=0.0, neginf=0.0)  # measured as the silence it is
         src = source.audio[: output.numel()]
         with self.timed("pitch"):
-            entry = dict(pitch_preservation(src, output, self.sample_rate))
+            entry = {"finite": finite, **pitch_preservation(src, output, self.sample_rate)}
         embedding = None
         if "speaker" in self.measures:
             with self.timed("speaker"):

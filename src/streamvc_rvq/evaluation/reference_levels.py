@@ -21,12 +21,13 @@ SPLITS = ("heldout", "valid")
 
 
 def spread_over_speakers(utterances: Sequence[Utterance], count: int) -> list[Utterance]:
-    """At most ``count`` utterances taken round-robin over speakers (sorted), so every speaker
-    contributes and same-speaker pairs exist wherever a speaker has two utterances."""
+    """At most ``count`` utterances taken round-robin over the speakers (sorted) that have at
+    least two, so same-speaker pairs exist however many speakers the corpus has (validation
+    speakers often have one utterance each); all speakers when none has two."""
     by_speaker: dict[str, list[Utterance]] = {}
     for utt in sorted(utterances, key=lambda u: u.utterance_id):
         by_speaker.setdefault(utt.speaker, []).append(utt)
-    queues = [by_speaker[s] for s in sorted(by_speaker)]
+    queues = [by_speaker[s] for s in sorted(by_speaker) if len(by_speaker[s]) >= 2] or list(by_speaker.values())
     picked: list[Utterance] = []
     for rank in range(max((len(q) for q in queues), default=0)):
         for queue in queues:

@@ -56,9 +56,6 @@ def write_samples_page(checkpoints: Sequence[dict], samples_dirs: Sequence[Path]
     """``checkpoints`` (metrics dicts) and their ``samples_dirs`` in the same order."""
     base = Path(manifest).parent
     rows = {r["utterance_id"]: r for r in read_manifest(Path(manifest))}
-    first_of_speaker: dict[str, str] = {}
-    for uid in sorted(rows):
-        first_of_speaker.setdefault(rows[uid]["speaker"], uid)
     order = sorted(zip(checkpoints, samples_dirs), key=lambda pair: int(pair[0]["step"]))
     names: list[str] = []
     for cp, _ in order:
@@ -74,8 +71,8 @@ def write_samples_page(checkpoints: Sequence[dict], samples_dirs: Sequence[Path]
         if source:
             cells.append(f"<br>source {html.escape(source['speaker'])}: {_file_tag(base / source['path'])}"
                          f"<br><small>“{html.escape(source.get('text', ''))}”</small>")
-        target = first_of_speaker.get(sample0.get("target_speaker", "")) if sample0["kind"] == "convert" else None
-        if target:
+        target = sample0.get("target_reference") if sample0["kind"] == "convert" else None
+        if target in rows:
             cells.append(f"<br>target reference {html.escape(rows[target]['speaker'])}: {_file_tag(base / rows[target]['path'])}")
         cells.append("</td>")
         for cp, directory in order:

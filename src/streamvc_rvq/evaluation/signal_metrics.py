@@ -13,13 +13,18 @@ MCD_COEFFICIENTS = 13  # c1..c13; c0 (energy) is left out, as usual for MCD
 SPEECH_RANGE_DB = 40.0  # MCD counts frames within 40 dB of the input's loudest frame
 FLOOR_DB = 60.0  # each mel spectrogram is floored 60 dB under its own loudest band
 N_MELS = 40
+SILENT_ENERGY = 1e-10  # mean squared sample value under which an estimate is silent
 
 
-def si_sdr(reference: torch.Tensor, estimate: torch.Tensor, eps: float = 1e-8) -> float:
-    """Scale-invariant signal-to-distortion ratio in dB (Le Roux et al., 2019)."""
+def si_sdr(reference: torch.Tensor, estimate: torch.Tensor, eps: float = 1e-8) -> float | None:
+    """Scale-invariant signal-to-distortion ratio in dB (Le Roux et al., 2019); None for a
+    silent estimate, where it is undefined (the eps-regularised formula would give 0 dB, above
+    any noisy reconstruction, so a silent output would raise the mean)."""
     n = min(reference.numel(), estimate.numel())
     s, e = reference.reshape(-1)[:n].double(), estimate.reshape(-1)[:n].double()
     s, e = s - s.mean(), e - e.mean()
+    if float(e @ e) <= SILENT_ENERGY * n:
+        return None
     target = (e @ s) / (s @ s + eps) * s
     noise = e - target
     return float(10 * torch.log10((target @ target + eps) / (noise @ noise + eps)))
@@ -44,8 +49,7 @@ def mel_cepstral_distortion(reference: torch.Tensor, estimate: torch.Tensor, sam
         return (0.5 * m.clamp_min(m.max().clamp_min(1e-20) * 10 ** (-FLOOR_DB / 10)).log().T @ dct)[:, 1:]
 
     ca, cb = cepstra(a), cepstra(b)
-    energy = a[: (n // hop) * hop].reshape(-1, hop).pow(2).mean(1).clamp_min(1e-12).log10() * 10
-    frames = min(ca.shape[0], energy.numel())
-    speech = energy[:frames] >= energy[:frames].max() - SPEECH_RANGE_DB
-    diff = (ca[:frames] - cb[:frames])[speech]
+    energy = mel(a).sum(0).clamp_min(1e-20).log10() * 10  # the same frames as the cepstra
+    speech = energy >= energy.max() - SPEECH_RANGE_DB
+    diff = (ca - cb)[speech]
     return float((10 / math.log(10)) * (2 * diff.pow(2).sum(1)).sqrt().mean())

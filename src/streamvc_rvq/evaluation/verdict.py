@@ -469,7 +469,7 @@ def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int,
     if absent_note("5k", "10k"):
         note = absent_note("5k", "10k")
     elif now is None and heard is not None:
-        note = (f"the conversions total {heard:.1f} s, less than one DNSMOS window (9.01 s): "
+        note = (f"the conversions total {heard:.1f} s, less than one DNSMOS window: "
                 "raise evaluation.num_conversions")
     elif now is None or before is None:
         note = "no DNSMOS of the conversions in the metrics (evaluation.quality_measures)"
@@ -508,31 +508,42 @@ def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int,
                               "< 0.5 (diverse; >= 0.5 is a monopoly)", None, None,
                               "no top-code share in any metrics"))
 
-    with_speaker = [r for r in present if conversion_quality(cps[r], "towards_target_margin") is not None]
-    last_speaker = with_speaker[-1] if with_speaker else None
-    cp_last = cps[last_speaker] if last_speaker else None
-    step_last, nominal_last = info[last_speaker] if last_speaker else (None, None)
+    # speaker criteria at the last available checkpoint (never an earlier one that happens to have them)
+    last_role = present[-1]
+    cp_last = cps[last_role]
+    step_last, nominal_last = info[last_role]
+    speaker_ran = "speaker" in (_get(cp_last, "outputs", "quality", "measures") or [])
     same_level = _num(_get(reference, "speaker", "same_mean"))
     alike = conversion_quality(cp_last, "output_similarity")
-    if cp_last is None:
-        note = "no speaker similarity of the conversions in the metrics (evaluation.quality_measures)"
+    if not speaker_ran:
+        passed, note = None, "no speaker similarity of the conversions in the metrics (evaluation.quality_measures)"
     elif same_level is None:
-        note = "no same-speaker level of the corpus (reference levels not given)"
+        passed = None
+        note = ("no reference levels given" if reference is None
+                else "the corpus's reference levels have no same-speaker pair (no speaker with two utterances measured)")
+    elif alike is None:
+        passed, note = False, f"at {last_role}: fewer than two conversions to different targets carry a voice"
     else:
-        note = f"at {last_speaker}; corpus different-speaker similarity {_fmt(_num(_get(reference, 'speaker', 'different_mean')))}"
-    criteria.append(_crit("last.outputs_diverse", last_speaker, step_last, nominal_last,
+        passed = alike < same_level
+        note = f"at {last_role}; corpus different-speaker similarity {_fmt(_num(_get(reference, 'speaker', 'different_mean')))}"
+    criteria.append(_crit("last.outputs_diverse", last_role, step_last, nominal_last,
                           "outputs.quality.convert.output_similarity",
                           "< corpus same-speaker similarity" + ("" if same_level is None else f" = {same_level:.4g}"),
-                          alike, None if (alike is None or same_level is None) else alike < same_level, note))
+                          alike, passed, note))
     margin = conversion_quality(cp_last, "towards_target_margin")
-    note = ("no speaker similarity of the conversions in the metrics (evaluation.quality_measures)" if cp_last is None
-            else f"at {last_speaker}: similarity to target {_fmt(conversion_quality(cp_last, 'speaker_similarity_target'))}, "
-                 f"to source {_fmt(conversion_quality(cp_last, 'speaker_similarity_source'))}; "
-                 f"{_fmt(conversion_quality(cp_last, 'towards_target_share'))} of conversions closer to the target")
-    criteria.append(_crit("last.towards_target", last_speaker, step_last, nominal_last,
+    share = conversion_quality(cp_last, "towards_target_share")
+    if not speaker_ran:
+        passed, note = None, "no speaker similarity of the conversions in the metrics (evaluation.quality_measures)"
+    elif margin is None:
+        passed, note = False, f"at {last_role}: no conversion carries a voice (no speaker embedding)"
+    else:
+        passed = margin > 0
+        note = (f"at {last_role}: similarity to target {_fmt(conversion_quality(cp_last, 'speaker_similarity_target'))}, "
+                f"to source {_fmt(conversion_quality(cp_last, 'speaker_similarity_source'))}"
+                + ("" if share is None else f"; {share:.0%} of conversions closer to the target"))
+    criteria.append(_crit("last.towards_target", last_role, step_last, nominal_last,
                           "outputs.quality.convert.towards_target_margin",
-                          "> 0 (similarity to target above similarity to source)", margin,
-                          None if margin is None else margin > 0, note))
+                          "> 0 (similarity to target above similarity to source)", margin, passed, note))
 
     # ---- decision table
     series = [(r, stage_value(cps[r], 0, "perplexity")) for r in present]
