@@ -12,6 +12,7 @@ the slowest case."""
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Iterable, Sequence
 
@@ -54,15 +55,25 @@ def pooled_rates(counts: Iterable[dict]) -> dict:
             "num_utterances": len(counts)}
 
 
-def transcribe(audio: torch.Tensor | np.ndarray, sample_rate: int) -> str:
-    """Pocketsphinx's best hypothesis for 1-D ``audio`` ("" when it hears nothing). A fresh
-    decoder per utterance (0.4 s): a reused one carries state from the utterances before, and
-    the same audio was measured to get a different transcript after other audio."""
+@functools.cache
+def _decoder():
+    """The decoder and its initial cepstral mean, loaded once per process (0.4 s)."""
     import pocketsphinx
 
+    decoder = pocketsphinx.Decoder(samprate=ENCODER_RATE, loglevel="FATAL", maxhmmpf=1500, maxwpf=10)
+    return decoder, decoder.get_cmn(False)
+
+
+def transcribe(audio: torch.Tensor | np.ndarray, sample_rate: int) -> str:
+    """Pocketsphinx's best hypothesis for 1-D ``audio`` ("" when it hears nothing). The
+    feature state (noise estimate, cepstral mean) is reset before each utterance: carried over,
+    the same audio was measured to get a different transcript after other audio; reset, it
+    gets what a fresh decoder gets, whatever came before."""
     x = np.nan_to_num(to_encoder_rate(audio, sample_rate))
     pcm = (np.clip(x, -1.0, 1.0) * 32767).astype(np.int16).tobytes()
-    decoder = pocketsphinx.Decoder(samprate=ENCODER_RATE, loglevel="FATAL", maxhmmpf=1500, maxwpf=10)
+    decoder, initial_cmn = _decoder()
+    decoder.reinit_feat()
+    decoder.set_cmn(initial_cmn)
     decoder.start_utt()
     decoder.process_raw(pcm, full_utt=True)
     decoder.end_utt()
