@@ -114,7 +114,8 @@ def test_cluster_profile_asks_a_gpu_for_train_only(tmp_path):
             rule = match.group(1)
         elif rule and line.strip().startswith("resources:"):
             resources.setdefault(rule, set()).add(line.strip())
-    assert set(resources) == {"prepare_data", "frame_labels", "train", "evaluate", "verdict", "ab_comparison"}
+    assert set(resources) == {"prepare_data", "frame_labels", "reference_levels", "train", "evaluate", "verdict",
+                              "ab_comparison"}
     parsed = {
         rule: [dict(item.split("=", 1) for item in line.removeprefix("resources: ").split(", ")) for line in lines]
         for rule, lines in resources.items()
