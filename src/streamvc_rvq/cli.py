@@ -142,6 +142,25 @@ def cmd_reference_levels(args: argparse.Namespace) -> None:
     print(summary_line(levels))
 
 
+def cmd_experiments(args: argparse.Namespace) -> None:
+    from streamvc_rvq.atomic import atomic_write_bytes
+    from streamvc_rvq.evaluation.experiments_table import build_table, read_runs, sort_rows, to_csv, to_markdown
+
+    runs = read_runs(args.results)
+    if not runs:
+        raise UserError(f"no evaluated experiment under {args.results} (no metrics/step_*.json)")
+    columns, rows = build_table(runs)
+    try:
+        rows = sort_rows(rows, args.sort, args.descending)
+    except KeyError as err:
+        raise UserError(str(err.args[0])) from None
+    if args.csv:
+        atomic_write_bytes(args.csv, to_csv(columns, rows).encode())
+    if args.markdown:
+        atomic_write_bytes(args.markdown, to_markdown(columns, rows).encode())
+    print(to_markdown(columns, rows), end="")
+
+
 def cmd_verdict(args: argparse.Namespace) -> None:
     from streamvc_rvq.evaluation.judge import write_verdict
 
@@ -221,6 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, type=Path, help="reference_levels.json to write (atomically)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.set_defaults(func=cmd_reference_levels)
+
+    p = sub.add_parser("experiments", help="one table of every evaluated experiment: the config values that differ, verdict and key metrics per checkpoint")
+    p.add_argument("--results", type=Path, default=Path("results"), help="where to look for */metrics/step_*.json (default results)")
+    p.add_argument("--sort", help="column to sort by, e.g. perplexity_q0@10000 or class")
+    p.add_argument("--descending", action="store_true", help="sort from the largest value")
+    p.add_argument("--csv", type=Path, help="also write the table as CSV")
+    p.add_argument("--markdown", type=Path, help="also write the table as Markdown")
+    p.set_defaults(func=cmd_experiments)
 
     p = sub.add_parser("train", help="train an experiment to one step target, from scratch or from the previous checkpoint")
     _add_config_args(p)

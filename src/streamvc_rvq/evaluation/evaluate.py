@@ -219,6 +219,8 @@ def evaluate_checkpoint(
         "step": step,
         "num_active_quantizers": num_active,
         "provenance": provenance(cfg, ckpt_cfg),
+        # what trained the checkpoint, so a table of experiments can be read from metrics alone
+        "training_config": {key: ckpt_cfg[key] for key in ("model", "train") if key in ckpt_cfg},
     }
     metrics.update(codebook_and_losses(model, valid, num_active, model_cfg["rvq"]["codebook_size"], model_cfg["sample_rate"], device_))
     train_sample = (load_utterances(manifest, "train", labels=labels, max_utterances=cap or TRAIN_ACCURACY_UTTERANCES)
