@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("experiments", help="one table of every evaluated experiment: the config values that differ, verdict and key metrics per checkpoint")
     p.add_argument("--results", type=Path, default=Path("results"), help="where to look for */metrics/step_*.json (default results)")
-    p.add_argument("--sort", help="column to sort by, e.g. perplexity_q0@10000 or class")
+    p.add_argument("--sort", help="column to sort by, e.g. class or perplexity_q0@10000 (a checkpoint step)")
     p.add_argument("--descending", action="store_true", help="sort from the largest value")
     p.add_argument("--csv", type=Path, help="also write the table as CSV")
     p.add_argument("--markdown", type=Path, help="also write the table as Markdown")
