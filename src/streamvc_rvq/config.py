@@ -113,20 +113,29 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
+def seeded_groups(config: dict) -> list[dict]:
+    """Every group of arms run over seeds: the A/B comparisons and the remedy ladder."""
+    groups = list(config.get("ab", {}).values())
+    if config.get("ladder", {}).get("arms"):
+        groups.append(config["ladder"])
+    return groups
+
+
 def experiment_names(config: dict) -> list[str]:
-    """Every experiment the workflow can build: the configured ones and their A/B seed variants."""
+    """Every experiment the workflow can build: the configured ones and their seed variants."""
     names = list(config["experiments"])
-    for comparison in config.get("ab", {}).values():
-        for arm in comparison["arms"]:
+    for group in seeded_groups(config):
+        for arm in group["arms"]:
             names.extend(n for n in seed_variants(config, arm) if n not in names)
     return names
 
 
 def seed_variants(config: dict, arm: str) -> list[str]:
-    """Experiment names of ``arm`` for each seed of its A/B comparisons (the arm itself for its own seed)."""
+    """Experiment names of ``arm`` for each seed of its A/B comparisons and the ladder (the arm
+    itself for its own seed)."""
     own_seed = resolve_experiment(config, arm)["train"]["seed"]
     seeds: list[int] = []
-    for comparison in config.get("ab", {}).values():
+    for comparison in seeded_groups(config):
         if arm in comparison["arms"]:
             seeds.extend(s for s in comparison.get("seeds", [own_seed]) if s not in seeds)
     return [arm if s == own_seed else f"{arm}_s{s}" for s in (seeds or [own_seed])]
@@ -194,10 +203,11 @@ def content_gradient_problem(cfg: dict) -> str | None:
 
 
 def check_references(config: dict) -> None:
-    """Experiment names the config refers to (verdict, control, A/B arms) must exist."""
+    """Experiment names the config refers to (verdict, control, A/B and ladder arms) must exist."""
     known = set(config["experiments"])
     refs = [("verdict.experiment", config["verdict"]["experiment"]), ("verdict.control", config["verdict"].get("control"))]
     refs += [(f"ab.{name}.arms", arm) for name, ab in config.get("ab", {}).items() for arm in ab["arms"]]
+    refs += [("ladder.arms", arm) for arm in config.get("ladder", {}).get("arms", [])]
     for key, name in refs:
         if name is not None and name not in known:
             near = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.5)

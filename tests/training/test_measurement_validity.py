@@ -84,7 +84,7 @@ def test_causal_normalisation_does_not_collapse_stage_0(micro_manifest, tmp_path
 def test_calibrated_ema_redraws_few_codes_per_step_in_steady_state(micro_manifest):
     # quick config (1024 codes, 8 x 64 valid frames per step): with the absolute threshold 2,
     # 984 of 1024 codes were redrawn every step
-    cfg = quick_config("phase2_ema", train={"steps": [120], "warmup_steps": 5})
+    cfg = quick_config("phase2_encodec", train={"steps": [120], "warmup_steps": 5})
     state = build_state(cfg, torch.device("cpu"))
     trainer = Trainer(cfg, state, torch.device("cpu"))
     utts = load_utterances(micro_manifest, "train")

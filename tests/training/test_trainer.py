@@ -42,7 +42,7 @@ def _chain(cfg, manifest, tmp: Path, steps: list[int], tensorboard: Path | None 
     return previous
 
 
-@pytest.mark.parametrize("experiment", ["phase1", "phase2_ema"])
+@pytest.mark.parametrize("experiment", ["phase1", "phase2_encodec"])
 def test_chained_targets_equal_one_straight_run(experiment, micro_manifest, tmp_path):
     cfg = micro_config(experiment, train={"steps": [3, 6]})
     straight = _chain(cfg, micro_manifest, tmp_path / "straight", [6])
@@ -52,7 +52,7 @@ def test_chained_targets_equal_one_straight_run(experiment, micro_manifest, tmp_
     _assert_same_state(a["optimizer"], b["optimizer"], "optimizer")
     _assert_same_state(a["scheduler"], b["scheduler"], "scheduler")
     assert a["step"] == b["step"] == 6
-    if experiment == "phase2_ema":
+    if experiment == "phase2_encodec":
         # the EMA codebook really moved, and only through EMA (it is a buffer, not a parameter)
         start = load_checkpoint(tmp_path / "chained" / "step_3.pt")
         codebooks = [k for k in a["model"] if k.endswith("codebook")]

@@ -79,7 +79,7 @@ def codebook_and_losses(model, utterances, num_active: int, codebook_size: int, 
         n += 1
     if n == 0:
         raise ValueError(f"no validation utterance is longer than the model's {warmup} warm-up frames")
-    frame = frame_acc.result(model.decoder.rvq.layers[0].lookup_codebook())
+    frame = frame_acc.result(model.decoder.rvq.input_space_codebook(0))
     return {
         "stages": [
             {

@@ -28,7 +28,8 @@ from streamvc_rvq.model.pre_rvq_encoder import PreRVQEncoder
 from streamvc_rvq.modules.conv import CausalConv1d, StreamingModule
 from streamvc_rvq.modules.seanet import KERNEL, DecoderBlock, FiLM
 from streamvc_rvq.quantization.normalization import PreRVQNorm
-from streamvc_rvq.quantization.rvq import ResidualVectorQuantizer, RVQOutput
+from streamvc_rvq.quantization.build import build_rvq
+from streamvc_rvq.quantization.rvq import RVQOutput
 
 __all__ = ["Decoder"]
 
@@ -49,7 +50,7 @@ class Decoder(StreamingModule):
         code_dim = rvq["codebook_dim"]
         self.pre_rvq = PreRVQEncoder(content_dim, code_dim, **(pre_rvq_encoder or {}))
         self.norm = PreRVQNorm(pre_rvq_norm)
-        self.rvq = ResidualVectorQuantizer(**rvq)
+        self.rvq = build_rvq(rvq)
         up = tuple(reversed(tuple(strides)))
         widths = [channels * 2 ** (len(up) - i) for i in range(len(up) + 1)]  # 16C, 8C, 4C, 2C, C
         self.input_conv = CausalConv1d(code_dim + pitch_dim, widths[0], KERNEL)
@@ -104,6 +105,8 @@ class Decoder(StreamingModule):
     def _prepare_fast_rvq(self) -> list | None:
         """Per-stage ``(codebook, ||e||^2, cosine)`` for a lean eval-mode RVQ lookup, or None
         if the RVQ does not expose what that needs (then the RVQ module itself is called)."""
+        if getattr(self.rvq, "projection_dim", 0):
+            return None
         try:
             stages = []
             for layer in self.rvq.layers:

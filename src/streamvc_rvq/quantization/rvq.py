@@ -47,6 +47,14 @@ Tricks used, each a config switch of the ``model.rvq`` section:
   code with the largest dot product, and its code, losses and next residual live in that
   normalised space, so the scale of the input is ignored. The RVQ output is then the sum of
   unit-norm codes, and the straight-through estimator is taken around ``normalize(x)``.
+* **Low-dimensional codes** (DAC ``quantize.py``, Kumar et al. 2023): with
+  ``projection_dim: d > 0`` each stage has its own weight-normalised ``in_proj: D -> d`` and
+  ``out_proj: d -> D``; the stage looks up, learns and expires its codes in ``d`` dimensions
+  (with ``distance: cosine``, DAC's L2-normalised lookup), the straight-through estimator is
+  taken per stage in code space, ``z_q = out_proj(z_e + sg(e - z_e))``, so both projections
+  and the codebook train, and the next residual is ``r - sg(z_q)`` as without projection.
+  DAC returns the raw codebook row after a normalised lookup; here the code, losses and
+  output stay in the normalised space, as in the cosine mode above.
 
 Randomness (k-means seeding, dead-code sampling) is drawn from torch's global CPU generator
 and moved to the input's device, so a saved ``torch.get_rng_state()`` resumes exactly on any
@@ -367,7 +375,7 @@ class RVQOutput:
     commitment_losses: list[torch.Tensor]  # scalars, beta applied
     loss: torch.Tensor  # sum of all codebook and commitment terms
     stats: list[dict]  # per stage: perplexity, usage, top_code_share, dead_codes, redrawn
-    latents: torch.Tensor  # B x D x T pre-quantization latents in code space (normalised if cosine)
+    latents: torch.Tensor  # B x D x T pre-quantization latents (normalised if cosine without projection)
 
 
 def _to_bdt(flat: torch.Tensor, batch: int) -> torch.Tensor:
@@ -398,8 +406,12 @@ class ResidualVectorQuantizer(nn.Module):
         commitment_cost: float = 0.5,
         progressive_steps: int = 2000,
         kmeans_init_frames_per_code: int = 8,
+        projection_dim: int = 0,
+        implementation: str = "native",
     ):
         super().__init__()
+        if implementation != "native":
+            raise ValueError(f"ResidualVectorQuantizer is the native implementation, got {implementation!r}: use build_rvq")
         if num_quantizers < 1:
             raise ValueError(f"num_quantizers must be >= 1, got {num_quantizers}")
         self.num_quantizers = num_quantizers
@@ -408,10 +420,12 @@ class ResidualVectorQuantizer(nn.Module):
         self.cosine = distance == "cosine"
         self.progressive_steps = progressive_steps
         self.kmeans_init_frames = kmeans_init_frames_per_code * codebook_size
+        self.projection_dim = projection_dim
+        code_dim = projection_dim or codebook_dim
         self.layers = nn.ModuleList(
             VectorQuantizer(
                 codebook_size=codebook_size,
-                codebook_dim=codebook_dim,
+                codebook_dim=code_dim,
                 distance=distance,
                 codebook_update=codebook_update,
                 ema_decay=ema_decay,
@@ -422,6 +436,11 @@ class ResidualVectorQuantizer(nn.Module):
             )
             for _ in range(num_quantizers)
         )
+        self.in_projs = self.out_projs = None
+        if projection_dim:
+            weight_norm = nn.utils.parametrizations.weight_norm
+            self.in_projs = nn.ModuleList(weight_norm(nn.Linear(codebook_dim, projection_dim)) for _ in range(num_quantizers))
+            self.out_projs = nn.ModuleList(weight_norm(nn.Linear(projection_dim, codebook_dim)) for _ in range(num_quantizers))
 
     @classmethod
     def from_config(cls, rvq_cfg: dict) -> "ResidualVectorQuantizer":
@@ -440,7 +459,33 @@ class ResidualVectorQuantizer(nn.Module):
         if dim != self.codebook_dim:
             raise ValueError(f"expected {self.codebook_dim} channels, got {dim}")
         latents = x.transpose(1, 2).reshape(batch * frames, dim)  # N x D
-        return F.normalize(latents, dim=-1) if self.cosine else latents
+        # with projections each stage normalises its own projected residual instead
+        return F.normalize(latents, dim=-1) if self.cosine and not self.projection_dim else latents
+
+    def _code_space(self, stage: int, residual: torch.Tensor) -> torch.Tensor:
+        """A stage's input residual ``N x D`` in its code space (projected, normalised if cosine)."""
+        r = self.in_projs[stage](residual) if self.projection_dim else residual
+        return F.normalize(r, dim=-1) if self.layers[stage].cosine else r
+
+    def _to_input_space(self, stage: int, vectors: torch.Tensor) -> torch.Tensor:
+        """Code-space vectors of a stage back in the RVQ's input space."""
+        return self.out_projs[stage](vectors) if self.projection_dim else vectors
+
+    @torch.no_grad()
+    def input_space_codebook(self, stage: int = 0) -> torch.Tensor:
+        """``K x D``: a stage's codes as its input sees them (through ``out_proj``), the scale the
+        frame statistics compare the RVQ input with."""
+        return self._to_input_space(stage, self.layers[stage].lookup_codebook())
+
+    def pending_kmeans(self, stage: int) -> bool:
+        """Whether stage ``stage`` waits for its k-means initialisation."""
+        layer = self.layers[stage]
+        return layer.kmeans_init and not bool(layer.initialized)
+
+    @torch.no_grad()
+    def init_stage_(self, stage: int, samples: torch.Tensor, frames_per_step: int) -> None:
+        """k-means initialisation of stage ``stage`` on ``samples`` from :meth:`stage_inputs`."""
+        self.layers[stage].init_codebook_(samples, frames_per_step=frames_per_step)
 
     def forward(self, x: torch.Tensor, num_active: int | None = None, valid: torch.Tensor | None = None) -> RVQOutput:
         """Quantize ``x: B x D x T`` with the first ``num_active`` stages (all if None);
@@ -453,16 +498,23 @@ class ResidualVectorQuantizer(nn.Module):
         residual = latents
         quantized = torch.zeros_like(latents)
         codes, codebook_losses, commitment_losses, stage_stats = [], [], [], []
-        for layer in self.layers[:n_q]:
-            out = layer(residual, flat_valid)
-            quantized = quantized + out.code_vectors
-            residual = out.inputs - out.code_vectors  # next residual uses the detached code
+        for index, layer in enumerate(self.layers[:n_q]):
+            if self.projection_dim:
+                out = layer(self.in_projs[index](residual), flat_valid)
+                z_q = self.out_projs[index](out.inputs + (out.code_vectors - out.inputs).detach())  # per-stage ST
+                quantized = quantized + z_q
+                residual = residual - z_q.detach()
+            else:
+                out = layer(residual, flat_valid)
+                quantized = quantized + out.code_vectors
+                residual = out.inputs - out.code_vectors  # next residual uses the detached code
             codes.append(out.codes.view(batch, -1))
             codebook_losses.append(out.codebook_loss)
             commitment_losses.append(out.commitment_loss)
             stage_stats.append(out.stats)
 
-        quantized = latents + (quantized - latents).detach()  # straight-through estimator
+        if not self.projection_dim:
+            quantized = latents + (quantized - latents).detach()  # straight-through estimator
         loss = torch.stack(codebook_losses + commitment_losses).sum()
         return RVQOutput(
             quantized=_to_bdt(quantized, batch),
@@ -479,13 +531,14 @@ class ResidualVectorQuantizer(nn.Module):
         """The input residuals of stage ``stage`` for ``x: B x D x T`` (valid frames, ``N x D``),
         through the current codebooks of the stages before it; changes no state."""
         residual = self._flatten(x)
-        for layer in self.layers[:stage]:
-            r = F.normalize(residual, dim=-1) if layer.cosine else residual
+        for index, layer in enumerate(self.layers[:stage]):
+            r = self._code_space(index, residual)
             embed = layer.lookup_codebook()
-            residual = r - embed[nearest_codes(r, embed, layer.cosine)]
+            e = embed[nearest_codes(r, embed, layer.cosine)]
+            residual = residual - self._to_input_space(index, e) if self.projection_dim else r - e
         if valid is not None:
             residual = residual[valid.reshape(-1).to(residual.device)]
-        return F.normalize(residual, dim=-1) if self.layers[stage].cosine else residual
+        return self._code_space(stage, residual)
 
     @torch.no_grad()
     def decode(self, codes: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
@@ -493,5 +546,5 @@ class ResidualVectorQuantizer(nn.Module):
         as ``B x D x T``: the forward value of ``quantized`` for those codes."""
         if len(codes) > self.num_quantizers:
             raise ValueError(f"{len(codes)} code streams for {self.num_quantizers} stages")
-        total = sum(layer.decode(c) for layer, c in zip(self.layers, codes))
+        total = sum(self._to_input_space(i, layer.decode(c)) for i, (layer, c) in enumerate(zip(self.layers, codes)))
         return total.transpose(1, 2).contiguous()

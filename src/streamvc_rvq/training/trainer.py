@@ -172,8 +172,7 @@ class Trainer:
         input residuals from dedicated batches (a pure function of seed, step and stage)."""
         rvq = self.state.model.decoder.rvq
         for index in range(self.active_stages(step)):
-            layer = rvq.layers[index]
-            if not layer.kmeans_init or bool(layer.initialized):
+            if not rvq.pending_kmeans(index):
                 continue
             frames, per_step, draw = [], 0, 0
             while sum(f.shape[0] for f in frames) < rvq.kmeans_init_frames:
@@ -189,7 +188,7 @@ class Trainer:
                 per_step = per_step or frames[-1].shape[0]
                 draw += 1
             samples = torch.cat(frames)
-            layer.init_codebook_(samples, frames_per_step=per_step)
+            rvq.init_stage_(index, samples, frames_per_step=per_step)
             print(f"k-means initialised stage {index} at step {step} on {samples.shape[0]} frames "
                   f"({draw} batches)", file=sys.stderr, flush=True)
 
@@ -245,7 +244,7 @@ class Trainer:
             scalars["train/loss_discriminator"] = disc_loss
         if label_accuracy is not None:
             scalars["train/content_label_accuracy"] = label_accuracy
-        frame = frame_scale_stats(out.rvq_input, out.valid, state.model.decoder.rvq.layers[0].lookup_codebook())
+        frame = frame_scale_stats(out.rvq_input, out.valid, state.model.decoder.rvq.input_space_codebook(0))
         for key in ("frame_scale", "effective_rank", "first_frames_energy_share"):
             scalars[f"train/pre_rvq_{key}"] = frame[key]
         for i, stats in enumerate(out.rvq.stats):

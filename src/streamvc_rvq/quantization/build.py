@@ -1,0 +1,45 @@
+"""Which residual quantizer a ``model.rvq`` section builds.
+
+``implementation: native`` is :class:`~streamvc_rvq.quantization.rvq.ResidualVectorQuantizer`;
+``vector_quantize_pytorch`` is the same interface around that library's ``ResidualVQ``
+(:mod:`streamvc_rvq.quantization.library_rvq`), an independent cross-check of the native
+quantizer's findings. The library is optional: :func:`library_available` says whether it can
+be imported, and asking for it when it cannot gives one line naming the package to install.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from torch import nn
+
+from streamvc_rvq.quantization.rvq import ResidualVectorQuantizer
+
+IMPLEMENTATIONS = ("native", "vector_quantize_pytorch")
+LIBRARY = "vector_quantize_pytorch"
+LIBRARY_REQUIREMENT = "vector-quantize-pytorch==1.32.0"
+
+
+def library_available() -> bool:
+    """Whether ``vector_quantize_pytorch`` imports here (an import error counts as absent)."""
+    try:
+        importlib.import_module(LIBRARY)
+    except ImportError:
+        return False
+    return True
+
+
+def build_rvq(rvq_cfg: dict) -> nn.Module:
+    """The quantizer of a validated ``model.rvq`` section."""
+    implementation = rvq_cfg.get("implementation", "native")
+    if implementation == "native":
+        return ResidualVectorQuantizer(**rvq_cfg)
+    if implementation == LIBRARY:
+        if not library_available():
+            raise ImportError(
+                f"model.rvq.implementation {LIBRARY} needs the optional package: pip install '{LIBRARY_REQUIREMENT}'"
+            )
+        from streamvc_rvq.quantization.library_rvq import LibraryResidualVQ
+
+        return LibraryResidualVQ(**rvq_cfg)
+    raise ValueError(f"model.rvq.implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
