@@ -15,6 +15,7 @@ include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/verdict.smk"
+include: "rules/compare.smk"
 include: "rules/targets.smk"
 
 

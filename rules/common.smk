@@ -4,11 +4,13 @@ import json
 import math
 import re
 import sys
+from shlex import quote as shell_quote
 
 from streamvc_rvq.config import (
     ConfigError,
     check_corpus,
     check_references,
+    compare_dir,
     data_dir,
     experiment_names,
     labels_config,
@@ -20,6 +22,7 @@ from streamvc_rvq.config import (
     seed_variants,
     validate,
 )
+from streamvc_rvq.quantization.build import unavailable_reason
 
 
 def _checked(config):
@@ -36,6 +39,7 @@ def _checked(config):
 
 EXPERIMENTS, RESOLVED = _checked(config)
 RESULTS = results_dir(config)  # results/ or results/{preset}/{corpus}
+COMPARE = compare_dir(config)  # the remedy ladder and the experiments table
 DATA = data_dir(config["corpus"]["name"])
 
 
@@ -142,6 +146,53 @@ def ab_inputs(wildcards):
     return {
         "verdicts": expand("{results}/{experiment}/verdict.json", results=RESULTS, experiment=runs),
         "metrics": [m for run in runs for m in experiment_metrics(run)],
+    }
+
+
+def ladder_arms():
+    """``(arms, {arm: reason})``: the ladder's arms this machine can build, and those left out
+    (an optional quantizer library that is not installed)."""
+    arms, skipped = [], {}
+    for arm in config["ladder"]["arms"]:
+        reason = unavailable_reason(RESOLVED[arm]["model"]["rvq"])
+        if reason:
+            skipped[arm] = reason
+        else:
+            arms.append(arm)
+    return arms, skipped
+
+
+def ladder_runs():
+    return [name for arm in ladder_arms()[0] for name in seed_variants(config, arm)]
+
+
+def ladder_inputs(wildcards):
+    runs = ladder_runs()
+    return {
+        "verdicts": expand("{results}/{experiment}/verdict.json", results=RESULTS, experiment=runs),
+        "metrics": [m for run in runs for m in experiment_metrics(run)],
+        "reference": reference_levels(),
+        "table": f"{COMPARE}/experiments.csv",
+    }
+
+
+def ladder_flags(wildcards):
+    arms, skipped = ladder_arms()
+    flags = "--arms " + " ".join(arms)
+    flags += " --tensorboard " + " ".join(f"{RESULTS}/{run}/tensorboard" for run in ladder_runs())
+    if skipped:
+        flags += " --skipped " + " ".join(shell_quote(f"{arm}={reason}") for arm, reason in skipped.items())
+    return flags
+
+
+def table_inputs(wildcards):
+    """The experiments table waits for the ladder's runs; it then reads every run under
+    RESULTS (inputs would rebuild runs whose config has since changed, so the rest are read,
+    not required: `streamvc-rvq experiments` prints the current table at any time)."""
+    runs = ladder_runs()
+    return {
+        "metrics": [m for run in runs for m in experiment_metrics(run)],
+        "verdicts": expand("{results}/{experiment}/verdict.json", results=RESULTS, experiment=runs),
     }
 
 

@@ -24,9 +24,10 @@ def copy_workflow(work: Path) -> Path:
 
 
 def run_snakemake(workdir: Path, *args: str, configfiles=("config/micro.yaml",), check: bool = True,
-                  timeout: int = 1200) -> subprocess.CompletedProcess:
-    """``snakemake ARGS --configfile FILES`` (targets first: --configfile takes what follows)."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+                  timeout: int = 1200, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``snakemake ARGS --configfile FILES`` (targets first: --configfile takes what follows);
+    ``env``: extra environment variables."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", **(env or {}))
     tail = ["--configfile", *configfiles] if configfiles else []
     proc = subprocess.run([sys.executable, "-m", "snakemake", *args, *tail], cwd=workdir, env=env,
                           capture_output=True, text=True, timeout=timeout)

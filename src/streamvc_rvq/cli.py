@@ -178,6 +178,22 @@ def cmd_ab(args: argparse.Namespace) -> None:
     write_ab(args.name, arms=args.arms, verdicts=args.verdicts, metrics=args.metrics, output=args.output, report=args.report, plots_dir=args.plots_dir)
 
 
+def cmd_ladder(args: argparse.Namespace) -> None:
+    from streamvc_rvq.evaluation.judge import write_ladder
+
+    skipped = {}
+    for item in args.skipped:
+        arm, sep, reason = item.partition("=")
+        if not sep:
+            raise UserError(f"--skipped takes ARM=REASON, got {item!r}")
+        skipped[arm] = reason
+    write_ladder(
+        arms=args.arms, verdicts=args.verdicts, metrics=args.metrics, output=args.output, report=args.report,
+        plots_dir=args.plots_dir, reference_levels=args.reference_levels, skipped=skipped,
+        tensorboard_dirs=args.tensorboard, experiments_table=args.experiments_table,
+    )
+
+
 def cmd_infer(args: argparse.Namespace) -> None:
     from streamvc_rvq.evaluation.infer import InferenceError, convert_file
 
@@ -297,6 +313,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", required=True, type=Path, help="Markdown report to write")
     p.add_argument("--plots-dir", required=True, type=Path, help="where the comparison's PNG plots go")
     p.set_defaults(func=cmd_ab)
+
+    p = sub.add_parser("ladder", help="rank the Phase 2 remedy arms by the protocol's criteria and conversion quality")
+    p.add_argument("--arms", nargs="+", required=True, help="the ranked experiments, the reference (phase1) first; seed variants {arm}_s{seed} are grouped under their arm")
+    p.add_argument("--verdicts", nargs="+", required=True, type=Path, help="verdict.json of every run of every arm")
+    p.add_argument("--metrics", nargs="+", required=True, type=Path, help="metrics files of every run of every arm")
+    p.add_argument("--reference-levels", type=Path, help="the corpus's reference_levels.json (dashed lines in the quality plot)")
+    p.add_argument("--tensorboard", nargs="*", type=Path, default=[], help="TensorBoard directories of the runs (training curves in the plots)")
+    p.add_argument("--skipped", nargs="*", default=[], metavar="ARM=REASON", help="arms left out of the ladder, with the reason")
+    p.add_argument("--experiments-table", type=Path, help="the experiments table the report links to")
+    p.add_argument("--output", required=True, type=Path, help="ladder JSON to write (remedies.json)")
+    p.add_argument("--report", required=True, type=Path, help="Markdown report to write")
+    p.add_argument("--plots-dir", required=True, type=Path, help="where the ladder's PNG plots go")
+    p.set_defaults(func=cmd_ladder)
 
     p = sub.add_parser("infer", help="convert SOURCE to the voice of TARGET_REF with a checkpoint")
     p.add_argument("--checkpoint", required=True, type=Path, help="a step_N.pt written by `train` (its config travels with it)")

@@ -264,6 +264,25 @@ def results_dir(config: dict) -> str:
     return f"results/{preset}/{corpus}"
 
 
+def compare_dir(config: dict) -> str:
+    """Where the comparisons across experiments go: the remedy ladder and the experiments table."""
+    return f"{results_dir(config)}/compare"
+
+
+def ladder_target(config: dict) -> str:
+    """The one target that trains, judges and ranks every arm of the remedy ladder."""
+    return f"{compare_dir(config)}/remedies.json"
+
+
+def ladder_command(config: dict) -> str:
+    """The command line that builds :func:`ladder_target` (targets first: ``--configfile``
+    swallows what follows it)."""
+    command = f"snakemake --cores all {ladder_target(config)}"
+    if config.get("preset", DEFAULT_PRESET) != DEFAULT_PRESET or config["corpus"]["name"] != DEFAULT_CORPUS:
+        command += " --configfile <this run's config files>"
+    return command
+
+
 def data_dir(corpus_name: str) -> str:
     """A prepared corpus's folder; shared by every preset that names the corpus."""
     return f"results/data/{corpus_name}"

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from streamvc_rvq.evaluation.verdict import (
+    LADDER_COMMAND_DEFAULT,
     NEXT_FAILURE,
     NEXT_LOW_PERPLEXITY,
     NEXT_STAGE_COLLAPSE,
@@ -162,8 +163,8 @@ def test_failure_flat_low_from_collapsed_histograms(make_cp, hist):
     cps = [make_cp(s, counts=[hist.collapsed()]) for s in STEPS]
     v = run(cps)
     assert (v["class"], v["branch"]) == ("failure", "failure_flat_low")
-    assert v["next_action"] == NEXT_FAILURE
-    assert "phase2_cosine" in v["next_action"] and "phase2_ema" in v["next_action"]
+    assert v["next_action"] == NEXT_FAILURE.format(command=LADDER_COMMAND_DEFAULT)
+    assert "snakemake --cores all results/compare/remedies.json" in v["next_action"]
 
 
 def test_failure_flat_low_without_monopoly(make_cp):
@@ -179,7 +180,7 @@ def test_failure_monopoly(healthy_run):
     cps[-1]["stages"][0]["top_code_share"] = 0.6
     v = run(cps)
     assert (v["class"], v["branch"]) == ("failure", "failure_monopoly")
-    assert v["next_action"] == NEXT_FAILURE
+    assert v["next_action"] == NEXT_FAILURE.format(command=LADDER_COMMAND_DEFAULT)
     assert crit(v, "last.top_code_share_q0")["passed"] is False
 
 

@@ -149,3 +149,20 @@ def test_quick_and_paper_presets_plan_disjoint_results():
     assert "results/quick/espeak_quick/phase1/checkpoints/step_50.pt" in quick
     assert not paper & quick
     assert all(re.match(r"results/(quick/espeak_quick|data/espeak_quick)/", o) for o in quick)
+
+
+def test_the_ladder_plans_without_the_optional_library_and_says_why(workflow, tmp_path):
+    """With vector-quantize-pytorch absent (an import that fails, shadowing any installed copy)
+    the ladder plans every other arm and hands the left-out one to the ranking with its reason."""
+    shadow = tmp_path / "shadow" / "vector_quantize_pytorch"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('simulated: not installed')\n")
+    target = f"{MICRO}/compare/remedies.json"
+    proc = run_snakemake(workflow, "-n", "-p", target, "--forcerun", target,
+                         env={"PYTHONPATH": str(shadow.parent)})
+    text = proc.stdout + proc.stderr
+    assert "--skipped 'phase2_encodec_library=vector_quantize_pytorch is not installed" in text
+    assert "phase2_encodec_library/checkpoints" not in text and "phase2_encodec/checkpoints" in text
+    with_library = run_snakemake(workflow, "-n", "-p", target, "--forcerun", target)
+    assert "phase2_encodec_library/checkpoints" in with_library.stdout + with_library.stderr
+    assert "--skipped" not in with_library.stdout + with_library.stderr

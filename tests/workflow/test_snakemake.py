@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from workflow_support import MICRO, ROOT, planned_jobs, run_snakemake
 
+from streamvc_rvq.config import load_config
+
 pytestmark = pytest.mark.slow
 
 
@@ -61,6 +63,29 @@ def test_verdict_and_ab_through_snakemake(workflow):
     assert sources and references
 
 
+def test_remedy_ladder_and_experiments_table_through_snakemake(workflow):
+    """The micro config builds the whole ladder: every arm's verdict, the ranking, the report
+    with overlaid curves and the experiments table (the library arm runs: the test extra
+    installs vector-quantize-pytorch)."""
+    ladder_path = workflow / f"{MICRO}/compare/remedies.json"
+    snakemake(workflow, "--cores", "2", str(ladder_path.relative_to(workflow)))
+    ladder = json.loads(ladder_path.read_text())
+    arms = load_config(workflow / "config/config.yaml", workflow / "config/micro.yaml")["ladder"]["arms"]
+    assert {s["arm"] for s in ladder["ranking"]} == set(arms) and ladder["skipped"] == {}
+    assert [s["rank"] for s in ladder["ranking"]] == list(range(1, len(arms) + 1))
+    for arm in arms:
+        assert json.loads((workflow / f"{MICRO}/{arm}/verdict.json").read_text())["class"] in {"success", "partial", "failure"}
+    (check,) = ladder["cross_checks"]
+    assert (check["arm"], check["native_arm"]) == ("phase2_encodec_library", "phase2_encodec")
+    assert ladder["statement"] and ladder["statement"] in (workflow / f"{MICRO}/compare/remedies.md").read_text()
+    assert {p.name for p in (workflow / f"{MICRO}/compare/remedies_plots").glob("*.png")} >= {"perplexity.png", "usage.png"}
+    table = (workflow / f"{MICRO}/compare/experiments.csv").read_text().splitlines()
+    header = table[0].split(",")
+    assert {"model.rvq.implementation", "model.rvq.projection_dim", "model.rvq.distance"} <= set(header)
+    assert "train.lr" not in header  # only the values that differ between rows
+    assert len(table) - 1 >= len(arms)
+
+
 # ---------------------------------------------------------------- the README journey
 
 # The micro config's step targets stand in for the protocol's 1k/2k/5k/10k.
@@ -92,7 +117,7 @@ def micro_command(command: str, workdir: Path, wavs: dict[str, Path]) -> list[st
     command = command.replace("config/quick.yaml", "config/micro.yaml")
     # experiment results of the paper or quick preset -> the micro preset's results directories
     command = command.replace("results/quick/espeak_quick/", f"{MICRO}/").replace("results/quick/", "results/micro/")
-    command = re.sub(r"results/(?=(?:phase\w*|baseline|ab)/)", f"{MICRO}/", command)
+    command = re.sub(r"results/(?=(?:phase\w*|baseline|ab|compare)/)", f"{MICRO}/", command)
     command = command.replace("| dot -Tsvg > dag.svg", "")
     for name, path in wavs.items():
         command = command.replace(name, str(path))

@@ -1,18 +1,21 @@
-"""The ``verdict`` and ``ab`` commands: read metrics files, apply the pure decision logic,
-write the JSON answer, the plots and the Markdown report."""
+"""The ``verdict``, ``ab`` and ``ladder`` commands: read metrics files, apply the pure decision
+logic, write the JSON answer, the plots and the Markdown report."""
 
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from streamvc_rvq.atomic import write_json
-from streamvc_rvq.config import config_hash
+from streamvc_rvq.config import config_hash, ladder_command
 from streamvc_rvq.evaluation import report as reporting
 from streamvc_rvq.evaluation.comparison import compare_arms, control_comparison
 from streamvc_rvq.evaluation.curves import read_scalars
+from streamvc_rvq.evaluation.ladder_report import plot_quality as plot_ladder_quality
+from streamvc_rvq.evaluation.ladder_report import plot_stage_metric, write_ladder_report
+from streamvc_rvq.evaluation.remedy_ladder import rank_ladder
 from streamvc_rvq.evaluation.samples_page import write_samples_page
 from streamvc_rvq.evaluation.verdict import decide
 
@@ -30,7 +33,7 @@ def write_verdict(
     checkpoints = read_metrics(metrics)
     reference = json.loads(Path(reference_levels).read_text()) if reference_levels else None
     verdict = decide(checkpoints, steps=cfg["train"]["steps"], progressive_steps=cfg["model"]["rvq"]["progressive_steps"],
-                     reference=reference)
+                     reference=reference, ladder_command=ladder_command(cfg))
     verdict["reference_levels"] = reference
     verdict["experiment"] = cfg.get("experiment", verdict.get("experiment"))
     verdict["provenance"] = {
@@ -98,3 +101,51 @@ def write_ab(
     reporting.write_ab_report(comparison, Path(report), pngs)
     write_json(output, comparison)
     return comparison
+
+
+def write_ladder(
+    *, arms: Sequence[str], verdicts: Sequence[Path], metrics: Sequence[Path], output: Path, report: Path,
+    plots_dir: Path, reference_levels: Path | None = None, skipped: Mapping[str, str] | None = None,
+    tensorboard_dirs: Sequence[Path] = (), experiments_table: Path | None = None,
+) -> dict:
+    """Group the runs by arm and seed, rank the arms, write JSON, plots and report.
+
+    ``arms[0]`` is the reference arm; ``tensorboard_dirs``: run directories' TensorBoard logs
+    (``.../{run}/tensorboard``), the first seed of each arm drawn as training curves."""
+    runs: dict[str, dict[int, list[dict]]] = {arm: {} for arm in arms}
+    configs: dict[str, dict] = {}
+    seed_of: dict[str, int] = {}
+    for m in read_metrics(metrics):
+        arm = arm_of(m["experiment"], arms)
+        seed_of[m["experiment"]] = int(m["seed"])
+        runs[arm].setdefault(int(m["seed"]), []).append(m)
+        configs.setdefault(arm, m.get("training_config") or {})
+    by_arm: dict[str, dict[int, tuple[dict, list[dict]]]] = {arm: {} for arm in arms}
+    for path in verdicts:
+        v = json.loads(Path(path).read_text())
+        arm, seed = arm_of(v["experiment"], arms), seed_of.get(v["experiment"])
+        if seed is None:
+            raise ValueError(f"{path}: verdict of {v['experiment']!r}, whose metrics were not given")
+        by_arm[arm][seed] = (v, runs[arm][seed])
+    ladder = rank_ladder(by_arm, configs, reference=arms[0], skipped=skipped)
+    scalars = {}
+    for logdir in tensorboard_dirs:
+        experiment = Path(logdir).parent.name
+        arm = arm_of(experiment, arms)
+        if arm not in scalars and Path(logdir).exists():
+            scalars[arm] = read_scalars(logdir)
+    reference = json.loads(Path(reference_levels).read_text()) if reference_levels else None
+    plots_dir = Path(plots_dir)
+    pngs = {
+        "Perplexity per stage, every arm": plot_stage_metric(runs, "perplexity", plots_dir / "perplexity.png",
+                                                             reference=arms[0], scalars_by_arm=scalars),
+        "Usage per stage, every arm": plot_stage_metric(runs, "usage", plots_dir / "usage.png", reference=arms[0],
+                                                        scalars_by_arm=scalars),
+    }
+    if any((cp.get("outputs") or {}).get("quality") for seeds in runs.values() for cps in seeds.values() for cp in cps):
+        pngs["Conversion quality, every arm"] = plot_ladder_quality(runs, reference, plots_dir / "quality.png",
+                                                                    reference=arms[0])
+    write_ladder_report(ladder, Path(report), pngs, experiments_table=experiments_table)
+    write_json(output, ladder)
+    print(ladder["statement"])
+    return ladder

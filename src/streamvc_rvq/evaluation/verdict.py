@@ -137,10 +137,12 @@ MONOPOLY_SHARE = 0.5  # failure: top_code_share_q0 >= 0.5
 # speakers; below this AUC (reference levels), a warning says so.
 SPEAKER_SEPARATION_MIN_AUC = 0.9
 
+# {command}: how to build the remedy ladder of this run's config (config.ladder_target)
 NEXT_FAILURE = (
-    "Phase 2 stronger methods: cosine-distance VQ (phase2_cosine), EMA codebook (phase2_ema), "
-    "dead-code re-initialisation"
+    "run the Phase 2 remedy ladder: {command} (cosine + low-dimensional codes, EMA codebook, "
+    "dead-code re-initialisation, EnCodec's recipe and a vector-quantize-pytorch cross-check, ranked)"
 )
+LADDER_COMMAND_DEFAULT = "snakemake --cores all results/compare/remedies.json"
 NEXT_SUCCESS = "Phase 2: GAN on (phase2_gan), long training"
 NEXT_LOW_PERPLEXITY = "raise commitment cost to 1.0 (phase1_beta1)"
 NEXT_STAGE_COLLAPSE = "change the progressive interval (progressive_steps)"
@@ -312,13 +314,13 @@ def protocol_scale(steps: Sequence[int], progressive_steps: int) -> dict:
 
 
 def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int,
-           reference: dict | None = None) -> dict:
+           reference: dict | None = None, ladder_command: str = LADDER_COMMAND_DEFAULT) -> dict:
     """The verdict of one experiment (pure).
 
     ``checkpoints``: the metrics dicts that exist, in step order. ``steps``: the configured
     ``train.steps``; ``progressive_steps``: ``model.rvq.progressive_steps``; ``reference``:
     the corpus's reference levels (``reference_levels.json``; None: the criteria that need
-    them are unevaluated).
+    them are unevaluated); ``ladder_command``: the command a failure's ``next_action`` names.
 
     Returns ``{"experiment", "criteria", "class", "branch", "next_action", "reason",
     "complete", "scaled", "scale", "steps", "progressive_steps", "checkpoints", "missing",
@@ -637,7 +639,7 @@ def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int,
                      if branch == "partial_other" else "an earlier row matched"})
 
     if branch.startswith("failure"):
-        next_action = NEXT_FAILURE
+        next_action = NEXT_FAILURE.format(command=ladder_command)
     elif branch == "success":
         next_action = NEXT_SUCCESS
         if not complete:

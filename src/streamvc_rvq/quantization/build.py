@@ -29,16 +29,22 @@ def library_available() -> bool:
     return True
 
 
+def unavailable_reason(rvq_cfg: dict) -> str | None:
+    """Why this machine cannot build the quantizer of ``rvq_cfg`` (None when it can)."""
+    if rvq_cfg.get("implementation", "native") == LIBRARY and not library_available():
+        return f"{LIBRARY} is not installed (pip install '{LIBRARY_REQUIREMENT}')"
+    return None
+
+
 def build_rvq(rvq_cfg: dict) -> nn.Module:
     """The quantizer of a validated ``model.rvq`` section."""
     implementation = rvq_cfg.get("implementation", "native")
     if implementation == "native":
         return ResidualVectorQuantizer(**rvq_cfg)
     if implementation == LIBRARY:
-        if not library_available():
-            raise ImportError(
-                f"model.rvq.implementation {LIBRARY} needs the optional package: pip install '{LIBRARY_REQUIREMENT}'"
-            )
+        reason = unavailable_reason(rvq_cfg)
+        if reason:
+            raise ImportError(f"model.rvq.implementation {LIBRARY}: {reason}")
         from streamvc_rvq.quantization.library_rvq import LibraryResidualVQ
 
         return LibraryResidualVQ(**rvq_cfg)

@@ -1,0 +1,149 @@
+"""The remedy ladder's quantizers: DAC-style low-dimensional codes, and vector-quantize-pytorch's
+ResidualVQ behind our interface as a cross-check (same codes for the same codebook)."""
+
+import sys
+
+import pytest
+import torch
+
+from streamvc_rvq.quantization.build import build_rvq, library_available, unavailable_reason
+from streamvc_rvq.quantization.rvq import ResidualVectorQuantizer, nearest_codes
+
+needs_library = pytest.mark.skipif(not library_available(), reason="vector-quantize-pytorch is not installed")
+
+
+# --- low-dimensional codes (projection_dim) -------------------------------------------------
+
+
+def test_projection_puts_codes_in_low_dimension_and_every_projection_learns():
+    torch.manual_seed(0)
+    rvq = ResidualVectorQuantizer(num_quantizers=2, codebook_size=8, codebook_dim=6, projection_dim=2,
+                                  distance="cosine")
+    assert rvq.layers[0].codebook.shape == (8, 2) and rvq.input_space_codebook(0).shape == (8, 6)
+    x = torch.randn(2, 6, 5, requires_grad=True)
+    out = rvq.train()(x)
+    (out.quantized.pow(2).sum() + out.loss).backward()
+    for name, p in rvq.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name  # in_proj, out_proj, codebooks
+    assert x.grad.abs().sum() > 0
+
+
+def test_projection_forward_value_is_the_decoded_codes_and_stage_inputs_give_the_same_codes():
+    torch.manual_seed(1)
+    rvq = ResidualVectorQuantizer(num_quantizers=3, codebook_size=16, codebook_dim=6, projection_dim=3).eval()
+    x = torch.randn(2, 6, 7)
+    out = rvq(x)
+    torch.testing.assert_close(out.quantized, rvq.decode(out.codes))
+    for stage in range(3):
+        r = rvq.stage_inputs(x, stage)
+        assert r.shape == (14, 3)
+        codes = nearest_codes(r, rvq.layers[stage].lookup_codebook(), cosine=False)
+        assert torch.equal(codes, out.codes[stage].reshape(-1))
+
+
+def test_projection_dim_zero_is_the_unprojected_quantizer():
+    """The knob reaches the model: 0 builds no projection and the same codes as before."""
+    torch.manual_seed(2)
+    plain = ResidualVectorQuantizer(num_quantizers=2, codebook_size=8, codebook_dim=4)
+    torch.manual_seed(2)
+    zero = ResidualVectorQuantizer(num_quantizers=2, codebook_size=8, codebook_dim=4, projection_dim=0)
+    assert zero.in_projs is None
+    x = torch.randn(1, 4, 9)
+    assert all(torch.equal(a, b) for a, b in zip(plain.eval()(x).codes, zero.eval()(x).codes))
+
+
+# --- vector-quantize-pytorch cross-check ------------------------------------------------------
+
+EMA = dict(num_quantizers=3, codebook_size=16, codebook_dim=4, codebook_update="ema", ema_decay=0.9)
+
+
+def twins(**extra):
+    """Our RVQ and the library's with the same codebooks."""
+    torch.manual_seed(3)
+    ours = ResidualVectorQuantizer(**EMA, **extra)
+    theirs = build_rvq({**EMA, **extra, "implementation": "vector_quantize_pytorch"})
+    for mine, layer in zip(ours.layers, theirs.layers):
+        layer.codebook = mine.codebook.detach().clone()
+        layer._codebook.embed_avg.copy_(mine.embed_sum.unsqueeze(0))
+        layer._codebook.cluster_size.copy_(mine.cluster_size.unsqueeze(0))
+    return ours, theirs
+
+
+@needs_library
+def test_library_gives_the_same_codes_and_output_for_the_same_codebooks():
+    ours, theirs = twins()
+    x = torch.randn(2, 4, 11)
+    a, b = ours.eval()(x), theirs.eval()(x)
+    for stage in range(3):
+        assert torch.equal(a.codes[stage], b.codes[stage]), stage
+    torch.testing.assert_close(a.quantized, b.quantized)
+    torch.testing.assert_close(theirs.decode(b.codes), b.quantized)
+
+
+@needs_library
+def test_library_with_every_stage_is_residualvq_forward():
+    _, theirs = twins()
+    x = torch.randn(2, 4, 11)
+    ours = theirs.eval()(x)
+    quantized, indices, _ = theirs.rvq.eval()(x.transpose(1, 2))
+    torch.testing.assert_close(ours.quantized, quantized.transpose(1, 2))
+    assert torch.equal(torch.stack(ours.codes, dim=-1), indices)
+
+
+@needs_library
+def test_library_ema_step_moves_the_codebook_as_ours_does():
+    """One training step of both EMA quantizers (no k-means, no dead codes) on the same valid
+    frames: the same Laplace-smoothed EMA, so the same codebooks after it."""
+    ours, theirs = twins()
+    x = torch.randn(2, 4, 11)
+    valid = torch.ones(2, 11, dtype=torch.bool)
+    valid[:, :2] = False
+    a, b = ours.train()(x, 1, valid), theirs.train()(x, 1, valid)
+    assert torch.equal(a.codes[0][valid], b.codes[0][valid])
+    torch.testing.assert_close(ours.layers[0].codebook, theirs.layers[0].codebook, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(ours.layers[0].codebook, twins()[0].layers[0].codebook)  # it did move
+
+
+@needs_library
+def test_library_relative_dead_code_threshold_redraws_unused_codes():
+    """Our relative threshold in the library's absolute units: 0.4 x (22 frames / 16 codes).
+    The library judges after this batch's EMA update, so only codes this batch left below
+    the threshold are redrawn; they restart at the expected count, 22 / 16."""
+    _, theirs = twins(dead_code_threshold=0.4)
+    before = theirs.layers[0].codebook.clone()
+    theirs.layers[0]._codebook.cluster_size.zero_()  # every code unused so far
+    theirs.train()(torch.randn(2, 4, 11), 1)
+    usage = theirs.layers[0]._codebook.cluster_size[0]
+    redrawn = torch.isclose(usage, torch.tensor(22 / 16))
+    assert int(redrawn.sum()) >= 8
+    assert (usage[~redrawn] >= 0.4 * 22 / 16).all()  # the kept codes are above the threshold
+    assert (theirs.layers[0].codebook[redrawn] != before[redrawn]).any(dim=-1).all()
+
+
+@needs_library
+def test_library_multi_batch_kmeans_initialisation_goes_through_the_library():
+    _, theirs = twins(kmeans_init=True)
+    assert theirs.pending_kmeans(0)
+    theirs.init_stage_(0, torch.randn(64, 4), frames_per_step=16)
+    assert not theirs.pending_kmeans(0)
+    assert float(theirs.layers[0]._codebook.cluster_size.sum()) == pytest.approx(16.0)
+
+
+def test_the_library_arm_is_reported_unavailable_when_the_package_is_absent(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vector_quantize_pytorch", None)  # import raises ImportError
+    cfg = {**EMA, "implementation": "vector_quantize_pytorch"}
+    assert not library_available()
+    assert "pip install 'vector-quantize-pytorch" in unavailable_reason(cfg)
+    with pytest.raises(ImportError, match="vector-quantize-pytorch"):
+        build_rvq(cfg)
+    assert unavailable_reason({**EMA, "implementation": "native"}) is None
+    assert isinstance(build_rvq({**EMA}), ResidualVectorQuantizer)
+
+
+def test_settings_the_library_cannot_reproduce_are_refused():
+    if not library_available():
+        pytest.skip("vector-quantize-pytorch is not installed")
+    with pytest.raises(ValueError, match="codebook_update: ema"):
+        build_rvq({**EMA, "codebook_update": "gradient", "implementation": "vector_quantize_pytorch"})
+    with pytest.raises(ValueError, match="projection_dim"):
+        build_rvq({**EMA, "projection_dim": 2, "implementation": "vector_quantize_pytorch"})
