@@ -85,7 +85,7 @@ def test_verdict_report_failure_scaled_and_missing(tmp_path, make_cp, hist):
     assert "scaled" in md and "1k → step 50" in md and "10k → step 500" in md
     assert "Missing checkpoints: 10k" in md
     assert "not evaluated" in md and "No control run was compared." in md
-    assert "| 500 (10k) |" in md and "cosine-distance VQ" in md
+    assert "| 500 (10k) |" in md and "compare/remedies.json" in md
     for c in verdict["criteria"]:
         assert f"`{c['id']}`" in md
 

@@ -11,6 +11,7 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 
 from micro import micro_config
 from streamvc_rvq.evaluation.curves import read_scalars
+from streamvc_rvq.quantization.build import library_available
 from streamvc_rvq.training.checkpoint import load_checkpoint
 from streamvc_rvq.training.trainer import TrainingError, train_to_step
 
@@ -42,7 +43,10 @@ def _chain(cfg, manifest, tmp: Path, steps: list[int], tensorboard: Path | None 
     return previous
 
 
-@pytest.mark.parametrize("experiment", ["phase1", "phase2_encodec"])
+@pytest.mark.parametrize("experiment", [
+    "phase1", "phase2_encodec", "phase2_cosine_lowdim",
+    pytest.param("phase2_encodec_library", marks=pytest.mark.skipif(not library_available(), reason="optional library")),
+])
 def test_chained_targets_equal_one_straight_run(experiment, micro_manifest, tmp_path):
     cfg = micro_config(experiment, train={"steps": [3, 6]})
     straight = _chain(cfg, micro_manifest, tmp_path / "straight", [6])
@@ -52,10 +56,10 @@ def test_chained_targets_equal_one_straight_run(experiment, micro_manifest, tmp_
     _assert_same_state(a["optimizer"], b["optimizer"], "optimizer")
     _assert_same_state(a["scheduler"], b["scheduler"], "scheduler")
     assert a["step"] == b["step"] == 6
-    if experiment == "phase2_encodec":
+    if experiment in ("phase2_encodec", "phase2_encodec_library"):
         # the EMA codebook really moved, and only through EMA (it is a buffer, not a parameter)
         start = load_checkpoint(tmp_path / "chained" / "step_3.pt")
-        codebooks = [k for k in a["model"] if k.endswith("codebook")]
+        codebooks = [k for k in a["model"] if k.endswith(("codebook", "_codebook.embed"))]
         assert codebooks and any(not torch.equal(a["model"][k], start["model"][k]) for k in codebooks)
 
 
