@@ -96,7 +96,9 @@ def summarize(model_cfg: dict) -> tuple[list[ComponentCost], StreamVC]:
     speaker = torch.zeros(1, model.speaker_encoder.dim)
     decoder_macs = _hooked_macs(dec, lambda: (dec.pre_rvq(content), dec.synthesize(quantized, pitch, speaker)))
     rvq = dec.rvq
-    rvq_macs = rvq.num_quantizers * rvq.codebook_size * rvq.codebook_dim * frames
+    code_dim = rvq.projection_dim or rvq.codebook_dim  # DAC-style codes: lookup in d dims, two d x D projections
+    per_stage = rvq.codebook_size * code_dim + (2 * rvq.codebook_dim * code_dim if rvq.projection_dim else 0)
+    rvq_macs = rvq.num_quantizers * per_stage * frames
 
     decoder_params = _count_params(dec) - _count_params(rvq)
     rows = [
@@ -108,7 +110,8 @@ def summarize(model_cfg: dict) -> tuple[list[ComponentCost], StreamVC]:
                       "FFT estimate"),
         ComponentCost("decoder", decoder_params, decoder_macs / seconds, "with the pre-RVQ encoder and FiLM"),
         ComponentCost("quantizer", _count_params(rvq), rvq_macs / seconds,
-                      f"{rvq.num_quantizers} stages x {rvq.codebook_size} codes x {rvq.codebook_dim} dims"),
+                      f"{rvq.num_quantizers} stages x {rvq.codebook_size} codes x {code_dim} dims"
+                      + (f" (projected from {rvq.codebook_dim})" if rvq.projection_dim else "")),
     ]
     return rows, model
 
