@@ -113,6 +113,13 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
+def model_with_defaults(model: dict) -> dict:
+    """A stored ``model`` section completed with the schema's defaults: a checkpoint written
+    before a key existed was trained with that key's default (e.g. ``rvq.projection_dim: 0``)."""
+    schema = {"type": "object", "properties": {"model": load_schema()["properties"]["model"]}}
+    return validate({"model": copy.deepcopy(model)}, schema)["model"]
+
+
 def seeded_groups(config: dict) -> list[dict]:
     """Every group of arms run over seeds: the A/B comparisons and the remedy ladder."""
     groups = list(config.get("ab", {}).values())

@@ -44,6 +44,17 @@ def test_mismatched_model_config_is_refused_naming_the_key(tmp_path):
         check_model_config(ckpt, {"rvq": {"codebook_size": 512, "distance": "euclidean"}}, path)
 
 
+def test_a_checkpoint_from_before_a_model_key_existed_counts_at_its_default(tmp_path):
+    """Checkpoints written before rvq.projection_dim and rvq.implementation existed were trained
+    without a projection, natively: they resume and evaluate; another value is refused."""
+    path = tmp_path / "step_5.pt"
+    save_checkpoint(path, _payload({"rvq": {"codebook_size": 1024}}))
+    ckpt = load_checkpoint(path)
+    check_model_config(ckpt, {"rvq": {"codebook_size": 1024, "projection_dim": 0, "implementation": "native"}}, path)
+    with pytest.raises(CheckpointError, match=r"rvq\.projection_dim \(0 in checkpoint, 8 in config\)"):
+        check_model_config(ckpt, {"rvq": {"codebook_size": 1024, "projection_dim": 8}}, path)
+
+
 def test_truncated_checkpoint_is_one_clear_error(tmp_path):
     path = tmp_path / "step_5.pt"
     save_checkpoint(path, _payload({"a": 1}))

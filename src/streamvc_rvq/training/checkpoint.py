@@ -17,7 +17,7 @@ import torch
 
 from streamvc_rvq import __version__
 from streamvc_rvq.atomic import atomic_path
-from streamvc_rvq.config import config_hash
+from streamvc_rvq.config import config_hash, model_with_defaults
 
 
 REQUIRED_KEYS = ("model", "config", "step")
@@ -80,10 +80,14 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 def check_model_config(checkpoint: dict[str, Any], model_cfg: dict, source: Path | str) -> None:
-    """Refuse a checkpoint whose model section differs from ``model_cfg``, naming the keys."""
+    """Refuse a checkpoint whose model section differs from ``model_cfg``, naming the keys
+    (keys the checkpoint predates count at their defaults)."""
     if checkpoint.get("model_config_hash") == config_hash(model_cfg):
         return
-    differences = _diff(checkpoint["config"]["model"], model_cfg)
+    stored, wanted = model_with_defaults(checkpoint["config"]["model"]), model_with_defaults(model_cfg)
+    differences = _diff(stored, wanted)
+    if not differences:
+        return
     raise CheckpointError(
         f"checkpoint {source} was trained with a different model config: " + "; ".join(differences[:6])
     )
