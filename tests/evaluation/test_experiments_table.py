@@ -64,3 +64,15 @@ def test_cli_prints_and_writes_the_table(tmp_path, healthy_run):
     empty = subprocess.run([sys.executable, "-m", "streamvc_rvq", "experiments", "--results", str(tmp_path / "none")],
                            capture_output=True, text=True)
     assert empty.returncode != 0 and "no evaluated experiment" in empty.stderr
+
+
+def test_a_run_from_before_a_model_key_existed_reads_at_that_keys_default(tmp_path, healthy_run):
+    """An older run's metrics lack rvq.projection_dim: it was trained without a projection, so
+    the column shows 0 for it, not a blank that would count as a difference."""
+    old = {"model": {"rvq": {"distance": "euclidean"}}}
+    new = {"model": {"rvq": {"distance": "euclidean", "projection_dim": 8}}}
+    _write_run(tmp_path, "phase1", healthy_run(), old)
+    _write_run(tmp_path, "lowdim", healthy_run(experiment="lowdim"), new)
+    columns, rows = build_table(read_runs(tmp_path))
+    assert "model.rvq.projection_dim" in columns and "model.rvq.implementation" not in columns
+    assert {r["experiment"]: r["model.rvq.projection_dim"] for r in rows} == {"phase1": 0, "lowdim": 8}

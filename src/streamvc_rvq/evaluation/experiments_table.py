@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from streamvc_rvq.config import model_with_defaults
+
 # (column suffix, path into a metrics dict); one home for what the table shows per checkpoint
 CHECKPOINT_METRICS: tuple[tuple[str, tuple], ...] = (
     ("perplexity_q0", ("stages", 0, "perplexity")),
@@ -55,6 +57,15 @@ def _at(tree: Any, path: tuple) -> Any:
     return tree
 
 
+def training_config(metrics: dict) -> dict:
+    """The training config a metrics file carries, its model section completed with the schema's
+    defaults (a checkpoint from before a key existed was trained at that key's default)."""
+    cfg = dict(metrics.get("training_config") or {})
+    if "model" in cfg:
+        cfg["model"] = model_with_defaults(cfg["model"])
+    return cfg
+
+
 def read_runs(results: Path) -> list[dict]:
     """Every evaluated run under ``results``: ``{"path", "experiment", "seed", "config", "checkpoints", "verdict"}``.
     A run is a directory with ``metrics/step_*.json``; its ``verdict.json`` is read when present."""
@@ -71,7 +82,7 @@ def read_runs(results: Path) -> list[dict]:
             "path": str(run_dir.relative_to(results)),
             "experiment": last.get("experiment") or run_dir.name,
             "seed": last.get("seed"),
-            "config": flatten(last.get("training_config") or {}),
+            "config": flatten(training_config(last)),
             "checkpoints": checkpoints,
             "verdict": json.loads(verdict_path.read_text()) if verdict_path.exists() else None,
         })

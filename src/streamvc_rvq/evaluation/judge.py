@@ -13,6 +13,7 @@ from streamvc_rvq.config import config_hash, ladder_command
 from streamvc_rvq.evaluation import report as reporting
 from streamvc_rvq.evaluation.comparison import compare_arms, control_comparison
 from streamvc_rvq.evaluation.curves import read_scalars
+from streamvc_rvq.evaluation.experiments_table import training_config
 from streamvc_rvq.evaluation.ladder_report import plot_quality as plot_ladder_quality
 from streamvc_rvq.evaluation.ladder_report import plot_stage_metric, write_ladder_report
 from streamvc_rvq.evaluation.remedy_ladder import rank_ladder
@@ -119,7 +120,7 @@ def write_ladder(
         arm = arm_of(m["experiment"], arms)
         seed_of[m["experiment"]] = int(m["seed"])
         runs[arm].setdefault(int(m["seed"]), []).append(m)
-        configs.setdefault(arm, m.get("training_config") or {})
+        configs.setdefault(arm, training_config(m))
     by_arm: dict[str, dict[int, tuple[dict, list[dict]]]] = {arm: {} for arm in arms}
     for path in verdicts:
         v = json.loads(Path(path).read_text())
