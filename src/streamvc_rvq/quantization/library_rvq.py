@@ -33,7 +33,7 @@ from torch import nn
 from vector_quantize_pytorch import ResidualVQ
 
 from streamvc_rvq.quantization import stats as code_stats
-from streamvc_rvq.quantization.rvq import KMEANS_ITERS, RVQOutput, nearest_codes
+from streamvc_rvq.quantization.rvq import KMEANS_ITERS, RVQOutput, checked_num_active, nearest_codes
 
 
 class LibraryResidualVQ(nn.Module):
@@ -124,10 +124,7 @@ class LibraryResidualVQ(nn.Module):
 
     # -- the native interface --------------------------------------------------------------
     def forward(self, x: torch.Tensor, num_active: int | None = None, valid: torch.Tensor | None = None) -> RVQOutput:
-        n_q = self.num_quantizers if num_active is None else num_active
-        if not 1 <= n_q <= self.num_quantizers:
-            raise ValueError(f"num_active must be in [1, {self.num_quantizers}], got {num_active}")
-        batch = x.shape[0]
+        n_q = checked_num_active(num_active, self.num_quantizers)
         latents = x.transpose(1, 2)  # B x T x D, the library's channel-last layout
         mask = None if valid is None else valid.to(x.device)
         num_valid = latents.shape[0] * latents.shape[1] if mask is None else int(mask.sum())
@@ -159,19 +156,12 @@ class LibraryResidualVQ(nn.Module):
 
     def _stats(self, stage: int, codes: torch.Tensor, num_valid: int) -> dict:
         counts = code_stats.code_histogram(codes.reshape(-1), self.codebook_size)
-        empty = float(counts.sum()) == 0
         if self.dead_code_threshold > 0 and num_valid > 0:
             threshold = self.dead_code_threshold * num_valid / self.codebook_size
             dead = int((self.layers[stage]._codebook.cluster_size < threshold).sum())
         else:
             dead = code_stats.dead_codes(counts, 1.0)
-        return {
-            "perplexity": float("nan") if empty else code_stats.perplexity(counts),
-            "usage": code_stats.usage(counts),
-            "top_code_share": float("nan") if empty else code_stats.top_code_share(counts),
-            "dead_codes": dead,
-            "redrawn": float("nan"),  # the library does not report its replacements
-        }
+        return code_stats.stage_stats(counts, dead, float("nan"))  # the library does not report its replacements
 
     @torch.no_grad()
     def stage_inputs(self, x: torch.Tensor, stage: int, valid: torch.Tensor | None = None) -> torch.Tensor:

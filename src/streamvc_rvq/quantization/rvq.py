@@ -85,6 +85,15 @@ def active_quantizers(step: int, num_quantizers: int, progressive_steps: int) ->
     return min(num_quantizers, 1 + step // progressive_steps)
 
 
+def checked_num_active(num_active: int | None, num_quantizers: int) -> int:
+    """Stages a forward runs: ``num_active``, all when None; outside ``[1, N]`` raises."""
+    if num_active is None:
+        return num_quantizers
+    if not 1 <= num_active <= num_quantizers:
+        raise ValueError(f"num_active must be in [1, {num_quantizers}], got {num_active}")
+    return num_active
+
+
 def checkpoint_stages(step: int, num_quantizers: int, progressive_steps: int) -> int:
     """Stages a checkpoint at ``step`` was trained with: it saw steps ``0 .. step - 1``, so
     ``active_quantizers(step - 1)``; a stage that becomes active at ``step`` is untrained."""
@@ -346,14 +355,7 @@ class VectorQuantizer(nn.Module):
             dead = int((self.cluster_size < threshold).sum())
         else:
             dead = code_stats.dead_codes(counts, 1.0)
-        empty = float(counts.sum()) == 0
-        stage_stats = {
-            "perplexity": float("nan") if empty else code_stats.perplexity(counts),
-            "usage": code_stats.usage(counts),
-            "top_code_share": float("nan") if empty else code_stats.top_code_share(counts),
-            "dead_codes": dead,
-            "redrawn": redrawn / self.codebook_size,
-        }
+        stage_stats = code_stats.stage_stats(counts, dead, redrawn / self.codebook_size)
         return StageOutput(r, e.detach(), codes, codebook_loss, commitment_loss, stage_stats)
 
 
@@ -447,12 +449,6 @@ class ResidualVectorQuantizer(nn.Module):
         """Build from the validated ``model.rvq`` section (unknown keys raise TypeError)."""
         return cls(**rvq_cfg)
 
-    def _num_active(self, num_active: int | None) -> int:
-        if num_active is None:
-            return self.num_quantizers
-        if not 1 <= num_active <= self.num_quantizers:
-            raise ValueError(f"num_active must be in [1, {self.num_quantizers}], got {num_active}")
-        return num_active
 
     def _flatten(self, x: torch.Tensor) -> torch.Tensor:
         batch, dim, frames = x.shape
@@ -490,7 +486,7 @@ class ResidualVectorQuantizer(nn.Module):
     def forward(self, x: torch.Tensor, num_active: int | None = None, valid: torch.Tensor | None = None) -> RVQOutput:
         """Quantize ``x: B x D x T`` with the first ``num_active`` stages (all if None);
         ``valid: B x T`` bool marks the frames that count (all if None)."""
-        n_q = self._num_active(num_active)
+        n_q = checked_num_active(num_active, self.num_quantizers)
         batch = x.shape[0]
         latents = self._flatten(x)
         flat_valid = None if valid is None else valid.reshape(-1).to(latents.device)

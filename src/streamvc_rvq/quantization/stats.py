@@ -43,3 +43,16 @@ def top_code_share(counts: torch.Tensor) -> float:
 def dead_codes(counts: torch.Tensor, threshold: float = 1.0) -> int:
     """Number of codes chosen fewer than ``threshold`` times."""
     return int((counts < threshold).sum())
+
+
+def stage_stats(counts: torch.Tensor, dead: int, redrawn: float) -> dict:
+    """One stage's per-batch statistics from its histogram (NaN perplexity and share when no
+    frame counted); ``dead`` and ``redrawn`` come from the stage's own dead-code rule."""
+    empty = float(counts.sum()) == 0
+    return {
+        "perplexity": float("nan") if empty else perplexity(counts),
+        "usage": usage(counts),
+        "top_code_share": float("nan") if empty else top_code_share(counts),
+        "dead_codes": dead,
+        "redrawn": redrawn,
+    }
