@@ -11,16 +11,20 @@ from streamvc_rvq.config import (
     check_corpus,
     check_references,
     compare_dir,
+    control_of,
     data_dir,
     experiment_names,
+    fidelity_variant,
     labels_config,
     prepare_config,
     reference_config,
     resolve_experiment,
     results_dir,
     rule_config,
+    seed_runs,
     seed_variants,
     validate,
+    verdict_arms,
 )
 from streamvc_rvq.quantization.build import unavailable_reason
 
@@ -125,14 +129,28 @@ def verdict_inputs(wildcards):
         "reference": reference_levels(),
         "manifest": manifest(),
     }
-    control = config["verdict"].get("control")
-    if control and control != wildcards.experiment:
+    control = control_of(config, wildcards.experiment)
+    if control:
         inputs["control"] = experiment_metrics(control)
+    seeds = seed_runs(config, wildcards.experiment)
+    if seeds:
+        inputs["seed_verdicts"] = expand("{results}/{experiment}/verdict.json", results=RESULTS, experiment=seeds)
+    if wildcards.experiment in verdict_arms(config) and fidelity_variant(config, wildcards.experiment):
+        longer = fidelity_variant(config, wildcards.experiment)
+        inputs["fidelity_metrics"] = experiment_metrics(longer)
+        inputs["fidelity_verdict"] = f"{RESULTS}/{longer}/verdict.json"
     return inputs
 
 
-def control_flag(wildcards, input):
-    return "--control-metrics " + " ".join(input.control) if "control" in input.keys() else ""
+def comparison_flags(wildcards, input):
+    """The verdict's comparison inputs: the control, the other seeds, the longer protocol."""
+    keys = input.keys()
+    flags = "--control-metrics " + " ".join(input.control) if "control" in keys else ""
+    if "seed_verdicts" in keys:
+        flags += " --seed-verdicts " + " ".join(input.seed_verdicts)
+    if "fidelity_verdict" in keys:
+        flags += f" --fidelity-verdict {input.fidelity_verdict} --fidelity-metrics " + " ".join(input.fidelity_metrics)
+    return flags
 
 
 def comparison_runs(comparison):

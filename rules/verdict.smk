@@ -26,7 +26,7 @@ rule verdict:
         f"{RESULTS}/{{experiment}}/logs/verdict.log",
     params:
         config=config_for("verdict"),
-        control=control_flag,
+        comparisons=comparison_flags,
         tensorboard=lambda wildcards: f"{RESULTS}/{wildcards.experiment}/tensorboard",
     threads: 1
     resources:
@@ -36,7 +36,7 @@ rule verdict:
         "../envs/streamvc.yaml"
     shell:
         "streamvc-rvq verdict --config-json {params.config:q} --metrics {input.metrics} --reference-levels {input.reference} "
-        "{params.control} --tensorboard {params.tensorboard} --output {output.verdict} "
+        "{params.comparisons} --tensorboard {params.tensorboard} --output {output.verdict} "
         "--report {output.report} --plots-dir {output.plots} --samples-dirs {input.samples} "
         "--manifest {input.manifest} --samples-page {output.samples_page} > {log} 2>&1"
 

@@ -110,3 +110,22 @@ def test_labelling_reads_kmeans_settings_only_where_kmeans_may_run():
     folder = deep_merge(corpus, {"type": "folder"})
     assert labels_config(folder) == {"method": "auto", "seed": 1234, "num_clusters": 100, "max_frames": 200000,
                                      "iterations": 50}
+
+
+def test_verdict_seeds_and_fidelity_variants_and_their_controls():
+    from streamvc_rvq.config import control_of, seed_runs
+
+    config = load_config(DEFAULT, ROOT / "config" / "quick.yaml", ROOT / "config" / "confidence.yaml")
+    names = experiment_names(config)
+    assert {"phase1_s1", "phase1_s2", "phase1_x2", "baseline_x2"} <= set(names)
+    assert "baseline_s1" not in names  # the control runs once
+    assert seed_runs(config, "phase1") == ["phase1_s1", "phase1_s2"] and seed_runs(config, "phase1_s1") == []
+    assert control_of(config, "phase1") == "baseline" and control_of(config, "phase1_x2") == "baseline_x2"
+    assert control_of(config, "baseline") is None and control_of(config, "baseline_x2") is None
+
+
+def test_fidelity_beyond_the_paper_size_protocol_is_refused():
+    config = load_config(DEFAULT)
+    config["verdict"]["fidelity_times"] = 2
+    with pytest.raises(ConfigError, match=r"phase1_x2: train.scale x 2 = 2 is more than the paper-size protocol"):
+        resolve_experiment(config, "phase1_x2")

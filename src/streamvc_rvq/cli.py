@@ -169,6 +169,7 @@ def cmd_verdict(args: argparse.Namespace) -> None:
         cfg, metrics=args.metrics, control_metrics=args.control_metrics, tensorboard_dir=args.tensorboard,
         output=args.output, report=args.report, plots_dir=args.plots_dir, reference_levels=args.reference_levels,
         samples_dirs=args.samples_dirs, manifest=args.manifest, samples_page=args.samples_page,
+        seed_verdicts=args.seed_verdicts, fidelity_verdict=args.fidelity_verdict, fidelity_metrics=args.fidelity_metrics,
     )
 
 
@@ -302,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples-dirs", nargs="*", type=Path, default=[], help="the samples directory of each --metrics file, same order")
     p.add_argument("--manifest", type=Path, help="results/data/{corpus}/manifest.csv (the samples page plays each source and target reference)")
     p.add_argument("--samples-page", type=Path, help="HTML page to write where every sample plays at every checkpoint")
+    p.add_argument("--seed-verdicts", nargs="*", type=Path, default=[],
+                   help="verdict.json of the same experiment at the other seeds (verdict.seeds): class per seed and spread")
+    p.add_argument("--fidelity-verdict", type=Path,
+                   help="verdict.json of the same experiment at a larger protocol scale (verdict.fidelity_times)")
+    p.add_argument("--fidelity-metrics", nargs="*", type=Path, default=[], help="that run's metrics files")
     p.set_defaults(func=cmd_verdict)
 
     p = sub.add_parser("ab", help="compare the arms of an A/B test at every checkpoint")

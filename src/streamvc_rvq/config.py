@@ -18,9 +18,12 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from streamvc_rvq.training.scaling import scale_protocol
+
 SCHEMA_PATH = Path(__file__).with_name("schema.yaml")
 DEFAULT_PRESET, DEFAULT_CORPUS = "paper", "espeak"
 _SEED_SUFFIX = re.compile(r"^(?P<base>.+)_s(?P<seed>\d+)$")
+_TIMES_SUFFIX = re.compile(r"^(?P<base>.+)_x(?P<times>\d+)$")
 
 
 class ConfigError(ValueError):
@@ -120,12 +123,48 @@ def model_with_defaults(model: dict) -> dict:
     return validate({"model": copy.deepcopy(model)}, schema)["model"]
 
 
+def verdict_arms(config: dict) -> list[str]:
+    """The experiment the verdict judges and its control (if any)."""
+    verdict = config["verdict"]
+    return [verdict["experiment"]] + ([verdict["control"]] if verdict.get("control") else [])
+
+
 def seeded_groups(config: dict) -> list[dict]:
-    """Every group of arms run over seeds: the A/B comparisons and the remedy ladder."""
+    """Every group of arms run over seeds: the A/B comparisons, the remedy ladder and the
+    verdict's seeds."""
     groups = list(config.get("ab", {}).values())
     if config.get("ladder", {}).get("arms"):
         groups.append(config["ladder"])
+    if config["verdict"].get("seeds"):
+        groups.append({"arms": [config["verdict"]["experiment"]], "seeds": config["verdict"]["seeds"]})
     return groups
+
+
+def control_of(config: dict, experiment: str) -> str | None:
+    """The control run ``experiment``'s verdict is compared with: ``verdict.control``, at the
+    same protocol scale (``{control}_x{times}`` for a fidelity variant); None for the control
+    itself and its variants."""
+    control = config["verdict"].get("control")
+    longer = _TIMES_SUFFIX.match(experiment)
+    if not control or experiment == control or (longer and longer["base"] == control):
+        return None
+    if longer and longer["base"] in config["experiments"]:
+        return f"{control}_x{longer['times']}"
+    return control
+
+
+def seed_runs(config: dict, experiment: str) -> list[str]:
+    """The other seeds' runs of ``experiment`` whose verdicts its verdict summarises
+    (``verdict.seeds``; only for the experiment the verdict judges)."""
+    if experiment != config["verdict"]["experiment"] or not config["verdict"].get("seeds"):
+        return []
+    return [name for name in seed_variants(config, experiment) if name != experiment]
+
+
+def fidelity_variant(config: dict, name: str) -> str | None:
+    """The experiment ``name`` at ``verdict.fidelity_times`` times the protocol, or None."""
+    times = config["verdict"].get("fidelity_times")
+    return f"{name}_x{times}" if times else None
 
 
 def experiment_names(config: dict) -> list[str]:
@@ -134,6 +173,8 @@ def experiment_names(config: dict) -> list[str]:
     for group in seeded_groups(config):
         for arm in group["arms"]:
             names.extend(n for n in seed_variants(config, arm) if n not in names)
+    if config["verdict"].get("fidelity_times"):
+        names.extend(fidelity_variant(config, arm) for arm in verdict_arms(config))
     return names
 
 
@@ -151,13 +192,16 @@ def seed_variants(config: dict, arm: str) -> list[str]:
 def resolve_experiment(config: dict, name: str) -> dict:
     """The full config of experiment ``name``: shared sections with its overrides merged in."""
     experiments = config["experiments"]
-    seed = None
+    seed = times = None
     if name not in experiments:
-        match = _SEED_SUFFIX.match(name)
-        if not match or match["base"] not in experiments:
+        seeded, longer = _SEED_SUFFIX.match(name), _TIMES_SUFFIX.match(name)
+        if seeded and seeded["base"] in experiments:
+            name, seed = seeded["base"], int(seeded["seed"])
+        elif longer and longer["base"] in experiments:
+            name, times = longer["base"], int(longer["times"])
+        else:
             known = ", ".join(sorted(experiments))
             raise ConfigError(f"unknown experiment {name!r}; the config defines: {known}")
-        name, seed = match["base"], int(match["seed"])
     resolved = {
         "preset": config.get("preset", DEFAULT_PRESET),
         "corpus": copy.deepcopy(config["corpus"]),
@@ -169,9 +213,17 @@ def resolve_experiment(config: dict, name: str) -> dict:
     if seed is not None:
         resolved["train"]["seed"] = seed
     resolved["experiment"] = name if seed is None else f"{name}_s{seed}"
+    if times is not None:
+        resolved["experiment"] = f"{name}_x{times}"
+        scale = resolved["train"].get("scale", 1.0) * times
+        if scale > 1:
+            raise ConfigError(f"experiment {resolved['experiment']}: train.scale x {times} = {scale:g} is more than "
+                              "the paper-size protocol (1); lower verdict.fidelity_times")
+        resolved["train"]["scale"] = scale
     properties = load_schema()["properties"]
     sections = {"type": "object", "properties": {k: properties[k] for k in ("model", "train", "evaluation")}}
     validate({k: resolved[k] for k in ("model", "train", "evaluation")}, sections, prefix=("experiments", name))
+    resolved["model"], resolved["train"] = scale_protocol(resolved["model"], resolved["train"])
     steps = resolved["train"]["steps"]
     if sorted(set(steps)) != steps:
         raise ConfigError(f"experiment {resolved['experiment']}: train.steps must be strictly increasing, got {steps}")
@@ -303,7 +355,8 @@ RULE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "evaluate": ("experiment", "preset", "corpus.name", "corpus.labels", "model", "evaluation.device",
                  "evaluation.num_conversions", "evaluation.max_validation_utterances", "evaluation.silence_std",
                  "evaluation.quality_measures"),
-    "verdict": ("experiment", "preset", "corpus.name", "model.rvq.progressive_steps", "train.steps"),
+    "verdict": ("experiment", "preset", "corpus.name", "model.rvq.progressive_steps", "train.steps", "train.scale",
+                "train.seed"),
 }
 # What data preparation reads: the corpus section less the other corpus type's settings and
 # the label settings (a change of either must not re-ingest a corpus).

@@ -6,11 +6,15 @@ import torch
 from streamvc_rvq.quantization.normalization import PreRVQNorm
 
 
-def test_utterance_is_exactly_the_design_note():
+def test_utterance_is_the_design_note():
+    """The note's formula, up to float rounding: the masked statistics sum in another order
+    than ``x.mean``, and which order rounds how depends on the CPU's vector units (bit
+    equality held on one machine and failed on an AVX-512 one)."""
     x = 0.31 * torch.randn(2, 8, 50) + 0.7
     expected = x - x.mean(dim=-1, keepdim=True)
     expected = expected / (expected.std(dim=-1, keepdim=True) + 1e-5)
-    assert torch.equal(PreRVQNorm("utterance")(x), expected)
+    torch.testing.assert_close(PreRVQNorm("utterance")(x), expected, rtol=0, atol=2e-6)
+    assert not torch.allclose(PreRVQNorm("none")(x), expected, atol=1e-3)  # the comparison can fail
 
 
 def test_utterance_normalises_each_channel_over_time():

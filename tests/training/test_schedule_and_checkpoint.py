@@ -14,12 +14,20 @@ from streamvc_rvq.training.tensorboard_log import open_segment, segment_files
 
 
 def test_lr_warmup_then_cosine_to_zero():
-    assert lr_factor(0, 10, 100) == pytest.approx(0.1)
-    assert lr_factor(9, 10, 100) == pytest.approx(1.0)
-    assert lr_factor(10, 10, 100) == pytest.approx(1.0)
-    assert lr_factor(55, 10, 100) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    # step k takes the continuous schedule at k + 0.5 (mid-step)
+    assert lr_factor(0, 10, 100) == pytest.approx(0.05)
+    assert lr_factor(9, 10, 100) == pytest.approx(0.95)
+    assert lr_factor(10, 10, 100) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5 / 90)))
+    assert lr_factor(55, 10, 100) == pytest.approx(0.5 * (1 + math.cos(math.pi * 45.5 / 90)))
+    assert lr_factor(99, 10, 100) == pytest.approx(0.5 * (1 + math.cos(math.pi * 89.5 / 90)))
     assert lr_factor(100, 10, 100) == pytest.approx(0.0)
-    assert lr_factor(0, 0, 100) == pytest.approx(1.0)
+    assert lr_factor(0, 0, 100) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5 / 100)))
+
+
+def test_summed_warmup_is_the_schedules_integral():
+    """Mid-step values make a phase's summed factor its integral: warm-up of W steps sums to W/2."""
+    for warmup in (3, 25, 500):
+        assert sum(lr_factor(k, warmup, 10 * warmup) for k in range(warmup)) == pytest.approx(warmup / 2)
 
 
 def _payload(model_cfg):

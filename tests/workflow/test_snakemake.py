@@ -165,3 +165,39 @@ def test_readme_commands_run_against_the_micro_config(workflow):
 def test_readme_dag_is_current():
     proc = subprocess.run([sys.executable, str(ROOT / ".ci" / "readme_dag.py"), "--check"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_seeds_and_fidelity_through_snakemake(workflow):
+    """verdict.seeds and verdict.fidelity_times on the micro model: the verdict JSON carries
+    the class per seed, each criterion's spread, and the agreement of the two scales."""
+    (workflow / "config/confidence_micro.yaml").write_text(
+        "preset: micro_confidence\n"
+        "train: {steps: [4, 8, 20, 40], warmup_steps: 4, scale: 0.5}\n"  # runs steps 2/4/10/20, x2 runs 4/8/20/40
+        "model: {rvq: {progressive_steps: 8}}\n"
+        "verdict: {seeds: [0, 1], fidelity_times: 2}\n"
+    )
+    results = "results/micro_confidence/micro"
+    run_snakemake(workflow, "--cores", "2", f"{results}/phase1/verdict.json", f"{results}/baseline/verdict.json",
+                  configfiles=("config/micro.yaml", "config/confidence_micro.yaml"))
+    verdict = json.loads((workflow / f"{results}/phase1/verdict.json").read_text())
+    assert verdict["seed"] == 0 and verdict["scale"] == 0.5 and verdict["steps"] == [2, 4, 10, 20]
+    seeds = verdict["seeds"]
+    assert seeds["seeds"] == [0, 1] and set(seeds["class_by_seed"]) == {"0", "1"}
+    assert seeds["stable"] == (len(set(seeds["class_by_seed"].values())) == 1)
+    other = json.loads((workflow / f"{results}/phase1_s1/verdict.json").read_text())
+    assert seeds["class_by_seed"]["1"] == other["class"] and other["seed"] == 1 and "seeds" not in other
+    q0 = next(c for c in seeds["criteria"] if c["id"] == "1k.perplexity_q0")
+    measured = [verdict_q0 for verdict_q0 in (q0["measured"]["0"], q0["measured"]["1"])]
+    assert q0["spread"]["min"] == min(measured) and q0["spread"]["max"] == max(measured)
+    fidelity = verdict["fidelity"]
+    assert fidelity["experiment"] == "phase1_x2" and fidelity["scales"] == [0.5, 1.0]
+    assert [r["steps"] for r in fidelity["roles"]] == [[2, 4], [4, 8], [10, 20], [20, 40]]
+    assert fidelity["summary"]["perplexity_q0_factor"] >= 1.0
+    report = (workflow / f"{results}/phase1/report/report.md").read_text()
+    assert fidelity["statement"] in report and seeds["statement"] in report
+    assert (workflow / f"{results}/phase1/report/plots/fidelity.png").stat().st_size > 1000
+    # the longer run is compared with the control at its own scale; the control has no seeds
+    longer = json.loads((workflow / f"{results}/phase1_x2/verdict.json").read_text())
+    assert longer["control"]["experiment"] == "baseline_x2" and longer["steps"] == [4, 8, 20, 40]
+    baseline = json.loads((workflow / f"{results}/baseline/verdict.json").read_text())
+    assert baseline["fidelity"]["experiment"] == "baseline_x2" and "seeds" not in baseline and "control" not in baseline

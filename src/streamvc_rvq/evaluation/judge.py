@@ -12,6 +12,7 @@ from streamvc_rvq.atomic import write_json
 from streamvc_rvq.config import config_hash, ladder_command
 from streamvc_rvq.evaluation import report as reporting
 from streamvc_rvq.evaluation.comparison import compare_arms, control_comparison
+from streamvc_rvq.evaluation.confidence import scale_fidelity, seed_agreement
 from streamvc_rvq.evaluation.curves import read_scalars
 from streamvc_rvq.evaluation.experiments_table import training_config
 from streamvc_rvq.evaluation.ladder_report import plot_quality as plot_ladder_quality
@@ -30,13 +31,25 @@ def write_verdict(
     cfg: dict, *, metrics: Sequence[Path], control_metrics: Sequence[Path], tensorboard_dir: Path | None,
     output: Path, report: Path, plots_dir: Path, reference_levels: Path | None = None,
     samples_dirs: Sequence[Path] = (), manifest: Path | None = None, samples_page: Path | None = None,
+    seed_verdicts: Sequence[Path] = (), fidelity_verdict: Path | None = None, fidelity_metrics: Sequence[Path] = (),
 ) -> dict:
     checkpoints = read_metrics(metrics)
     reference = json.loads(Path(reference_levels).read_text()) if reference_levels else None
     verdict = decide(checkpoints, steps=cfg["train"]["steps"], progressive_steps=cfg["model"]["rvq"]["progressive_steps"],
-                     reference=reference, ladder_command=ladder_command(cfg))
+                     reference=reference, ladder_command=ladder_command(cfg), scale=cfg["train"].get("scale"))
     verdict["reference_levels"] = reference
     verdict["experiment"] = cfg.get("experiment", verdict.get("experiment"))
+    verdict["seed"] = cfg["train"].get("seed")
+    if seed_verdicts:
+        seeds = seed_agreement([verdict, *(json.loads(Path(p).read_text()) for p in seed_verdicts)])
+        verdict["seeds"] = seeds
+        if not seeds["stable"]:
+            verdict["next_action"] = f"{seeds['statement']}; this seed's reading: {verdict['next_action']}"
+    larger = None
+    if fidelity_verdict is not None:
+        larger = json.loads(Path(fidelity_verdict).read_text()), read_metrics(fidelity_metrics)
+        verdict["fidelity"] = scale_fidelity(verdict, checkpoints, *larger)
+        verdict["fidelity"]["experiment"] = larger[0].get("experiment")
     verdict["provenance"] = {
         "preset": cfg.get("preset"),
         "corpus": cfg.get("corpus", {}).get("name"),
@@ -57,6 +70,9 @@ def write_verdict(
         "Pre-RVQ standard deviation": reporting.plot_pre_rvq_std(checkpoints, scalars, plots_dir / "pre_rvq_std.png"),
         "Losses": reporting.plot_losses(checkpoints, scalars, plots_dir / "losses.png"),
     }
+    if larger is not None:
+        pngs["The two protocol scales in protocol time"] = reporting.plot_fidelity(
+            checkpoints, larger[1], verdict["fidelity"], plots_dir / "fidelity.png")
     if any((cp.get("outputs") or {}).get("quality") for cp in checkpoints):
         pngs["Conversion quality against the corpus's levels"] = reporting.plot_quality(
             checkpoints, reference, plots_dir / "quality.png")

@@ -11,6 +11,7 @@ parallel Snakemake jobs, on a cluster node).
 * :func:`plot_losses` — loss_stft and loss_l1: training curve and validation points.
 * :func:`plot_quality` — speaker similarity, DNSMOS OVRL and character error rate of the
   outputs per checkpoint, against the corpus's own reference levels.
+* :func:`plot_fidelity` — one experiment at two protocol scales, in protocol time.
 * :func:`plot_ab` — mean perplexity per arm (± std over seeds) for the A/B comparison.
 * :func:`write_verdict_report`, :func:`write_ab_report` — the Markdown reports.
 """
@@ -27,6 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from ..atomic import atomic_write_bytes
+from .confidence import scale_label
 from .verdict import (
     FRAME_SCALE_BAND,
     HEALTHY_PERPLEXITY,
@@ -118,6 +120,39 @@ def plot_codebook(checkpoints: Sequence[dict], scalars: Mapping | None, out_png:
         _mark_checkpoints(ax, checkpoints)
         ax.set_xlabel("step")
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, out_png)
+
+
+def plot_fidelity(small: Sequence[dict], large: Sequence[dict], fidelity: dict, out_png: str | os.PathLike) -> Path:
+    """One experiment at two protocol scales in protocol time (step / last step): per-stage
+    perplexity and usage, and the frame scale, at every checkpoint. Returns the path."""
+    fig, (ax_p, ax_u, ax_f) = _new_figure(3, height=2.8)
+    small_scale, large_scale = (scale_label(x) for x in fidelity["scales"])
+    runs = ((small, "o--", small_scale), (large, "s-", large_scale))
+    for cps, style, label in runs:
+        last = max(int(cp["step"]) for cp in cps)
+        for i in _stage_indices(cps, None):
+            for ax, key in ((ax_p, "perplexity"), (ax_u, "usage")):
+                pts = [(int(cp["step"]) / last, stage_value(cp, i, key)) for cp in cps]
+                pts = [(t, v) for t, v in pts if v is not None]
+                if pts:
+                    ax.plot([t for t, _ in pts], [v for _, v in pts], style, color=f"C{i % 10}", ms=4,
+                            label=f"q{i} {label}")
+        pts = [(int(cp["step"]) / last, (cp.get("pre_rvq_frame") or {}).get("frame_scale")) for cp in cps]
+        pts = [(t, v) for t, v in pts if v is not None]
+        if pts:
+            ax_f.plot([t for t, _ in pts], [v for _, v in pts], style, color="C3", label=f"frame scale {label}")
+    ax_p.axhline(HEALTHY_PERPLEXITY, color="red", ls=":", lw=1)
+    _log_y(ax_p)
+    ax_p.set_ylabel("perplexity")
+    ax_u.set_ylabel("usage")
+    lo, hi = FRAME_SCALE_BAND
+    ax_f.axhspan(lo, hi, color="C2", alpha=0.07)
+    ax_f.set_ylabel("frame scale")
+    ax_p.set_title(f"Protocol scale {small_scale} (dashed) against {large_scale} (solid), in protocol time", fontsize=10)
+    for ax in (ax_p, ax_u, ax_f):
+        ax.set_xlabel("protocol time (step / last step)")
+        ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=2)
     return _save(fig, out_png)
 
 
@@ -455,8 +490,12 @@ def write_verdict_report(verdict: dict, checkpoints: Sequence[dict], control: di
     roles = [c for c in verdict.get("checkpoints") or [] if c.get("step") is not None]
     if verdict.get("scaled"):
         mapping = ", ".join(f"{c['role']} → step {c['step']}" for c in roles)
-        lines += [f"Steps are **scaled** (scale factor {verdict['scale']:g}): the protocol's checkpoints "
+        lines += [f"Steps are **scaled** (scale {scale_label(verdict['scale'])}): the protocol's checkpoints "
                   f"are read at {mapping}.", ""]
+        fidelity = verdict.get("fidelity")
+        lines += [f"**Fidelity:** {fidelity['statement']} (`{fidelity.get('experiment')}`; see the section below)."
+                  if fidelity else "**Fidelity:** not measured for this run; set `verdict.fidelity_times` "
+                  "(config/confidence.yaml) to run it at a larger scale and state how the two agree.", ""]
     else:
         lines += [f"Steps as in the protocol: {', '.join(str(c['step']) for c in roles)}.", ""]
     for w in verdict.get("warnings") or []:
@@ -466,6 +505,10 @@ def write_verdict_report(verdict: dict, checkpoints: Sequence[dict], control: di
             f"{m['role']} ({m['reason']})" for m in verdict["missing"]) + ".", ""]
     if verdict.get("ignored_steps"):
         lines += [f"Checkpoints beyond the protocol (not judged): {verdict['ignored_steps']}.", ""]
+
+    seeds = verdict.get("seeds")
+    lines += [f"**Seeds:** {seeds['statement']}." if seeds else
+              f"**Seeds:** one (seed {verdict.get('seed')}); set `verdict.seeds` to see how the verdict varies.", ""]
 
     lines += ["## Criteria", "",
               "| id | step (nominal) | metric | threshold | measured | result | note |",
@@ -495,11 +538,49 @@ def write_verdict_report(verdict: dict, checkpoints: Sequence[dict], control: di
         if control_checkpoints:
             name = (control or {}).get("experiment") or "control"
             lines += [f"Control `{name}`:", ""] + quality_table(control_checkpoints, None)
+    if seeds:
+        lines += _seed_lines(seeds)
+    if verdict.get("fidelity"):
+        lines += _fidelity_lines(verdict["fidelity"])
     if control is not None:
         lines += _control_lines(control)
     else:
         lines += ["## Control comparison", "", "No control run was compared.", ""]
     return _write_markdown(lines, pngs, out)
+
+
+def _seed_lines(seeds: dict) -> list[str]:
+    """Class per seed, and each criterion's result per seed and the spread of its value."""
+    lines = ["## Seeds", "", seeds["statement"] + ".", "",
+             "| | " + " | ".join(f"seed {s}" for s in seeds["seeds"]) + " |",
+             "|---|" + "---|" * len(seeds["seeds"]),
+             "| class | " + " | ".join(seeds["class_by_seed"][str(s)] for s in seeds["seeds"]) + " |", "",
+             "| criterion | " + " | ".join(f"seed {s}" for s in seeds["seeds"]) + " | min | max | mean | std |",
+             "|---|" + "---|" * (len(seeds["seeds"]) + 4)]
+    mark = {True: "pass", False: "**fail**", None: "—"}
+    for c in seeds["criteria"]:
+        cells = [f"{fmt_value(c['measured'][str(s)])} {mark[c['passed'][str(s)]]}" for s in seeds["seeds"]]
+        spread = c["spread"] or {}
+        cells += [fmt_value(spread.get(k)) for k in ("min", "max", "mean", "std")]
+        name = f"`{c['id']}`" + ("" if c["agree"] else " (differs)")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines + ["", "A list value (every active stage's perplexity) is summarised by its minimum.", ""]
+
+
+def _fidelity_lines(fidelity: dict) -> list[str]:
+    """The two protocol scales, role by role."""
+    small, large = (scale_label(x) for x in fidelity["scales"])
+    lines = ["## Fidelity of the scaled protocol", "", fidelity["statement"] + ".", "",
+             f"| role | steps ({small} / {large}) | stage | perplexity {small} | perplexity {large} | factor | "
+             f"usage {small} | usage {large} | frame scale {small} / {large} |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in fidelity["roles"]:
+        for s in r["stages"]:
+            lines.append(f"| {r['role']} | {r['steps'][0]} / {r['steps'][1]} | q{s['index']} | "
+                         f"{fmt_value(s['perplexity'][0])} | {fmt_value(s['perplexity'][1])} | "
+                         f"{fmt_value(s['perplexity_factor'])} | {fmt_value(s['usage'][0])} | {fmt_value(s['usage'][1])} | "
+                         f"{fmt_value(r['frame_scale'][0])} / {fmt_value(r['frame_scale'][1])} |")
+    return lines + [""]
 
 
 def write_ab_report(comparison: dict, out_md: str | os.PathLike, pngs: PngList | None = None) -> Path:

@@ -34,6 +34,7 @@ from streamvc_rvq.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from streamvc_rvq.training.precision import Precision
 from streamvc_rvq.training.schedule import lr_factor
 from streamvc_rvq.training.tensorboard_log import open_segment
 
@@ -55,6 +56,7 @@ class TrainState:
     discriminator: nn.Module | None
     disc_optimizer: torch.optim.Optimizer | None
     step: int
+    precision: Precision
 
 
 def gan_enabled(train_cfg: dict) -> bool:
@@ -81,7 +83,8 @@ def build_state(cfg: dict, device: torch.device) -> TrainState:
             discriminator.parameters(), lr=train_cfg["lr"], betas=tuple(train_cfg["betas"]),
             weight_decay=train_cfg["weight_decay"],
         )
-    return TrainState(model, optimizer, scheduler, discriminator, disc_optimizer, step=0)
+    precision = Precision(train_cfg.get("precision", "fp32"), device)
+    return TrainState(model, optimizer, scheduler, discriminator, disc_optimizer, step=0, precision=precision)
 
 
 def restore_state(state: TrainState, checkpoint: dict[str, Any]) -> None:
@@ -93,6 +96,8 @@ def restore_state(state: TrainState, checkpoint: dict[str, Any]) -> None:
             raise TrainingError("the GAN is on but the checkpoint has no discriminator state")
         state.discriminator.load_state_dict(checkpoint["discriminator"])
         state.disc_optimizer.load_state_dict(checkpoint["disc_optimizer"])
+    if state.precision.scaling and "grad_scaler" in checkpoint:
+        state.precision.scaler.load_state_dict(checkpoint["grad_scaler"])
     state.step = int(checkpoint["step"])
     set_rng_state(checkpoint["rng"])
 
@@ -109,6 +114,8 @@ def checkpoint_payload(state: TrainState, cfg: dict) -> dict[str, Any]:
     if state.discriminator is not None:
         payload["discriminator"] = state.discriminator.state_dict()
         payload["disc_optimizer"] = state.disc_optimizer.state_dict()
+    if state.precision.scaling:
+        payload["grad_scaler"] = state.precision.scaler.state_dict()
     return payload
 
 
@@ -197,12 +204,14 @@ class Trainer:
         source = batch.source.to(self.device)
         reference = batch.reference.to(self.device)
         num_active = self.active_stages(step)
-        out = state.model(source, reference, num_active, lengths=batch.lengths)
+        precision = state.precision
+        with precision.autocast():  # the forward pass only: losses and the RVQ stay float32
+            out = state.model(source, reference, num_active, lengths=batch.lengths)
         # The left context is run, not scored. The audio losses cover the scored window of
         # every row alike: a short utterance's trailing zero padding is scored as silence (as
         # before), while RVQ statistics and the label loss skip it (``out.valid``).
         scored = batch.context_frames * self.hop
-        audio = out.audio[:, scored:]
+        audio = out.audio[:, scored:].float()
         target = source[:, scored : out.audio.shape[-1]]
         terms = LossTerms(weights, step)
         terms.add("stft", self.spectral(target, audio))
@@ -212,8 +221,9 @@ class Trainer:
         label_accuracy = None
         if has_labels and weights["content_ce"] > 0:
             labels = batch.labels.to(self.device).masked_fill(~out.valid, -100)
-            terms.add("content_ce", losses.content_cross_entropy(out.content_logits, labels))
-            label_accuracy = losses.label_accuracy(out.content_logits.detach(), labels)
+            logits = out.content_logits.float()
+            terms.add("content_ce", losses.content_cross_entropy(logits, labels))
+            label_accuracy = losses.label_accuracy(logits.detach(), labels)
         disc_loss = None
         if state.discriminator is not None:
             disc_loss = self._discriminator_step(target, audio, step)
@@ -222,14 +232,18 @@ class Trainer:
             terms.add("adversarial", losses.generator_adversarial_loss(fake_logits))
             terms.add("feature_matching", losses.feature_matching_loss(real_feats, fake_feats))
         state.optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
+        precision.scaler.scale(terms.total).backward()
+        precision.scaler.unscale_(state.optimizer)
         norms = [torch.nn.utils.clip_grad_norm_(group, self.train_cfg["grad_clip"]) for group in self.clip_groups]
         grad_norm = norms[-1]
         for norm in norms:
-            if not torch.isfinite(norm):
+            # with float16 loss scaling an overflow is expected now and then: the scaler
+            # skips that step and lowers its scale
+            if not torch.isfinite(norm) and not precision.scaling:
                 raise TrainingError(f"non-finite gradient norm at step {step}: {float(norm)}")
         lr = state.optimizer.param_groups[0]["lr"]
-        state.optimizer.step()
+        precision.scaler.step(state.optimizer)
+        precision.scaler.update()
         state.scheduler.step()
         scalars = {f"train/loss_{name}": float(value.detach()) for name, value in terms.raw.items()}
         scalars.update({
@@ -390,6 +404,7 @@ def train_to_step(
     audio_per_step = train_cfg["batch_size"] * trainer.crop_frames * trainer.hop / sample_rate
     print(
         f"training {cfg.get('experiment', '?')} from step {start} to {step} on {device_} "
+        f"({'float32' if state.precision.dtype is None else f'mixed precision, {state.precision.dtype}'}) "
         f"({sum(p.numel() for p in state.model.parameters()) / 1e6:.2f} M parameters, "
         f"{torch.get_num_threads()} threads)",
         file=sys.stderr, flush=True,
