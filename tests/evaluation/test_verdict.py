@@ -517,3 +517,14 @@ def test_reference_without_same_speaker_pairs_is_named(healthy_run):
     c = crit(run(healthy_run(), reference=one_each), "last.outputs_diverse")
     assert c["passed"] is None and "no same-speaker pair" in c["note"]
     assert "no reference levels given" in crit(run(healthy_run(), reference=None), "last.outputs_diverse")["note"]
+
+
+def test_configured_scale_is_the_verdicts_and_hand_cut_steps_are_flagged(healthy_run):
+    steps = [50, 100, 250, 500]
+    scaled = decide(healthy_run(steps), steps=steps, progressive_steps=100, reference=REFERENCE, scale=0.05)
+    assert scaled["scale"] == 0.05 and scaled["scaled"] and scaled["warnings"] == []
+    by_hand = decide(healthy_run(steps), steps=steps, progressive_steps=100, reference=REFERENCE, scale=1.0)
+    assert by_hand["scale"] == 0.05  # inferred, as before train.scale existed
+    assert any("cut by hand" in w for w in by_hand["warnings"])
+    paper = decide(healthy_run(STEPS), steps=STEPS, progressive_steps=2000, reference=REFERENCE, scale=1.0)
+    assert not paper["scaled"] and not any("cut by hand" in w for w in paper["warnings"])

@@ -84,7 +84,11 @@ def test_causal_normalisation_does_not_collapse_stage_0(micro_manifest, tmp_path
 def test_calibrated_ema_redraws_few_codes_per_step_in_steady_state(micro_manifest):
     # quick config (1024 codes, 8 x 64 valid frames per step): with the absolute threshold 2,
     # 984 of 1024 codes were redrawn every step
-    cfg = quick_config("phase2_encodec", train={"steps": [120], "warmup_steps": 5})
+    # The threshold's design point is the paper-size usage EMA (decay 0.99, ~100 steps of
+    # memory). The quick preset's scaled decay (0.99^20 = 0.818) averages 20 times fewer frames
+    # and redrew 5.3 % of the codes per step here: a cost of the scaled protocol, reported
+    # by the two-scale comparison, not a miscalibration of the threshold.
+    cfg = quick_config("phase2_encodec", train={"steps": [120], "warmup_steps": 5}, model={"rvq": {"ema_decay": 0.99}})
     state = build_state(cfg, torch.device("cpu"))
     trainer = Trainer(cfg, state, torch.device("cpu"))
     utts = load_utterances(micro_manifest, "train")

@@ -290,20 +290,30 @@ def protocol_scale(steps: Sequence[int], progressive_steps: int, scale: float | 
     """The role steps of a config and how they relate to the nominal protocol.
 
     ``scale``: the config's ``train.scale`` (the steps were scaled from paper-size values by
-    it); None infers it from the steps, for a config that scaled its steps by hand.
+    it); 1 or None infers it from the steps, for a config that cut its steps by hand (with 1,
+    a warning says that such a run is not the protocol scaled).
     Returns ``{"scale", "scaled", "roles": [{"role", "nominal_step", "step"}], "warnings"}``
     (``step`` is None for a role beyond the configured steps).
     """
     steps = [int(s) for s in steps]
-    if scale is not None:
+    warnings = []
+    if scale is not None and scale != 1.0:
         scale = float(scale)
-    elif progressive_steps and progressive_steps > 0:
-        scale = progressive_steps / NOMINAL_PROGRESSIVE_STEPS
-    elif steps:
-        scale = steps[0] / ROLES[0][1]
     else:
-        scale = 1.0
-    roles, warnings = [], []
+        given = scale
+        if progressive_steps and progressive_steps > 0:
+            scale = progressive_steps / NOMINAL_PROGRESSIVE_STEPS
+        elif steps:
+            scale = steps[0] / ROLES[0][1]
+        else:
+            scale = 1.0
+        if given is not None and scale != 1.0:
+            warnings.append(
+                f"the steps are cut by hand (x {scale:g}, train.scale 1): the run kept the paper-size learning rate "
+                "and EMA decay, so it is a shorter, less trained run, not the protocol scaled; write paper-size "
+                "steps and set train.scale to scale them together"
+            )
+    roles = []
     for i, (role, nominal) in enumerate(ROLES):
         step = steps[i] if i < len(steps) else None
         roles.append({"role": role, "nominal_step": nominal, "step": step})
@@ -311,8 +321,6 @@ def protocol_scale(steps: Sequence[int], progressive_steps: int, scale: float | 
             warnings.append(
                 f"{role}: configured step {step} is not nominal {nominal} x scale {scale:g} "
                 f"= {nominal * scale:g}; the criteria apply at step {step} anyway"
-                + ("" if scale != 1 else " (steps cut by hand keep the paper-size learning rate: set train.scale "
-                   "to scale the protocol's learning rate, warm-up and progressive_steps with them)")
             )
     scaled = scale != 1.0 or any(r["step"] is not None and r["step"] != r["nominal_step"] for r in roles)
     return {"scale": scale, "scaled": scaled, "roles": roles, "warnings": warnings}
