@@ -26,15 +26,16 @@ def test_unknown_precision_is_refused():
         autocast_dtype("fp16", torch.device("cpu"))
 
 
-def test_autocast_reaches_the_convolutions_not_the_quantizer():
+def test_autocast_reaches_the_encoders_not_the_quantizer_or_the_decoder():
     cfg = micro_config()
     torch.manual_seed(0)
     model = StreamVC(cfg["model"]).train()
     source, reference = torch.randn(2, 6400) * 0.1, torch.randn(2, 6400) * 0.1
     with Precision("mixed", torch.device("cpu")).autocast():
         out = model(source, reference, 2)
-    assert out.audio.dtype == torch.bfloat16  # the lever acts: the decoder ran in bfloat16
+    assert out.content_logits.dtype == torch.bfloat16  # the lever acts: the content encoder ran in bfloat16
     assert out.rvq_input.dtype == torch.float32 and out.rvq.quantized.dtype == torch.float32
+    assert out.audio.dtype == torch.float32  # the decoder's backward loses gradient in bfloat16
     with Precision("fp32", torch.device("cpu")).autocast():
         assert model(source, reference, 2).audio.dtype == torch.float32
 

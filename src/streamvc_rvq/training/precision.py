@@ -3,8 +3,10 @@
 
 bfloat16 on CUDA and CPU (float32's range: no loss scaling), float16 on MPS (Apple GPUs have
 no fast bfloat16), whose small range needs a gradient scaler. Only the model's forward pass
-runs under autocast; the quantizer (nearest-code search, codebook updates, statistics, see
-``Decoder.rvq_input``), the losses and the optimiser stay in float32.
+runs under autocast, and in it the content, speaker and pitch encoders: the quantizer
+(nearest-code search, codebook updates, statistics, see ``Decoder.rvq_input``), the decoder
+(``Decoder.synthesize``: in bfloat16 its backward shrank and turned the gradients), the
+losses and the optimiser stay in float32.
 """
 
 from __future__ import annotations
