@@ -135,8 +135,8 @@ def verdict_inputs(wildcards):
     seeds = seed_runs(config, wildcards.experiment)
     if seeds:
         inputs["seed_verdicts"] = expand("{results}/{experiment}/verdict.json", results=RESULTS, experiment=seeds)
-    if wildcards.experiment in verdict_arms(config) and fidelity_variant(config, wildcards.experiment):
-        longer = fidelity_variant(config, wildcards.experiment)
+    longer = fidelity_variant(config, wildcards.experiment)
+    if longer and wildcards.experiment in verdict_arms(config):
         inputs["fidelity_metrics"] = experiment_metrics(longer)
         inputs["fidelity_verdict"] = f"{RESULTS}/{longer}/verdict.json"
     return inputs

@@ -108,13 +108,14 @@ def scale_fidelity(small: dict, small_checkpoints: Sequence[dict], large: dict, 
         indices = sorted({s["index"] for s in active_stages(a)} & {s["index"] for s in active_stages(b)})
         stages = []
         for i in indices:
-            stages.append({"index": i, "perplexity": [stage_value(a, i, "perplexity"), stage_value(b, i, "perplexity")],
-                           "usage": [stage_value(a, i, "usage"), stage_value(b, i, "usage")],
-                           "perplexity_factor": _factor(stage_value(a, i, "perplexity"), stage_value(b, i, "perplexity")),
-                           "usage_factor": _factor(stage_value(a, i, "usage"), stage_value(b, i, "usage"))})
+            entry = {"index": i}
+            for key in ("perplexity", "usage"):
+                entry[key] = [stage_value(a, i, key), stage_value(b, i, key)]
+                entry[f"{key}_factor"] = _factor(*entry[key])
+            stages.append(entry)
+        scales = [frame_scale(a), frame_scale(b)]
         roles.append({"role": role, "steps": [small_steps[role], large_steps[role]], "stages": stages,
-                      "frame_scale": [frame_scale(a), frame_scale(b)],
-                      "frame_scale_factor": _factor(frame_scale(a), frame_scale(b))})
+                      "frame_scale": scales, "frame_scale_factor": _factor(*scales)})
     q0 = [s for r in roles for s in r["stages"] if s["index"] == 0]
     large_by_id = {c["id"]: c for c in large["criteria"]}
     compared, differ = 0, []

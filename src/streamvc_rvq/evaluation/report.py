@@ -35,6 +35,7 @@ from .verdict import (
     PERPLEXITY_IDEAL_1K,
     PRE_RVQ_STD_BAND,
     USAGE_MIN_1K,
+    frame_scale,
     stage_value,
 )
 
@@ -138,7 +139,7 @@ def plot_fidelity(small: Sequence[dict], large: Sequence[dict], fidelity: dict, 
                 if pts:
                     ax.plot([t for t, _ in pts], [v for _, v in pts], style, color=f"C{i % 10}", ms=4,
                             label=f"q{i} {label}")
-        pts = [(int(cp["step"]) / last, (cp.get("pre_rvq_frame") or {}).get("frame_scale")) for cp in cps]
+        pts = [(int(cp["step"]) / last, frame_scale(cp)) for cp in cps]
         pts = [(t, v) for t, v in pts if v is not None]
         if pts:
             ax_f.plot([t for t, _ in pts], [v for _, v in pts], style, color="C3", label=f"frame scale {label}")
