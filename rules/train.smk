@@ -22,4 +22,7 @@ rule train:
     shell:
         "streamvc-rvq train --config-json {params.config:q} --manifest {input.manifest} {params.labels} "
         "--step {wildcards.step} {params.resume} --tensorboard {params.tensorboard} "
-        "--threads {threads} --output {output.checkpoint} > {log} 2>&1"
+        "--threads {threads} --output {output.checkpoint} "
+        # from the top-level config, not params: a new snapshot cadence re-runs nothing
+        "--snapshot-every-steps {config[snapshots][every_steps]} "
+        "--snapshot-every-minutes {config[snapshots][every_minutes]} > {log} 2>&1"

@@ -1,38 +1,163 @@
 """Atomic file writes: write to a temporary file beside the target, then rename.
 
 A killed job or a failed write never leaves a half-written checkpoint, wav or JSON under the
-target's name, and an existing file is only replaced once the new one is complete.
+target's name, and an existing file is only replaced once the new one is complete. A write
+that fails (disk full, read-only file system, no permission) raises :class:`WriteError`, one
+line naming the path and the cause, after removing its temporary file. Written files get the
+mode the user's umask gives (``mkstemp`` alone makes them 0600, unreadable to a group on a
+shared cluster). Temporary files left by a killed writer are removed by the next write of the
+same file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
+import re
+import resource
+import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
+
+# A temporary file untouched this long belongs to no live writer (every writer here fills
+# its file in one go, seconds at most).
+STALE_AFTER_SECONDS = 3600.0
+# Free space under which a write failure without an errno is put down to a full disk.
+_NEARLY_FULL_BYTES = 16 << 20
+
+
+class WriteError(OSError):
+    """A file could not be written; the message names the path and the cause."""
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:32] or "host"
+
+
+def _temp_prefix(path: Path) -> str:
+    """``.NAME.HOST-PID.``: lets a later writer tell a dead writer's file from a live one's."""
+    return f".{path.name}.{_host()}-{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Remove temporary files of earlier writes of ``path`` whose writer is gone: a dead
+    process on this host, or a file untouched for :data:`STALE_AFTER_SECONDS`."""
+    path = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?:(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.)?[A-Za-z0-9_]+\.tmp$")
+    removed = []
+    try:
+        siblings = list(path.parent.iterdir()) if path.parent.is_dir() else []
+    except OSError:
+        return removed
+    now, host = time.time(), _host()
+    for sibling in siblings:
+        match = pattern.match(sibling.name)
+        if not match:
+            continue
+        try:
+            dead = match["host"] == host and match["pid"] is not None and not _pid_alive(int(match["pid"]))
+            if dead or now - sibling.stat().st_mtime > STALE_AFTER_SECONDS:
+                sibling.unlink()
+                removed.append(sibling)
+        except OSError:
+            continue
+    return removed
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode ``open()`` would give a new file: 0666 less the umask."""
+    return 0o666 & ~_umask()
+
+
+def write_failure(err: BaseException, path: Path) -> str | None:
+    """The cause of a failed write of ``path`` in words, or None when it was not the file
+    system's doing (a bug, which should stay a traceback).
+
+    Libraries that write through their own C code (libsndfile, torch's zip writer) lose
+    the errno, so without one the folder is checked for being read-only or full."""
+    if isinstance(err, OSError) and err.errno:
+        return os.strerror(err.errno)
+    folder = path.parent
+    with contextlib.suppress(OSError):
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return os.strerror(errno.EROFS)
+        if not os.access(folder, os.W_OK):
+            return os.strerror(errno.EACCES)
+        if shutil.disk_usage(folder).free < _NEARLY_FULL_BYTES:
+            return os.strerror(errno.ENOSPC)
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        return f"{os.strerror(errno.EFBIG)} (this process may write files of at most {limit} bytes: ulimit -f)"
+    return None
+
+
+def _error(path: Path, err: BaseException) -> BaseException:
+    reason = write_failure(err, path)
+    if reason is None:
+        return err
+    error = WriteError(f"cannot write {path}: {reason}")
+    error.path, error.reason = path, reason
+    return error
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path in ``path``'s directory; rename it to ``path`` on success."""
+    """Yield a temporary path in ``path``'s directory; rename it to ``path`` on success.
+
+    Write through Python file objects where a library allows it (``torch.save(obj, f)``,
+    not ``torch.save(obj, name)``): their failures carry the errno."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as err:
+        raise _error(path, err) from None
     try:
         yield Path(tmp)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
+    except Exception as err:
+        mapped = _error(path, err)
+        if mapped is err:
+            raise
+        raise mapped from None
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
 
 
 def _finite(value: Any) -> Any:

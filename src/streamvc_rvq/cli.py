@@ -1,8 +1,8 @@
 """``streamvc-rvq``: one subcommand per pipeline step; every Snakemake rule calls one.
 
 The same commands are what a person runs by hand. Errors the user can fix (bad config,
-bad input file, too small a corpus) print one line prefixed ``error:`` and exit 2, rather
-than a traceback.
+bad input file, too small a corpus, a full, read-only or forbidden disk) print one line
+prefixed ``error:`` and exit 2, rather than a traceback.
 """
 
 from __future__ import annotations
@@ -82,6 +82,17 @@ def cmd_prepare_data(args: argparse.Namespace) -> None:
         print(line, file=sys.stderr)
 
 
+def _snapshot_policy(args: argparse.Namespace):
+    """The flags, or the schema's defaults for those not given."""
+    from streamvc_rvq.config import validate
+    from streamvc_rvq.training.snapshots import SnapshotPolicy
+
+    defaults = validate({})["snapshots"]
+    steps, minutes = args.snapshot_every_steps, args.snapshot_every_minutes
+    return SnapshotPolicy(defaults["every_steps"] if steps is None else steps,
+                          defaults["every_minutes"] if minutes is None else minutes)
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from streamvc_rvq.training.trainer import TrainingError, train_to_step
 
@@ -91,6 +102,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         train_to_step(
             cfg, manifest=args.manifest, step=args.step, output=args.output, resume=args.resume,
             tensorboard_dir=args.tensorboard, device=args.device, labels=_labels(args.labels),
+            snapshots=_snapshot_policy(args),
         )
     except TrainingError as err:
         raise UserError(str(err)) from None
@@ -275,6 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensorboard", type=Path, help="TensorBoard log directory (one continuous run per experiment)")
     p.add_argument("--device", default=None, help="auto | cpu | mps | cuda[:N]; overrides train.device")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: train.num_threads or torch's default)")
+    p.add_argument("--snapshot-every-steps", type=int, metavar="N",
+                   help="write a resumable snapshot every N steps (0: off; default: the config schema's snapshots.every_steps)")
+    p.add_argument("--snapshot-every-minutes", type=float, metavar="M",
+                   help="... and every M minutes (0: off; default: the config schema's snapshots.every_minutes)")
     _add_labels_arg(p)
     p.set_defaults(func=cmd_train)
 
@@ -357,7 +373,20 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except OSError as err:  # disk full, read-only, no permission: the file system's, not a bug
+        print(f"error: {os_error_line(err)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     return 0
+
+
+def os_error_line(err: OSError) -> str:
+    """One line naming the path and the cause (a WriteError already does)."""
+    from streamvc_rvq.atomic import WriteError
+
+    if isinstance(err, WriteError) or not err.strerror:
+        return " ".join(str(err).split())
+    where = f"{err.filename}" + (f" -> {err.filename2}" if err.filename2 else "") if err.filename else "a file"
+    return f"{where}: {err.strerror}"
 
 
 if __name__ == "__main__":

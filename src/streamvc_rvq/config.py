@@ -360,7 +360,8 @@ RULE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
 }
 # What data preparation reads: the corpus section less the other corpus type's settings and
 # the label settings (a change of either must not re-ingest a corpus).
-_PREPARE_DROPS = {"builtin": ("folder", "labels", "label_kmeans"), "folder": ("builtin", "labels", "label_kmeans")}
+_PREPARE_DROPS = {"builtin": ("folder", "labels", "label_kmeans", "max_clipped_fraction"),
+                  "folder": ("builtin", "labels", "label_kmeans")}
 
 
 def rule_config(resolved: dict, rule: str) -> dict:

@@ -10,7 +10,8 @@ from streamvc_rvq.training.checkpoint import (
     save_checkpoint,
 )
 from streamvc_rvq.training.schedule import lr_factor
-from streamvc_rvq.training.tensorboard_log import open_segment, segment_files
+from streamvc_rvq.evaluation.curves import read_scalars
+from streamvc_rvq.training.tensorboard_log import SegmentWriter, segment_files
 
 
 def test_lr_warmup_then_cosine_to_zero():
@@ -85,12 +86,37 @@ def test_text_file_or_foreign_torch_file_as_checkpoint_is_one_line(tmp_path):
         load_checkpoint(foreign)
 
 
-def test_segments_at_or_after_a_rebuilt_start_are_removed(tmp_path):
+def _segment(logdir, start, end, publish=True):
+    writer = SegmentWriter(logdir, start, end)
+    writer.add_scalar("x", float(end), start)
+    writer.publish() if publish else writer.close()
+
+
+def test_segments_at_or_after_a_rebuilt_start_are_removed_once_the_rebuild_is_published(tmp_path):
     for start, end in [(0, 10), (10, 20), (20, 30)]:
-        writer = open_segment(tmp_path, start, end)
-        writer.add_scalar("x", 1.0, start)
-        writer.close()
+        _segment(tmp_path, start, end)
     assert [(s, e) for s, e, _ in segment_files(tmp_path)] == [(0, 10), (10, 20), (20, 30)]
-    writer = open_segment(tmp_path, 10, 20)  # rebuilding the middle target
-    writer.close()
+    _segment(tmp_path, 10, 20, publish=False)  # a rebuild of the middle target that fails
+    assert [(s, e) for s, e, _ in segment_files(tmp_path)] == [(0, 10), (10, 20), (20, 30)]
+    assert read_scalars(tmp_path)["x"] == [(0, 10.0), (10, 20.0), (20, 30.0)]
+    _segment(tmp_path, 10, 20)  # the rebuild that succeeds replaces it and the segment after it
     assert [(s, e) for s, e, _ in segment_files(tmp_path)] == [(0, 10), (10, 20)]
+    assert not (tmp_path / "live").exists()
+
+
+def test_a_resumed_segment_keeps_the_parts_before_its_snapshot_and_drops_the_rest(tmp_path):
+    writer = SegmentWriter(tmp_path, 0, 10)
+    for step in range(7):  # killed after step 6; its snapshot was at step 4
+        if step == 4:
+            writer.new_part(4)
+        writer.add_scalar("x", float(step), step)
+    writer.close()
+    writer = SegmentWriter(tmp_path, 0, 10, resume_from=4)
+    for step in range(4, 10):
+        writer.add_scalar("x", float(step), step)
+    writer.publish()
+    assert read_scalars(tmp_path)["x"] == [(s, float(s)) for s in range(10)]
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    steps = [e.step for _, _, p in segment_files(tmp_path) for e in EventFileLoader(str(p)).Load() if e.summary.value]
+    assert sorted(steps) == list(range(10))  # each step once

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from workflow_support import MICRO, ROOT, planned_jobs, run_snakemake
 
 from streamvc_rvq.config import load_config
@@ -28,6 +29,10 @@ def test_checkpoint_chain_builds_plans_nothing_after_and_forced_middle_target_re
     for step in (2, 4, 10, 20):
         assert (workflow / f"{MICRO}/phase1/checkpoints/step_{step}.pt").stat().st_size > 0
     assert "Nothing to be done" in snakemake(workflow, "-n", last).stdout + snakemake(workflow, "-n", last).stderr
+    # the snapshot cadence changes no result, so it re-runs nothing
+    (workflow / "snapshots.yaml").write_text("snapshots: {every_steps: 3, every_minutes: 1.5}\n")
+    again = run_snakemake(workflow, "-n", last, configfiles=("config/micro.yaml", "snapshots.yaml"))
+    assert "Nothing to be done" in again.stdout + again.stderr
     plan = planned_jobs(snakemake(workflow, "-n", last, "--forcerun", f"{MICRO}/phase1/checkpoints/step_4.pt"))
     assert plan.get("train") == 3  # step_4 and the two targets built from it, not step_2
     assert "prepare_data" not in plan
@@ -47,6 +52,8 @@ def test_verdict_and_ab_through_snakemake(workflow):
     assert set(ab["arms"]) == {"phase1", "phase1_beta1"}
     metrics = json.loads((workflow / f"{MICRO}/phase1/metrics/step_2.json").read_text())
     assert metrics["provenance"]["preset"] == "micro" and metrics["provenance"]["corpus"] == "micro"
+    assert metrics["provenance"]["packages"]["torch"] == torch.__version__
+    assert metrics["provenance"]["device"].startswith("cpu") and "git_commit" in metrics["provenance"]
     assert verdict["provenance"]["training_config_hashes"] == [metrics["provenance"]["training_config_hash"]]
     assert 0.0 <= metrics["content_labels"]["valid"]["accuracy"] <= 1.0  # the built-in corpus's own labels
     assert metrics["num_active_quantizers"] == 1 and metrics["stages"][0]["perplexity"] >= 1.0
@@ -92,6 +99,7 @@ def test_remedy_ladder_and_experiments_table_through_snakemake(workflow):
 MICRO_STEPS = {"1000": "2", "2000": "4", "5000": "10", "10000": "20"}
 NOT_RUN = (
     "python3.11 -m venv",  # installing: the suite already runs inside the installed environment
+    "uv sync",  # the same, through uv (tests/test_environment_lock.py checks the lock)
     "bash .ci/run",  # the suite itself
     "tensorboard ",  # a server; the test checks its log directory instead
     "pip install -e \".[slurm]\" && snakemake results/phase1/verdict.json --profile profiles/slurm",  # test_slurm.py

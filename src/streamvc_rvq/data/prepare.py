@@ -1,10 +1,19 @@
-"""Prepare a corpus folder: audio, labels, ``manifest.csv``, ``rejected.csv``, ``phonemes.json``.
+"""Prepare a corpus folder: audio, labels, ``manifest.csv``, ``rejected.csv``, ``flagged.csv``,
+``phonemes.json``.
 
 ``manifest.csv`` columns (exactly): ``utterance_id,path,speaker,duration,split,labels_path,text``;
 paths relative to the corpus folder, ``labels_path`` empty when there are none, ``duration``
 in seconds with 4 decimals, rows sorted by ``utterance_id``, ``split`` one of
 ``train|valid|heldout``. It is written last and atomically: a corpus folder with a manifest is
 complete. Building twice gives byte-identical files.
+
+``rejected.csv`` (``path,reason``) lists the files not used; ``flagged.csv``
+(``path,utterance_id,reason``) the files used despite some clipping, under
+``corpus.max_clipped_fraction`` (see :mod:`.folder_corpus`). Both are sorted by path, have
+paths relative to the folder corpus's root, and are written for every corpus, empty ones
+included (the built-in corpus has none), so that every corpus folder has the same files.
+Every CSV is UTF-8 whatever the locale; a file name that is not valid UTF-8 is written with
+backslash escapes.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from .splits import SplitError, assign_splits
 
 MANIFEST_COLUMNS = ("utterance_id", "path", "speaker", "duration", "split", "labels_path", "text")
 REJECTED_COLUMNS = ("path", "reason")
+FLAGGED_COLUMNS = ("path", "utterance_id", "reason")
 
 
 class CorpusError(RuntimeError):
@@ -39,7 +49,7 @@ def _csv_bytes(columns, rows) -> bytes:
     w.writerow(columns)
     for row in rows:
         w.writerow([row[c] for c in columns])
-    return buf.getvalue().encode("utf-8")
+    return buf.getvalue().encode("utf-8", errors="backslashreplace")  # undecodable file names
 
 
 def _resolve(corpus_cfg: dict) -> dict:
@@ -57,8 +67,9 @@ def _plural(n: int, word: str) -> str:
 
 
 def describe_splits(summary: dict) -> list[str]:
-    """Lines a person reads after preparation: speakers and minutes per split, and a warning
-    when the held-out speakers take a large share of the audio."""
+    """Lines a person reads after preparation: speakers and minutes per split, a warning
+    when the held-out speakers take a large share of the audio, and a note when some files
+    used have clipping (under the limit) for a person to check."""
     table = summary["split_table"]
     lines = ["split: " + " | ".join(f"{name} {_plural(t['speakers'], 'speaker')}, {_plural(t['utterances'], 'utterance')}, "
                                     f"{t['minutes']:.1f} min" for name, t in table.items())]
@@ -69,6 +80,10 @@ def describe_splits(summary: dict) -> list[str]:
             f"note: {held['speakers']} of {summary['num_speakers']} speakers ({100 * held['minutes'] / total:.0f}% of the audio) "
             "are held out for conversion tests only (corpus.held_out_speakers)"
         )
+    flagged = int(summary.get("num_flagged", 0))
+    if flagged > 0:
+        lines.append(f"note: {_plural(flagged, 'file')} used despite some clipping (within "
+                     "corpus.max_clipped_fraction); see flagged.csv")
     return lines
 
 
@@ -76,9 +91,10 @@ def prepare_corpus(corpus_cfg: dict, out_dir: Path, sample_rate: int = 16000, ho
                    workers: int | None = None, progress: bool = True) -> dict:
     """Build the corpus described by ``corpus_cfg`` (the config's ``corpus`` section) in ``out_dir``.
 
-    Returns ``{"num_utterances", "num_speakers", "minutes", "num_rejected", "seconds", ...}``.
-    Raises :class:`CorpusError` (one line) when fewer than ``min_files`` usable files or
-    ``min_speakers`` speakers remain, after writing ``rejected.csv``.
+    Returns ``{"num_utterances", "num_speakers", "minutes", "num_rejected", "num_flagged",
+    "seconds", ...}``. Raises :class:`CorpusError` (one line) when fewer than ``min_files``
+    usable files or ``min_speakers`` speakers remain, after writing ``rejected.csv`` and
+    ``flagged.csv``.
     """
     t0 = time.monotonic()
     cfg = _resolve(corpus_cfg)
@@ -106,7 +122,9 @@ def prepare_corpus(corpus_cfg: dict, out_dir: Path, sample_rate: int = 16000, ho
 
     utts = sorted(built["utterances"], key=lambda u: u["utterance_id"])
     rejected = sorted(built["rejected"], key=lambda r: r["path"])
+    flagged = sorted(built.get("flagged", []), key=lambda r: r["path"])
     atomic_write_bytes(out_dir / "rejected.csv", _csv_bytes(REJECTED_COLUMNS, rejected))
+    atomic_write_bytes(out_dir / "flagged.csv", _csv_bytes(FLAGGED_COLUMNS, flagged))
     if vocabulary is None:  # a user corpus: ids as given by its label files
         top = -1
         for u in utts:
@@ -161,6 +179,7 @@ def prepare_corpus(corpus_cfg: dict, out_dir: Path, sample_rate: int = 16000, ho
         "num_speakers": n_spk,
         "minutes": round(total_samples / sample_rate / 60.0, 3),
         "num_rejected": len(rejected),
+        "num_flagged": len(flagged),
         "seconds": round(time.monotonic() - t0, 2),
         "splits": counts,
         "split_table": split_table,

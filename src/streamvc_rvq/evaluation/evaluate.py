@@ -22,6 +22,7 @@ from streamvc_rvq.device import select_device
 from streamvc_rvq.evaluation.curves import curve_facts, read_scalars
 from streamvc_rvq.evaluation.quality import KINDS, QualityScorer, quality_line
 from streamvc_rvq.inference import convert, load_trained_model, num_active_at
+from streamvc_rvq.provenance import provenance as run_provenance
 from streamvc_rvq.quantization import stats
 from streamvc_rvq.quantization.frame_stats import FrameScaleAccumulator
 from streamvc_rvq.quantization.rvq import active_quantizers, stage_trained_steps
@@ -31,14 +32,15 @@ from streamvc_rvq.training import losses
 TRAIN_ACCURACY_UTTERANCES = 200  # training utterances sampled for the label accuracy when validation is uncapped
 
 
-def provenance(cfg: dict, checkpoint_cfg: dict) -> dict:
+def provenance(cfg: dict, checkpoint_cfg: dict, device: torch.device) -> dict:
     """What produced these metrics: preset, corpus, the hash of the training config the
-    checkpoint records, and of the evaluation config."""
+    checkpoint records, and the evaluation's own environment (packages, device, commit and
+    the hash of its config, ``config_hash``; the checkpoint holds the training's)."""
     return {
         "preset": cfg.get("preset", checkpoint_cfg.get("preset")),
         "corpus": cfg.get("corpus", {}).get("name", checkpoint_cfg.get("corpus", {}).get("name")),
         "training_config_hash": config_hash(checkpoint_cfg),
-        "evaluation_config_hash": config_hash(cfg),
+        **run_provenance(cfg, device),
     }
 
 
@@ -218,7 +220,7 @@ def evaluate_checkpoint(
         "seed": ckpt_cfg["train"]["seed"],
         "step": step,
         "num_active_quantizers": num_active,
-        "provenance": provenance(cfg, ckpt_cfg),
+        "provenance": provenance(cfg, ckpt_cfg, device_),
         # what trained the checkpoint, so a table of experiments can be read from metrics alone
         "training_config": {key: ckpt_cfg[key] for key in ("model", "train") if key in ckpt_cfg},
     }

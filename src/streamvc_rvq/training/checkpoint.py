@@ -9,6 +9,7 @@ so a killed job never leaves a half-written ``step_N.pt``. Loading uses
 
 from __future__ import annotations
 
+import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,8 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = dict(payload, version=__version__, model_config_hash=config_hash(payload["config"]["model"]),
                    config_hash=config_hash(payload["config"]))
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: a full disk keeps its errno
+        torch.save(payload, f)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -62,8 +63,18 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"{path} is not a checkpoint: not a PyTorch zip archive (truncated, or another kind of file)")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # a truncated or foreign file: say so in one line
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {' '.join(str(err).split())[:200]}") from None
+    except OSError:
+        raise
+    except Exception as err:
+        if not isinstance(err, pickle.UnpicklingError) and "weights_only" not in str(err):
+            # a truncated or foreign file: say so in one line
+            raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {' '.join(str(err).split())[:200]}") from None
+        # torch's own message advises weights_only=False: the wrong advice for a file that
+        # holds Python objects a checkpoint of ours never contains
+        raise CheckpointError(
+            f"{path} is not a checkpoint of this project and was not loaded: it holds Python objects, "
+            "not just tensors (refused unread)"
+        ) from None
     missing = [k for k in REQUIRED_KEYS if not isinstance(payload, dict) or k not in payload]
     if missing:
         raise CheckpointError(f"{path} is a PyTorch file but not a streamvc-rvq checkpoint (no {', '.join(missing)})")

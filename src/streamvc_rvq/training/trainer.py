@@ -34,9 +34,19 @@ from streamvc_rvq.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from streamvc_rvq.atomic import remove_stale_temps
+from streamvc_rvq.provenance import provenance
 from streamvc_rvq.training.precision import Precision
 from streamvc_rvq.training.schedule import lr_factor
-from streamvc_rvq.training.tensorboard_log import open_segment
+from streamvc_rvq.training.snapshots import (
+    SnapshotPolicy,
+    StopRequest,
+    find_snapshot,
+    origin,
+    remove_snapshot,
+    snapshot_path,
+)
+from streamvc_rvq.training.tensorboard_log import SegmentWriter
 
 
 KMEANS_MAX_BATCHES = 1000  # batches a stage's k-means initialisation may draw
@@ -102,8 +112,9 @@ def restore_state(state: TrainState, checkpoint: dict[str, Any]) -> None:
     set_rng_state(checkpoint["rng"])
 
 
-def checkpoint_payload(state: TrainState, cfg: dict) -> dict[str, Any]:
+def checkpoint_payload(state: TrainState, cfg: dict, device: torch.device) -> dict[str, Any]:
     payload = {
+        "provenance": provenance(cfg, device),
         "model": state.model.state_dict(),
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict(),
@@ -376,11 +387,17 @@ def train_to_step(
     tensorboard_dir: Path | None = None,
     device: str | None = None,
     labels: str | Path | None = "manifest",
+    snapshots: SnapshotPolicy = SnapshotPolicy(),
 ) -> Path:
     """Train experiment ``cfg`` from ``resume`` (or scratch) to global ``step``; write ``output``.
 
-    ``labels``: where the frame labels come from (see :func:`load_utterances`)."""
+    ``labels``: where the frame labels come from (see :func:`load_utterances`). A snapshot
+    this job left when it was killed is resumed from (see :mod:`.snapshots`)."""
+    output = Path(output)
     device_ = select_device(device or cfg["train"]["device"])
+    for path in (output, snapshot_path(output)):
+        for stale in remove_stale_temps(path):
+            print(f"removed {stale} (left by a killed write)", file=sys.stderr, flush=True)
     state = build_state(cfg, device_)
     if resume is not None:
         try:
@@ -397,42 +414,72 @@ def train_to_step(
     except LabelError as err:
         raise TrainingError(str(err)) from None
     check_content_supervision(cfg, train_utts)
+    expected_origin = origin(resume, step, cfg)
+    snapshot = find_snapshot(output, expected_origin, start, device_)
+    if snapshot is not None:
+        restore_state(state, snapshot)
+        print(f"resuming from snapshot {snapshot_path(output)} at step {state.step}", file=sys.stderr, flush=True)
+        del snapshot
+    first = state.step
     valid_utts = load_utterances(manifest, "valid", labels=None)
     trainer = Trainer(cfg, state, device_)
     train_cfg = cfg["train"]
     sample_rate = cfg["model"]["sample_rate"]
     audio_per_step = train_cfg["batch_size"] * trainer.crop_frames * trainer.hop / sample_rate
     print(
-        f"training {cfg.get('experiment', '?')} from step {start} to {step} on {device_} "
+        f"training {cfg.get('experiment', '?')} from step {first} to {step} on {device_} "
         f"({'float32' if state.precision.dtype is None else f'mixed precision, {state.precision.dtype}'}) "
         f"({sum(p.numel() for p in state.model.parameters()) / 1e6:.2f} M parameters, "
         f"{torch.get_num_threads()} threads)",
         file=sys.stderr, flush=True,
     )
     print(f"content encoder: {_supervision(cfg, train_utts, labels)}", file=sys.stderr, flush=True)
-    writer = open_segment(tensorboard_dir, start, step) if tensorboard_dir else None
-    progress = Progress(start, step, audio_per_step)
+    writer = SegmentWriter(tensorboard_dir, start, step, resume_from=first) if tensorboard_dir else None
+    progress = Progress(first, step, audio_per_step)
     state.model.train()
+    last_snapshot = time.monotonic()
     try:
-        for s in range(start, step):
-            trainer.init_codebooks(train_utts, s)
-            batch = trainer.batch(train_utts, s)
-            scalars = trainer.train_step(batch, s)
-            state.step = s + 1
-            if writer is not None and s % train_cfg["log_every"] == 0:
-                for tag, value in scalars.items():
-                    writer.add_scalar(tag, value, s)
-            progress.update(s, scalars, force=(s == step - 1))
+        with StopRequest() as stop:
+            for s in range(first, step):
+                trainer.init_codebooks(train_utts, s)
+                batch = trainer.batch(train_utts, s)
+                scalars = trainer.train_step(batch, s)
+                state.step = s + 1
+                if writer is not None and s % train_cfg["log_every"] == 0:
+                    for tag, value in scalars.items():
+                        writer.add_scalar(tag, value, s)
+                progress.update(s, scalars, force=(s == step - 1))
+                now = time.monotonic()
+                if state.step < step and (stop.signal or snapshots.due(state.step, start, last_snapshot, now)):
+                    if writer is not None:
+                        writer.new_part(state.step)  # the points up to here stay with this snapshot
+                    _save_snapshot(output, state, cfg, device_, expected_origin)
+                    last_snapshot = time.monotonic()
+                    if stop.signal:
+                        raise TrainingError(
+                            f"stopped by signal {stop.signal} after step {state.step}: state saved to "
+                            f"{snapshot_path(output)}; run the same target again to resume"
+                        )
         if writer is not None and valid_utts:
             _log_audio_example(writer, trainer, valid_utts[0], step)
+        save_checkpoint(output, checkpoint_payload(state, cfg, device_))
     finally:
         if writer is not None:
             writer.close()
-    save_checkpoint(output, checkpoint_payload(state, cfg))
+    if writer is not None:
+        writer.publish()  # only now do this segment's curves replace the previous run's
+    remove_snapshot(output)
     elapsed = time.monotonic() - progress.t0
     print(
-        f"wrote {output}: {step - start} steps in {elapsed:.1f} s "
-        f"({(step - start) / elapsed:.3f} steps/s, {(step - start) * audio_per_step / elapsed:.2f} s of audio per s)",
+        f"wrote {output}: {step - first} steps in {elapsed:.1f} s "
+        f"({(step - first) / elapsed:.3f} steps/s, {(step - first) * audio_per_step / elapsed:.2f} s of audio per s)",
         file=sys.stderr, flush=True,
     )
-    return Path(output)
+    return output
+
+
+def _save_snapshot(output: Path, state: TrainState, cfg: dict, device: torch.device, made_from: dict) -> None:
+    t0 = time.monotonic()
+    save_checkpoint(snapshot_path(output), dict(checkpoint_payload(state, cfg, device), snapshot_origin=made_from))
+    print(f"snapshot at step {state.step} -> {snapshot_path(output)} ({time.monotonic() - t0:.1f} s)",
+          file=sys.stderr, flush=True)
