@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -27,3 +29,26 @@ def test_missing_device_is_an_error(name):
 def test_unknown_device_name():
     with pytest.raises(ValueError, match="unknown device"):
         select_device("tpu", mps_available=lambda: False, cuda_available=lambda: False)
+
+
+def test_train_deterministic_switches_torch_to_deterministic_kernels(micro_manifest, tmp_path, monkeypatch):
+    """The lever reaches torch: without it a CUDA resume cannot equal a straight run."""
+    import torch
+
+    from micro import micro_config
+    from streamvc_rvq.training.trainer import train_to_step
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = True
+        cfg = micro_config("phase1", train={"steps": [1], "deterministic": True})
+        train_to_step(cfg, manifest=micro_manifest, step=1, output=tmp_path / "b.pt", device="cpu")
+        assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        cfg = micro_config("phase1", train={"steps": [1], "deterministic": False})
+        train_to_step(cfg, manifest=micro_manifest, step=1, output=tmp_path / "a.pt", device="cpu")
+        assert not torch.are_deterministic_algorithms_enabled()  # a later job in the process is not left switched
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import torch
@@ -35,3 +36,15 @@ def select_device(
     if requested not in ("cpu", "mps") and not requested.startswith("cuda"):
         raise ValueError(f"unknown device {requested!r}; use auto, cpu, mps, cuda or cuda:N")
     return torch.device(requested)
+
+
+def use_deterministic_algorithms(enabled: bool) -> None:
+    """Bit-reproducible GPU training (a resumed run equal to a straight one), at some speed.
+
+    cuDNN's autotuned and atomic-add kernels sum in a varying order; cuBLAS needs a fixed
+    workspace (read when its first handle is made, so this runs before any CUDA work).
+    Ops without a deterministic kernel warn rather than stop the run."""
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False

@@ -19,7 +19,7 @@ from torch import nn
 
 from streamvc_rvq.data.content_labels import LabelError
 from streamvc_rvq.data.dataset import Batch, load_utterances, sample_batch
-from streamvc_rvq.device import select_device
+from streamvc_rvq.device import select_device, use_deterministic_algorithms
 from streamvc_rvq.model.streamvc import StreamVC
 from streamvc_rvq.modules.discriminator import MultiScaleSTFTDiscriminator
 from streamvc_rvq.quantization.frame_stats import frame_scale_stats
@@ -395,6 +395,7 @@ def train_to_step(
     this job left when it was killed is resumed from (see :mod:`.snapshots`)."""
     output = Path(output)
     device_ = select_device(device or cfg["train"]["device"])
+    use_deterministic_algorithms(cfg["train"].get("deterministic", False))
     for path in (output, snapshot_path(output)):
         for stale in remove_stale_temps(path):
             print(f"removed {stale} (left by a killed write)", file=sys.stderr, flush=True)
