@@ -144,3 +144,48 @@ def test_preparing_a_corpus_onto_a_full_disk_stops_with_one_line(micro_manifest,
                     file_size_limit=None if small else 8 << 10)
         line = _one_error_line(done, folder, (os.strerror(errno.ENOSPC), os.strerror(errno.EFBIG)))
         assert "usable file" not in line and not (folder / "manifest.csv").exists()
+
+
+def test_a_quota_refusal_inside_torch_save_is_one_line_with_its_cause(first_checkpoint, tmp_path, monkeypatch):
+    """torch's zip writer turns the OSError of a write into a RuntimeError; the cause is found
+    on the exception's chain (Disk quota exceeded, the usual failure on a cluster)."""
+    import builtins
+
+    from streamvc_rvq.training import checkpoint
+
+    class QuotaFile:
+        def __init__(self, f):
+            self.f, self.written = f, 0
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > 4096:
+                raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(checkpoint, "open", lambda *a, **k: QuotaFile(builtins.open(*a, **k)), raising=False)
+    target = tmp_path / "step_2.pt"
+    with pytest.raises(WriteError, match=rf"^cannot write {target}: {os.strerror(errno.EDQUOT)}$"):
+        save_checkpoint(target, load_checkpoint(first_checkpoint))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_tensorboard_write_failure_is_one_line_naming_the_event_file_and_leaves_no_checkpoint(
+        micro_manifest, tmp_path):
+    cfg = micro_config("phase1", train={"steps": [30], "log_every": 1})
+    output = tmp_path / "step_30.pt"
+    done = _cli(["train", "--config-json", json.dumps(cfg), "--manifest", str(micro_manifest), "--step", "30",
+                 "--output", str(output), "--tensorboard", str(tmp_path / "tb"), "--device", "cpu", "--threads", "1",
+                 "--snapshot-every-minutes", "0"], file_size_limit=16 << 10)  # event files outgrow it first
+    line = _one_error_line(done, tmp_path / "tb" / "live", (os.strerror(errno.EFBIG),))
+    assert "events.out.tfevents" in line and "Exception in thread" not in done.stderr
+    assert not output.exists()

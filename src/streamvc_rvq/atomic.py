@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import math
 import os
@@ -37,12 +38,21 @@ class WriteError(OSError):
 
 
 def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:32] or "host"
+    """Short, file-name-safe and distinct for distinct host names (a hash, not a prefix)."""
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 
 
 def _temp_prefix(path: Path) -> str:
     """``.NAME.HOST-PID.``: lets a later writer tell a dead writer's file from a live one's."""
     return f".{path.name}.{_host()}-{os.getpid()}."
+
+
+def _temp_pattern(name: str) -> re.Pattern:
+    return re.compile(rf"^\.(?P<name>{name})\.(?:(?P<host>[0-9a-f]{{8}})-(?P<pid>\d+)\.)?[A-Za-z0-9_]+\.tmp$")
+
+
+_ANY_TEMP = _temp_pattern(".+?")
+_scanned: set[Path] = set()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -55,29 +65,53 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temps(path: str | Path) -> list[Path]:
-    """Remove temporary files of earlier writes of ``path`` whose writer is gone: a dead
-    process on this host, or a file untouched for :data:`STALE_AFTER_SECONDS`."""
-    path = Path(path)
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?:(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.)?[A-Za-z0-9_]+\.tmp$")
+def _remove(folder: Path, keep) -> list[Path]:
     removed = []
     try:
-        siblings = list(path.parent.iterdir()) if path.parent.is_dir() else []
+        entries = list(os.scandir(folder))
     except OSError:
         return removed
-    now, host = time.time(), _host()
-    for sibling in siblings:
-        match = pattern.match(sibling.name)
-        if not match:
+    for entry in entries:
+        if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
             continue
+        match = _ANY_TEMP.match(entry.name)
         try:
-            dead = match["host"] == host and match["pid"] is not None and not _pid_alive(int(match["pid"]))
-            if dead or now - sibling.stat().st_mtime > STALE_AFTER_SECONDS:
-                sibling.unlink()
-                removed.append(sibling)
+            if match and not keep(match, entry):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
         except OSError:
             continue
     return removed
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Remove the temporary files in ``folder`` whose writer is gone: a dead process on this
+    host, or a file untouched for :data:`STALE_AFTER_SECONDS`."""
+    now, host = time.time(), _host()
+
+    def live(match: re.Match, entry: os.DirEntry) -> bool:
+        if match["host"] == host and not _pid_alive(int(match["pid"])):
+            return False
+        return now - entry.stat().st_mtime <= STALE_AFTER_SECONDS
+
+    return _remove(Path(folder), live)
+
+
+def remove_temps_of(path: str | Path) -> list[Path]:
+    """Remove every temporary file of ``path`` whatever wrote it, on any host: for a job that
+    owns ``path`` (Snakemake's lock keeps other jobs off a target), so that the temp file of
+    a pre-empted job that was requeued on another node does not stay behind."""
+    path = Path(path)
+    own = _temp_pattern(re.escape(path.name))
+    return _remove(path.parent, lambda match, entry: not own.match(entry.name))
+
+
+def _clean_once(folder: Path) -> None:
+    """:func:`remove_stale_temps` once per folder and process: a folder of 10,000 files is
+    scanned once, not at every write."""
+    if folder not in _scanned:
+        _scanned.add(folder)
+        remove_stale_temps(folder)
 
 
 def _umask() -> int:
@@ -100,10 +134,16 @@ def write_failure(err: BaseException, path: Path) -> str | None:
     """The cause of a failed write of ``path`` in words, or None when it was not the file
     system's doing (a bug, which should stay a traceback).
 
-    Libraries that write through their own C code (libsndfile, torch's zip writer) lose
-    the errno, so without one the folder is checked for being read-only or full."""
-    if isinstance(err, OSError) and err.errno:
-        return os.strerror(err.errno)
+    The errno is looked for along the exception's chain (torch's zip writer turns the
+    OSError of a write into a RuntimeError); libraries that write through their own C code
+    (libsndfile) lose it altogether, so then the folder is checked for being read-only or full."""
+    cause: BaseException | None = err
+    for _ in range(8):  # torch's zip writer re-raises the OSError of a write as a RuntimeError
+        if cause is None:
+            break
+        if isinstance(cause, OSError) and cause.errno:
+            return os.strerror(cause.errno)
+        cause = cause.__cause__ or cause.__context__
     folder = path.parent
     with contextlib.suppress(OSError):
         if os.statvfs(folder).f_flag & os.ST_RDONLY:
@@ -136,14 +176,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(path)
+        _clean_once(path.parent)
         fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
         os.close(fd)
     except OSError as err:
         raise _error(path, err) from None
     try:
         yield Path(tmp)
-        os.chmod(tmp, file_mode())
+        with contextlib.suppress(OSError):  # a file system without modes (vfat) keeps its own
+            os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except Exception as err:
         mapped = _error(path, err)

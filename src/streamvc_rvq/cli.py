@@ -83,11 +83,15 @@ def cmd_prepare_data(args: argparse.Namespace) -> None:
 
 
 def _snapshot_policy(args: argparse.Namespace):
-    """The flags, or the schema's defaults for those not given."""
-    from streamvc_rvq.config import validate
+    """The flags; for those not given, the --config files' ``snapshots`` section (the
+    schema's defaults with --config-json, which carries one experiment's config only)."""
+    from streamvc_rvq.config import ConfigError, load_config, validate
     from streamvc_rvq.training.snapshots import SnapshotPolicy
 
-    defaults = validate({})["snapshots"]
+    try:
+        defaults = (validate({}) if args.config_json else load_config(*(args.config or [DEFAULT_CONFIG])))["snapshots"]
+    except ConfigError as err:
+        raise UserError(str(err)) from None
     steps, minutes = args.snapshot_every_steps, args.snapshot_every_minutes
     return SnapshotPolicy(defaults["every_steps"] if steps is None else steps,
                           defaults["every_minutes"] if minutes is None else minutes)
@@ -288,9 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="auto | cpu | mps | cuda[:N]; overrides train.device")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: train.num_threads or torch's default)")
     p.add_argument("--snapshot-every-steps", type=int, metavar="N",
-                   help="write a resumable snapshot every N steps (0: off; default: the config schema's snapshots.every_steps)")
+                   help="write a resumable snapshot every N steps (0: off; default: the config's snapshots.every_steps)")
     p.add_argument("--snapshot-every-minutes", type=float, metavar="M",
-                   help="... and every M minutes (0: off; default: the config schema's snapshots.every_minutes)")
+                   help="... and every M minutes (0: off; default: the config's snapshots.every_minutes)")
     _add_labels_arg(p)
     p.set_defaults(func=cmd_train)
 
@@ -385,8 +389,9 @@ def os_error_line(err: OSError) -> str:
 
     if isinstance(err, WriteError) or not err.strerror:
         return " ".join(str(err).split())
-    where = f"{err.filename}" + (f" -> {err.filename2}" if err.filename2 else "") if err.filename else "a file"
-    return f"{where}: {err.strerror}"
+    if not err.filename:
+        return f"{err.strerror} (the operating system named no file)"
+    return f"{err.filename}" + (f" -> {err.filename2}" if err.filename2 else "") + f": {err.strerror}"
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def test_truncated_checkpoint_is_one_clear_error(tmp_path):
     path = tmp_path / "step_5.pt"
     save_checkpoint(path, _payload({"a": 1}))
     path.write_bytes(path.read_bytes()[:50])
-    with pytest.raises(CheckpointError, match="is not a checkpoint: not a PyTorch zip archive"):
+    with pytest.raises(CheckpointError, match="is not a checkpoint of this project and was not loaded: not a PyTorch zip archive"):
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
@@ -82,7 +82,7 @@ def test_text_file_or_foreign_torch_file_as_checkpoint_is_one_line(tmp_path):
     assert "\n" not in str(err.value)
     foreign = tmp_path / "weights.pt"
     torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
-    with pytest.raises(CheckpointError, match="not a streamvc-rvq checkpoint \\(no model, config, step\\)"):
+    with pytest.raises(CheckpointError, match="not a checkpoint of this project and was not loaded: a PyTorch file without model, config, step"):
         load_checkpoint(foreign)
 
 
@@ -120,3 +120,27 @@ def test_a_resumed_segment_keeps_the_parts_before_its_snapshot_and_drops_the_res
 
     steps = [e.step for _, _, p in segment_files(tmp_path) for e in EventFileLoader(str(p)).Load() if e.summary.value]
     assert sorted(steps) == list(range(10))  # each step once
+
+
+class _Hostile:
+    """A pickle that would run a command when loaded."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_a_malicious_pickle_is_refused_unrun_in_one_line(tmp_path, zip_format):
+    marker, path = tmp_path / "ran", tmp_path / "step_5.pt"
+    torch.save({"model": _Hostile(marker), "config": {}, "step": 5}, path, _use_new_zipfile_serialization=zip_format)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert "\n" not in message and "weights_only" not in message
+    assert message.startswith(f"{path} is not a checkpoint of this project and was not loaded")
+    assert not marker.exists()

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from micro import micro_config
-from streamvc_rvq.atomic import remove_stale_temps
+from streamvc_rvq.atomic import _host, remove_stale_temps, remove_temps_of
 from streamvc_rvq.evaluation.curves import read_scalars
 from streamvc_rvq.training.checkpoint import load_checkpoint, save_checkpoint
 from streamvc_rvq.training.snapshots import SnapshotPolicy, snapshot_path
@@ -133,24 +133,70 @@ def test_a_failed_run_leaves_the_previous_tensorboard_scalars_readable(micro_man
 
 def test_temp_files_of_a_killed_write_are_removed_and_a_live_writers_kept(tmp_path):
     target = tmp_path / "step_8.pt"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead_pid = int(dead.stdout)
-    import socket
-    import re
-
-    host = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:32]
-    killed = tmp_path / f".step_8.pt.{host}-{dead_pid}.k1ll3d_x.tmp"
-    live = tmp_path / f".step_8.pt.{host}-{os.getpid()}.l1ve_xyz.tmp"
+    dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                                  text=True).stdout)
+    killed = tmp_path / f".step_8.pt.{_host()}-{dead_pid}.k1ll3d_x.tmp"
+    live = tmp_path / f".step_8.pt.{_host()}-{os.getpid()}.l1ve_xyz.tmp"
     old_format = tmp_path / ".step_8.pt.ab12cd34.tmp"  # no writer recorded: stale once old
-    other = tmp_path / ".step_16.pt.ab12cd34.tmp"
-    for path in (killed, live, old_format, other):
+    young_other = tmp_path / ".step_16.pt.ab12cd34.tmp"
+    other_host = tmp_path / ".step_8.pt.0123abcd-4242.n0de17xy.tmp"  # a requeued job's first node
+    for path in (killed, live, old_format, young_other, other_host):
         path.write_bytes(b"partial")
     hours_ago = time.time() - 7200
     os.utime(old_format, (hours_ago, hours_ago))
-    os.utime(other, (hours_ago, hours_ago))
-    removed = remove_stale_temps(target)
-    assert sorted(removed) == sorted([killed, old_format])
-    assert live.exists() and other.exists()
+    assert sorted(remove_stale_temps(tmp_path)) == sorted([killed, old_format])
+    assert live.exists() and young_other.exists() and other_host.exists()
+    # the job that owns the target clears its leftovers from any host, and only those
+    assert sorted(remove_temps_of(target)) == sorted([live, other_host])
+    assert young_other.exists()
+
+
+def test_a_snapshot_of_other_data_or_another_device_is_not_resumed(straight, micro_manifest, tmp_path, capfd):
+    from streamvc_rvq.training.snapshots import find_snapshot, origin
+
+    cfg = micro_config("phase1", train={"steps": [STEPS]})
+    out = tmp_path / f"step_{STEPS}.pt"
+    other_manifest = tmp_path / "manifest.csv"
+    other_manifest.write_text(micro_manifest.read_text() + "\n")  # the corpus re-prepared
+    made = origin(None, STEPS, cfg, micro_manifest, "manifest", torch.device("cpu"))
+    for changed in (origin(None, STEPS, cfg, other_manifest, "manifest", torch.device("cpu")),
+                    origin(None, STEPS, cfg, micro_manifest, None, torch.device("cpu")),
+                    origin(None, STEPS, cfg, micro_manifest, "manifest", "cuda")):
+        save_checkpoint(snapshot_path(out), dict(load_checkpoint(straight), step=4, snapshot_origin=made))
+        assert find_snapshot(out, made, 0, "cpu") is not None
+        assert find_snapshot(out, changed, 0, "cpu") is None and not snapshot_path(out).exists()
+    assert "made from another starting checkpoint" in capfd.readouterr().err
+
+
+def test_stop_request_waits_for_the_step_once_and_not_twice():
+    from streamvc_rvq.training.snapshots import StopRequest
+
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.signal == signal.SIGINT  # noted, not raised: the step finishes and a snapshot is written
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)  # the second one stops at once
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with StopRequest() as stop:
+            os.kill(os.getpid(), signal.SIGINT)  # ignored by whoever started us: stays ignored
+            assert stop.signal is None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_by_hand_the_config_files_snapshot_section_applies(tmp_path):
+    from streamvc_rvq.cli import _snapshot_policy, build_parser
+    from micro import CONFIG_FILES
+
+    overlay = tmp_path / "snap.yaml"
+    overlay.write_text("snapshots: {every_steps: 3, every_minutes: 0}\n")
+    common = ["train", "--manifest", "m.csv", "--step", "4", "--output", "o.pt"]
+    args = build_parser().parse_args([*common, "--config", *map(str, CONFIG_FILES), str(overlay)])
+    assert _snapshot_policy(args) == SnapshotPolicy(3, 0.0)
+    args = build_parser().parse_args([*common, "--config", *map(str, CONFIG_FILES), str(overlay),
+                                      "--snapshot-every-minutes", "2"])
+    assert _snapshot_policy(args) == SnapshotPolicy(3, 2.0)
 
 
 def test_checkpoints_record_packages_device_commit_and_config_hash(straight):

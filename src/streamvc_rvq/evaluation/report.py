@@ -18,6 +18,7 @@ parallel Snakemake jobs, on a cluster node).
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from pathlib import Path
@@ -55,9 +56,10 @@ def _new_figure(rows: int, width: float = 8.0, height: float = 3.2) -> tuple[Fig
 
 def _save(fig: Figure, out_png: str | os.PathLike) -> Path:
     out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out, format="png")
+    buffer = io.BytesIO()  # rendered first, written atomically: a full disk keeps the old plot
+    fig.savefig(buffer, format="png")
+    atomic_write_bytes(out, buffer.getvalue())
     return out
 
 

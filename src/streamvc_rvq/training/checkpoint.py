@@ -55,12 +55,18 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         torch.save(payload, f)
 
 
+def _refused(path: Path, why: str) -> CheckpointError:
+    return CheckpointError(f"{path} is not a checkpoint of this project and was not loaded: {why}")
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint's payload; anything else is refused in one line, unread beyond what
+    ``torch.load(weights_only=True)`` needs to see that it holds more than tensors."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path} is not a checkpoint: not a PyTorch zip archive (truncated, or another kind of file)")
+        raise _refused(path, "not a PyTorch zip archive (truncated, or another kind of file)")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except OSError:
@@ -71,13 +77,10 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {' '.join(str(err).split())[:200]}") from None
         # torch's own message advises weights_only=False: the wrong advice for a file that
         # holds Python objects a checkpoint of ours never contains
-        raise CheckpointError(
-            f"{path} is not a checkpoint of this project and was not loaded: it holds Python objects, "
-            "not just tensors (refused unread)"
-        ) from None
+        raise _refused(path, "it holds Python objects, not just tensors and plain containers") from None
     missing = [k for k in REQUIRED_KEYS if not isinstance(payload, dict) or k not in payload]
     if missing:
-        raise CheckpointError(f"{path} is a PyTorch file but not a streamvc-rvq checkpoint (no {', '.join(missing)})")
+        raise _refused(path, f"a PyTorch file without {', '.join(missing)}")
     return payload
 
 

@@ -2,11 +2,12 @@
 
 While a job trains from ``start`` to its target it writes, every ``every_steps`` steps or
 ``every_minutes`` minutes (whichever comes first; 0 turns a trigger off), the full training
-state to ``{target checkpoint}.snapshot`` (one file, replaced atomically). A rerun of the
-same target resumes from it; since batches and the learning rate are pure functions of the
-step and the snapshot carries every state and RNG, the result is bit-identical to a straight
-run. The snapshot is used only when it was made from the same starting checkpoint (its
-SHA-256) and the same config (its hash), and removed once the target is written.
+state to ``{target checkpoint}.snapshot`` (one file, replaced atomically), and at the next step
+boundary after SIGTERM or SIGINT. A rerun of the same target resumes from it; since batches
+and the learning rate are pure functions of the step and the snapshot carries every state and
+RNG, the result is bit-identical to a straight run. The snapshot is used only when it was made
+from the same starting checkpoint, config, data and device type (:func:`origin`), and is
+removed once the target is written.
 """
 
 from __future__ import annotations
@@ -58,9 +59,17 @@ def file_sha256(path: Path | None) -> str | None:
     return digest.hexdigest()
 
 
-def origin(resume: Path | None, target: int, cfg: dict) -> dict[str, Any]:
-    """What a snapshot must have been made from to be used for this job."""
-    return {"resume_sha256": file_sha256(resume), "target": target, "config_hash": config_hash(cfg)}
+def origin(resume: Path | None, target: int, cfg: dict, manifest: Path, labels: str | Path | None,
+           device) -> dict[str, Any]:
+    """What a snapshot must have been made from to be used for this job: the starting
+    checkpoint, the config, the data (the manifest, and the labels file or mode: a corpus
+    re-prepared after a kill must not be trained on half old, half new) and the device type
+    (its RNG and kernels)."""
+    labels_file = labels if isinstance(labels, Path) else None
+    return {"resume_sha256": file_sha256(resume), "target": target, "config_hash": config_hash(cfg),
+            "manifest_sha256": file_sha256(Path(manifest)),
+            "labels": file_sha256(labels_file) if labels_file else (None if labels is None else str(labels)),
+            "device_type": str(getattr(device, "type", device))}
 
 
 def find_snapshot(output: Path, expected: dict[str, Any], start: int, map_location) -> dict[str, Any] | None:
@@ -91,7 +100,11 @@ def remove_snapshot(output: Path) -> None:
 
 class StopRequest:
     """SIGTERM (SLURM pre-emption, ``scancel``, Snakemake stopping) or SIGINT noted, so the
-    loop can write a snapshot at the next step boundary and exit instead of dying mid-step."""
+    loop can write a snapshot at the next step boundary and exit instead of dying mid-step.
+
+    A second signal does not wait: the previous handlers come back and the signal is
+    delivered again (Ctrl-C twice stops at once). A signal the parent set to be ignored stays
+    ignored."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
@@ -100,12 +113,23 @@ class StopRequest:
     def __enter__(self) -> "StopRequest":
         with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
             for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._note)
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._note)
         return self
 
     def _note(self, signum, frame) -> None:
-        self.signal = signum
+        if self.signal is None:
+            self.signal = signum
+            print(f"signal {signum}: saving a snapshot after this step, then stopping "
+                  "(send it again to stop at once)", file=sys.stderr, flush=True)
+            return
+        self._restore()
+        signal.raise_signal(signum)
+
+    def _restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+        self._previous.clear()
 
     def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+        self._restore()

@@ -18,9 +18,12 @@ import contextlib
 import os
 import re
 import shutil
+import threading
 from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
+
+from streamvc_rvq.atomic import WriteError, write_failure
 
 _SEGMENT = re.compile(r"\.seg(\d{8})-(\d{8})(?:\.part(\d{8}))?$")
 LIVE = "live"
@@ -41,9 +44,20 @@ def _part_start(path: Path) -> int | None:
     return int(match[3]) if match and match[3] is not None else None
 
 
+def _quiet_writer_threads(previous):
+    """A ``threading.excepthook`` that drops the event writer thread's OSError (a full disk):
+    the main thread re-raises it as one line; any other thread's error is reported as before."""
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread":
+            return
+        previous(args)
+    return hook
+
+
 class SegmentWriter:
     """``add_scalar``/``add_audio`` for steps ``[start, end)``, resumed at ``resume_from``;
-    :meth:`publish` makes the segment part of the run, :meth:`close` alone leaves it live."""
+    :meth:`publish` makes the segment part of the run, :meth:`close` alone leaves it live.
+    A failed event-file write raises :class:`WriteError` naming the file."""
 
     def __init__(self, logdir: Path, start: int, end: int, resume_from: int | None = None):
         self.logdir, self.start, self.end = Path(logdir), start, end
@@ -56,30 +70,61 @@ class SegmentWriter:
                     path.unlink()
         self.live.mkdir(parents=True, exist_ok=True)
         self._writer: SummaryWriter | None = None
+        self._hook = threading.excepthook
+        threading.excepthook = _quiet_writer_threads(self._hook)
         self.new_part(resume_from)
+
+    @contextlib.contextmanager
+    def _writing(self):
+        try:
+            yield
+        except Exception as err:
+            reason = write_failure(err, self.live / "events")
+            if reason is None:
+                raise
+            raise WriteError(f"cannot write {self._file_name()}: {reason}") from None
+
+    def _file_name(self) -> str:
+        try:
+            return self._writer._get_file_writer().event_writer._file_name
+        except Exception:  # noqa: BLE001 - private API: the folder is still a useful answer
+            return str(self.live)
 
     def new_part(self, step: int) -> None:
         """Close the current part; later points go to a part that starts at ``step``."""
-        if self._writer is not None:
-            self._writer.close()
-        self._writer = SummaryWriter(
-            log_dir=str(self.live), filename_suffix=f".seg{self.start:08d}-{self.end:08d}.part{step:08d}"
-        )
+        self.close()
+        with self._writing():
+            self._writer = SummaryWriter(
+                log_dir=str(self.live), filename_suffix=f".seg{self.start:08d}-{self.end:08d}.part{step:08d}"
+            )
 
     def add_scalar(self, tag: str, value: float, step: int) -> None:
-        self._writer.add_scalar(tag, value, step)
+        with self._writing():
+            self._writer.add_scalar(tag, value, step)
 
     def add_audio(self, tag: str, audio, step: int, sample_rate: int) -> None:
-        self._writer.add_audio(tag, audio, step, sample_rate=sample_rate)
+        with self._writing():
+            self._writer.add_audio(tag, audio, step, sample_rate=sample_rate)
 
     def close(self) -> None:
+        """Flush and close the current part (a write failure is raised here at the latest)."""
         if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+            with self._writing():
+                try:
+                    self._writer.close()
+                finally:
+                    self._writer = None
+
+    def abandon(self) -> None:
+        """Close after a failure elsewhere, without raising over it; the segment stays live."""
+        with contextlib.suppress(Exception):
+            self.close()
+        threading.excepthook = self._hook
 
     def publish(self) -> None:
         """Move the finished segment into the run, then remove the segments it replaces."""
         self.close()
+        threading.excepthook = self._hook
         moved = set()
         for path in sorted(self.live.glob("events.out.tfevents.*")):
             target = self.logdir / path.name

@@ -34,7 +34,7 @@ from streamvc_rvq.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from streamvc_rvq.atomic import remove_stale_temps
+from streamvc_rvq.atomic import remove_temps_of
 from streamvc_rvq.provenance import provenance
 from streamvc_rvq.training.precision import Precision
 from streamvc_rvq.training.schedule import lr_factor
@@ -396,8 +396,8 @@ def train_to_step(
     output = Path(output)
     device_ = select_device(device or cfg["train"]["device"])
     use_deterministic_algorithms(cfg["train"].get("deterministic", False))
-    for path in (output, snapshot_path(output)):
-        for stale in remove_stale_temps(path):
+    for path in (output, snapshot_path(output)):  # this job owns its target: any host's leftovers go
+        for stale in remove_temps_of(path):
             print(f"removed {stale} (left by a killed write)", file=sys.stderr, flush=True)
     state = build_state(cfg, device_)
     if resume is not None:
@@ -415,7 +415,7 @@ def train_to_step(
     except LabelError as err:
         raise TrainingError(str(err)) from None
     check_content_supervision(cfg, train_utts)
-    expected_origin = origin(resume, step, cfg)
+    expected_origin = origin(resume, step, cfg, manifest, labels, device_)
     snapshot = find_snapshot(output, expected_origin, start, device_)
     if snapshot is not None:
         restore_state(state, snapshot)
@@ -461,15 +461,21 @@ def train_to_step(
                             f"stopped by signal {stop.signal} after step {state.step}: state saved to "
                             f"{snapshot_path(output)}; run the same target again to resume"
                         )
-        if writer is not None and valid_utts:
-            _log_audio_example(writer, trainer, valid_utts[0], step)
-        save_checkpoint(output, checkpoint_payload(state, cfg, device_))
-    finally:
         if writer is not None:
-            writer.close()
+            if valid_utts:
+                _log_audio_example(writer, trainer, valid_utts[0], step)
+            writer.close()  # a failed event write stops the job before its checkpoint exists
+        save_checkpoint(output, checkpoint_payload(state, cfg, device_))
+    except BaseException:
+        if writer is not None:
+            writer.abandon()
+        raise
+    # The snapshot goes before the curves are published: a job killed while publishing then
+    # retrains its segment whole and republishes it, rather than resuming and losing the
+    # points it had already moved.
+    remove_snapshot(output)
     if writer is not None:
         writer.publish()  # only now do this segment's curves replace the previous run's
-    remove_snapshot(output)
     elapsed = time.monotonic() - progress.t0
     print(
         f"wrote {output}: {step - first} steps in {elapsed:.1f} s "
