@@ -140,37 +140,22 @@ def test_lock_pins_torch_for_the_supported_platforms():
         assert f"cp311-cp311-{platform}" in tags
 
 
-def _drift_pyproject(root):
-    path = root / "pyproject.toml"
-    path.write_text(path.read_text().replace('"pandas>=2.0"', '"pandas>=99"', 1))
-    return "pandas>=99"
+# (file, text, its drifted replacement, what the problem must name)
+DRIFTS = [
+    ("pyproject.toml", '"pandas>=2.0"', '"pandas>=99"', "pandas>=99"),
+    ("pyproject.toml", '"pyyaml>=6.0"', '"pyyaml>=5.0"', "pyyaml>=5.0"),  # still satisfied by the old pin
+    ("pyproject.toml", '"pyyaml>=6.0",', '"pyyaml>=6.0",\n    "not-a-locked-package>=1",', "not-a-locked-package"),
+    ("requirements.lock", "\ntorchaudio==2.11.0 ", "\ntorchaudio==2.10.0 ", "torchaudio==2.10.0"),
+]
 
 
-def _drift_specifier_still_satisfied(root):
-    path = root / "pyproject.toml"
-    path.write_text(path.read_text().replace('"pyyaml>=6.0"', '"pyyaml>=5.0"', 1))
-    return "pyyaml>=5.0"
-
-
-def _drift_new_dependency(root):
-    path = root / "pyproject.toml"
-    path.write_text(path.read_text().replace('"pyyaml>=6.0",', '"pyyaml>=6.0",\n    "not-a-locked-package>=1",', 1))
-    return "not-a-locked-package"
-
-
-def _drift_requirements_lock(root):
-    path = root / "requirements.lock"
-    path.write_text(path.read_text().replace("\ntorchaudio==2.11.0 ", "\ntorchaudio==2.10.0 ", 1))
-    return "torchaudio==2.10.0"
-
-
-@pytest.mark.parametrize(
-    "drift", [_drift_pyproject, _drift_specifier_still_satisfied, _drift_new_dependency, _drift_requirements_lock]
-)
-def test_drift_is_caught(tmp_path, drift):
-    for name in ("pyproject.toml", "uv.lock", "requirements.lock"):
-        shutil.copy(ROOT / name, tmp_path / name)
+@pytest.mark.parametrize("name, text, drifted, marker", DRIFTS)
+def test_drift_is_caught(tmp_path, name, text, drifted, marker):
+    for copied in ("pyproject.toml", "uv.lock", "requirements.lock"):
+        shutil.copy(ROOT / copied, tmp_path / copied)
     assert lock_problems(tmp_path) == []
-    marker = drift(tmp_path)
+    path = tmp_path / name
+    assert text in path.read_text()
+    path.write_text(path.read_text().replace(text, drifted, 1))
     problems = lock_problems(tmp_path)
     assert problems and any(marker in p for p in problems), problems

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from micro import micro_config
+from tensor_state import assert_same_state
 from streamvc_rvq.atomic import _host, remove_stale_temps, remove_temps_of
 from streamvc_rvq.evaluation.curves import read_scalars
 from streamvc_rvq.training.checkpoint import load_checkpoint, save_checkpoint
@@ -26,24 +27,8 @@ EVERY_2 = SnapshotPolicy(every_steps=2)
 
 
 def _same_training_state(a: dict, b: dict) -> None:
-    for key in ("model", "optimizer", "scheduler", "rng"):
-        _equal(a[key], b[key], key)
-    assert a["step"] == b["step"]
-
-
-def _equal(a, b, where: str) -> None:
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            _equal(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _equal(x, y, f"{where}[{i}]")
-    elif isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), f"tensor differs at {where}"
-    else:
-        assert a == b, where
+    for key in ("model", "optimizer", "scheduler", "rng", "step"):
+        assert_same_state(a[key], b[key], key)
 
 
 @pytest.fixture(scope="module")

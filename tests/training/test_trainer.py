@@ -10,28 +10,13 @@ import torch
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from micro import micro_config
+from tensor_state import assert_same_state
 from streamvc_rvq.evaluation.curves import read_scalars
 from streamvc_rvq.quantization.build import library_available
 from streamvc_rvq.training.checkpoint import load_checkpoint
 from streamvc_rvq.training.trainer import TrainingError, train_to_step
 
 REQUIRED_TAGS = ["train/pre_rvq_std", "train/loss_stft", "train/loss_l1", "train/num_active_quantizers"]
-
-
-def _assert_same_state(a: dict, b: dict, path: str = "") -> None:
-    assert type(a) is type(b), path
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for key in a:
-            _assert_same_state(a[key], b[key], f"{path}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same_state(x, y, f"{path}[{i}]")
-    elif isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), f"tensor differs at {path}"
-    else:
-        assert a == b, path
 
 
 def _chain(cfg, manifest, tmp: Path, steps: list[int], tensorboard: Path | None = None) -> Path:
@@ -52,9 +37,9 @@ def test_chained_targets_equal_one_straight_run(experiment, micro_manifest, tmp_
     straight = _chain(cfg, micro_manifest, tmp_path / "straight", [6])
     chained = _chain(cfg, micro_manifest, tmp_path / "chained", [3, 6], tensorboard=tmp_path / "tb")
     a, b = load_checkpoint(straight), load_checkpoint(chained)
-    _assert_same_state(a["model"], b["model"], "model")
-    _assert_same_state(a["optimizer"], b["optimizer"], "optimizer")
-    _assert_same_state(a["scheduler"], b["scheduler"], "scheduler")
+    assert_same_state(a["model"], b["model"], "model")
+    assert_same_state(a["optimizer"], b["optimizer"], "optimizer")
+    assert_same_state(a["scheduler"], b["scheduler"], "scheduler")
     assert a["step"] == b["step"] == 6
     if experiment in ("phase2_encodec", "phase2_encodec_library"):
         # the EMA codebook really moved, and only through EMA (it is a buffer, not a parameter)
