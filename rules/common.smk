@@ -15,6 +15,7 @@ from streamvc_rvq.config import (
     data_dir,
     experiment_names,
     fidelity_variant,
+    hop_length,
     labels_config,
     prepare_config,
     reference_config,
@@ -97,11 +98,28 @@ def previous_checkpoint(wildcards):
     index = steps.index(step)
     if index == 0:
         return []
-    return f"{RESULTS}/{wildcards.experiment}/checkpoints/step_{steps[index - 1]}.pt"
+    return CHECKPOINT.format(experiment=wildcards.experiment, step=steps[index - 1])
 
 
 def resume_flag(wildcards, input):
     return f"--resume {input.previous}" if input.previous else ""
+
+
+# Per-experiment file patterns (wildcards {experiment}, {step}): one home for the rules.
+CHECKPOINT = f"{RESULTS}/{{experiment}}/checkpoints/step_{{step}}.pt"
+SCALARS = f"{RESULTS}/{{experiment}}/scalars/step_{{step}}.json"
+TENSORBOARD = f"{RESULTS}/{{experiment}}/tensorboard"
+
+
+def chain_scalars(experiment, up_to=None):
+    """The training scalars files of ``experiment``'s step targets (those <= ``up_to``): what
+    the curves are read from, so Snakemake sees that evaluation and verdicts depend on them."""
+    steps = [s for s in experiment_steps(experiment) if up_to is None or s <= int(up_to)]
+    return expand(SCALARS, experiment=experiment, step=steps)
+
+
+def checkpoint_scalars(wildcards):
+    return chain_scalars(wildcards.experiment, wildcards.step)
 
 
 def experiment_metrics(experiment):
@@ -125,6 +143,7 @@ def experiment_samples(experiment):
 def verdict_inputs(wildcards):
     inputs = {
         "metrics": experiment_metrics(wildcards.experiment),
+        "scalars": chain_scalars(wildcards.experiment),
         "samples": experiment_samples(wildcards.experiment),
         "reference": reference_levels(),
         "manifest": manifest(),
@@ -189,6 +208,7 @@ def ladder_inputs(wildcards):
     return {
         "verdicts": expand("{results}/{experiment}/verdict.json", results=RESULTS, experiment=runs),
         "metrics": [m for run in runs for m in experiment_metrics(run)],
+        "scalars": [f for run in runs for f in chain_scalars(run)],
         "reference": reference_levels(),
         "table": f"{COMPARE}/experiments.csv",
     }
@@ -197,7 +217,7 @@ def ladder_inputs(wildcards):
 def ladder_flags(wildcards):
     arms, skipped = ladder_arms()
     flags = "--arms " + " ".join(arms)
-    flags += " --tensorboard " + " ".join(f"{RESULTS}/{run}/tensorboard" for run in ladder_runs())
+    flags += "".join(" --scalars " + " ".join(chain_scalars(run)) for run in ladder_runs())
     if skipped:
         flags += " --skipped " + " ".join(shell_quote(f"{arm}={reason}") for arm, reason in skipped.items())
     return flags

@@ -7,6 +7,7 @@ rule prepare_data:
     params:
         corpus=json.dumps(dict(prepare_config(config["corpus"]), name=config["corpus"]["name"]), sort_keys=True),
         sample_rate=config["model"]["sample_rate"],
+        hop_length=hop_length(config["model"]),
         output_dir=lambda wildcards: data_dir(wildcards.corpus),
     threads: 2
     resources:
@@ -16,7 +17,7 @@ rule prepare_data:
         "../envs/streamvc.yaml"
     shell:
         "streamvc-rvq prepare-data --corpus-json {params.corpus:q} "
-        "--sample-rate {params.sample_rate} --output-dir {params.output_dir} "
+        "--sample-rate {params.sample_rate} --hop-length {params.hop_length} --output-dir {params.output_dir} "
         "--threads {threads} > {log} 2>&1; grep -E '^(split|note):' {log} >&2"
 
 
@@ -31,7 +32,7 @@ rule frame_labels:
         labels=labels_config(config["corpus"]),
         flags=" ".join(f"--{key.replace('_', '-')} {value}" for key, value in labels_config(config["corpus"]).items()),
         sample_rate=config["model"]["sample_rate"],
-        hop_length=math.prod(config["model"]["strides"]),
+        hop_length=hop_length(config["model"]),
     threads: 2
     resources:
         mem_mb=8000,

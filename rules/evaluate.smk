@@ -2,7 +2,8 @@ rule evaluate:
     input:
         manifest=manifest(),
         labels=frame_labels(),
-        checkpoint=f"{RESULTS}/{{experiment}}/checkpoints/step_{{step}}.pt",
+        checkpoint=CHECKPOINT,
+        scalars=checkpoint_scalars,
     output:
         metrics=f"{RESULTS}/{{experiment}}/metrics/step_{{step}}.json",
         samples=report(
@@ -17,7 +18,6 @@ rule evaluate:
     params:
         config=config_for("evaluate"),
         labels=labels_flag,
-        tensorboard=lambda wildcards: f"{RESULTS}/{wildcards.experiment}/tensorboard",
     threads: 1
     resources:
         mem_mb=4000,
@@ -26,5 +26,5 @@ rule evaluate:
         "../envs/streamvc.yaml"
     shell:
         "streamvc-rvq evaluate --config-json {params.config:q} --manifest {input.manifest} {params.labels} "
-        "--checkpoint {input.checkpoint} --tensorboard {params.tensorboard} "
+        "--checkpoint {input.checkpoint} --scalars {input.scalars} "
         "--samples-dir {output.samples} --output {output.metrics} --threads {threads} > {log} 2>&1"

@@ -4,14 +4,15 @@ rule train:
         labels=frame_labels(),
         previous=previous_checkpoint,
     output:
-        checkpoint=f"{RESULTS}/{{experiment}}/checkpoints/step_{{step}}.pt",
+        checkpoint=CHECKPOINT,
+        scalars=SCALARS,
     log:
         f"{RESULTS}/{{experiment}}/logs/train_step_{{step}}.log",
     params:
         config=config_for("train"),
         labels=labels_flag,
         resume=resume_flag,
-        tensorboard=lambda wildcards: f"{RESULTS}/{wildcards.experiment}/tensorboard",
+        tensorboard=TENSORBOARD,
     threads: 1
     resources:
         mem_mb=8000,
@@ -22,7 +23,7 @@ rule train:
     shell:
         "streamvc-rvq train --config-json {params.config:q} --manifest {input.manifest} {params.labels} "
         "--step {wildcards.step} {params.resume} --tensorboard {params.tensorboard} "
-        "--threads {threads} --output {output.checkpoint} "
+        "--threads {threads} --output {output.checkpoint} --scalars-output {output.scalars} "
         # from the top-level config, not params: a new snapshot cadence re-runs nothing
         "--snapshot-every-steps {config[snapshots][every_steps]} "
         "--snapshot-every-minutes {config[snapshots][every_minutes]} > {log} 2>&1"

@@ -27,7 +27,6 @@ rule verdict:
     params:
         config=config_for("verdict"),
         comparisons=comparison_flags,
-        tensorboard=lambda wildcards: f"{RESULTS}/{wildcards.experiment}/tensorboard",
     threads: 1
     resources:
         mem_mb=2000,
@@ -36,7 +35,7 @@ rule verdict:
         "../envs/streamvc.yaml"
     shell:
         "streamvc-rvq verdict --config-json {params.config:q} --metrics {input.metrics} --reference-levels {input.reference} "
-        "{params.comparisons} --tensorboard {params.tensorboard} --output {output.verdict} "
+        "{params.comparisons} --scalars {input.scalars} --output {output.verdict} "
         "--report {output.report} --plots-dir {output.plots} --samples-dirs {input.samples} "
         "--manifest {input.manifest} --samples-page {output.samples_page} > {log} 2>&1"
 

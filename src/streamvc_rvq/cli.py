@@ -16,6 +16,7 @@ from streamvc_rvq import __version__
 
 EXIT_USER_ERROR = 2
 DEFAULT_CONFIG = Path("config/config.yaml")
+DEFAULT_EXPERIMENT = "phase1"
 
 
 class UserError(Exception):
@@ -31,7 +32,8 @@ def _add_config_args(parser: argparse.ArgumentParser, experiment: bool = True) -
     )
     group.add_argument("--config-json", help="an experiment's resolved config as JSON (what the workflow passes)")
     if experiment:
-        group.add_argument("--experiment", default="phase1", help="experiment name from the config's experiments (default: phase1)")
+        group.add_argument("--experiment", default=DEFAULT_EXPERIMENT,
+                           help=f"experiment name from the config's experiments (default: {DEFAULT_EXPERIMENT})")
 
 
 def load_experiment_config(args: argparse.Namespace) -> dict:
@@ -42,7 +44,7 @@ def load_experiment_config(args: argparse.Namespace) -> dict:
         if args.config_json:
             return json.loads(args.config_json)
         paths = args.config or [DEFAULT_CONFIG]
-        return resolve_experiment(load_config(*paths), getattr(args, "experiment", "phase1"))
+        return resolve_experiment(load_config(*paths), getattr(args, "experiment", DEFAULT_EXPERIMENT))
     except (ConfigError, json.JSONDecodeError) as err:
         raise UserError(str(err)) from None
 
@@ -67,14 +69,15 @@ def _set_threads(threads: int) -> None:
 
 
 def cmd_prepare_data(args: argparse.Namespace) -> None:
-    from streamvc_rvq.config import load_config
+    from streamvc_rvq.config import data_dir, load_config
     from streamvc_rvq.data.prepare import CorpusError, describe_splits, prepare_corpus
 
     _set_threads(args.threads)
     corpus = json.loads(args.corpus_json) if args.corpus_json else load_config(*(args.config or [DEFAULT_CONFIG]))["corpus"]
-    out_dir = args.output_dir or Path("results/data") / corpus["name"]
+    out_dir = args.output_dir or Path(data_dir(corpus["name"]))
     try:
-        summary = prepare_corpus(corpus, Path(out_dir), sample_rate=args.sample_rate, workers=args.threads)
+        summary = prepare_corpus(corpus, Path(out_dir), sample_rate=args.sample_rate, hop_length=args.hop_length,
+                                 workers=args.threads or None)
     except CorpusError as err:
         raise UserError(str(err)) from None
     print(json.dumps(summary, indent=2))
@@ -106,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         train_to_step(
             cfg, manifest=args.manifest, step=args.step, output=args.output, resume=args.resume,
             tensorboard_dir=args.tensorboard, device=args.device, labels=_labels(args.labels),
-            snapshots=_snapshot_policy(args),
+            snapshots=_snapshot_policy(args), scalars_output=args.scalars_output,
         )
     except TrainingError as err:
         raise UserError(str(err)) from None
@@ -122,7 +125,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     _set_threads(args.threads)
     try:
         evaluate_checkpoint(
-            cfg, checkpoint=args.checkpoint, manifest=args.manifest, tensorboard_dir=args.tensorboard,
+            cfg, checkpoint=args.checkpoint, manifest=args.manifest, scalars=args.scalars,
             samples_dir=args.samples_dir, output=args.output, device=args.device, labels=_labels(args.labels),
         )
     except (CheckpointError, LabelError) as err:
@@ -182,7 +185,7 @@ def cmd_verdict(args: argparse.Namespace) -> None:
 
     cfg = load_experiment_config(args)
     write_verdict(
-        cfg, metrics=args.metrics, control_metrics=args.control_metrics, tensorboard_dir=args.tensorboard,
+        cfg, metrics=args.metrics, control_metrics=args.control_metrics, scalars=args.scalars,
         output=args.output, report=args.report, plots_dir=args.plots_dir, reference_levels=args.reference_levels,
         samples_dirs=args.samples_dirs, manifest=args.manifest, samples_page=args.samples_page,
         seed_verdicts=args.seed_verdicts, fidelity_verdict=args.fidelity_verdict, fidelity_metrics=args.fidelity_metrics,
@@ -207,7 +210,7 @@ def cmd_ladder(args: argparse.Namespace) -> None:
     write_ladder(
         arms=args.arms, verdicts=args.verdicts, metrics=args.metrics, output=args.output, report=args.report,
         plots_dir=args.plots_dir, reference_levels=args.reference_levels, skipped=skipped,
-        tensorboard_dirs=args.tensorboard, experiments_table=args.experiments_table,
+        scalars=args.scalars, experiments_table=args.experiments_table,
     )
 
 
@@ -232,21 +235,19 @@ def cmd_model_summary(args: argparse.Namespace) -> None:
     print(model_summary(load_experiment_config(args)["model"]))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="streamvc-rvq",
-        description="StreamVC with a residual vector quantizer: corpus, training, evaluation and the Phase 1 verdict.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _add_threads_arg(parser: argparse.ArgumentParser, what: str = "torch CPU threads", zero: str = "torch's default") -> None:
+    parser.add_argument("--threads", type=int, default=0, help=f"{what} (default 0: {zero})")
 
+
+def _add_data_parsers(sub) -> None:
     p = sub.add_parser("prepare-data", help="build or ingest a corpus: manifest.csv, rejected.csv, 16 kHz audio, frame labels")
     p.add_argument("--config", action="extend", nargs="+", type=Path, metavar="YAML",
                    help="one or more config files, merged left to right; the corpus section is used")
     p.add_argument("--corpus-json", help="the corpus section as JSON (what the workflow passes)")
     p.add_argument("--output-dir", type=Path, help="default: results/data/{corpus.name}")
     p.add_argument("--sample-rate", type=int, default=16000, help="target sample rate (default 16000)")
-    p.add_argument("--threads", type=int, default=2, help="worker processes / torch threads (default 2)")
+    p.add_argument("--hop-length", type=int, default=320, help="the model's samples per frame, for label files (default 320 = 20 ms)")
+    _add_threads_arg(p, "worker processes and torch threads", "2 workers")
     p.set_defaults(func=cmd_prepare_data)
 
     p = sub.add_parser("labels", help="frame labels for the content encoder: the corpus's own, or k-means on MFCCs (HuBERT's first iteration)")
@@ -261,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-rate", type=int, default=16000, help="the corpus's sample rate (default 16000)")
     p.add_argument("--hop-length", type=int, default=320, help="samples per frame (default 320 = 20 ms)")
     p.add_argument("--output", required=True, type=Path, help="frame_labels.npz to write (atomically)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    _add_threads_arg(p)
     p.set_defaults(func=cmd_labels)
 
     p = sub.add_parser("reference-levels", help="the quality measures on the corpus's own audio: speaker separation (EER, AUC), DNSMOS, recognition error")
@@ -271,26 +272,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-utterances", type=int, default=64, help="utterances measured, spread evenly over speakers (default 64)")
     p.add_argument("--sample-rate", type=int, default=16000, help="the corpus's sample rate (default 16000)")
     p.add_argument("--output", required=True, type=Path, help="reference_levels.json to write (atomically)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    _add_threads_arg(p)
     p.set_defaults(func=cmd_reference_levels)
 
-    p = sub.add_parser("experiments", help="one table of every evaluated experiment: the config values that differ, verdict and key metrics per checkpoint")
-    p.add_argument("--results", type=Path, default=Path("results"), help="where to look for */metrics/step_*.json (default results)")
-    p.add_argument("--sort", help="column to sort by, e.g. class or perplexity_q0@10000 (a checkpoint step)")
-    p.add_argument("--descending", action="store_true", help="sort from the largest value")
-    p.add_argument("--csv", type=Path, help="also write the table as CSV")
-    p.add_argument("--markdown", type=Path, help="also write the table as Markdown")
-    p.set_defaults(func=cmd_experiments)
 
+def _add_training_parsers(sub) -> None:
     p = sub.add_parser("train", help="train an experiment to one step target, from scratch or from the previous checkpoint")
     _add_config_args(p)
     p.add_argument("--manifest", required=True, type=Path, help="results/data/{corpus}/manifest.csv")
     p.add_argument("--step", required=True, type=int, help="global step to train to")
     p.add_argument("--resume", type=Path, help="checkpoint to continue from (the previous step target)")
     p.add_argument("--output", required=True, type=Path, help="checkpoint to write (atomically)")
+    p.add_argument("--scalars-output", type=Path, help="JSON of the points this target logs (what evaluate and verdict read)")
     p.add_argument("--tensorboard", type=Path, help="TensorBoard log directory (one continuous run per experiment)")
     p.add_argument("--device", default=None, help="auto | cpu | mps | cuda[:N]; overrides train.device")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: train.num_threads or torch's default)")
+    _add_threads_arg(p, zero="train.num_threads, else torch's default")
     p.add_argument("--snapshot-every-steps", type=int, metavar="N",
                    help="write a resumable snapshot every N steps (0: off; default: the config's snapshots.every_steps)")
     p.add_argument("--snapshot-every-minutes", type=float, metavar="M",
@@ -302,21 +298,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--manifest", required=True, type=Path, help="results/data/{corpus}/manifest.csv (the validation and held-out splits are used)")
     p.add_argument("--checkpoint", required=True, type=Path, help="the step_N.pt to evaluate")
-    p.add_argument("--tensorboard", type=Path, help="the experiment's TensorBoard directory (training-curve facts)")
+    p.add_argument("--scalars", nargs="*", type=Path, default=[], help="the training scalars files of the chain up to it (training-curve facts)")
     p.add_argument("--samples-dir", required=True, type=Path, help="where converted and reconstructed wavs go")
     p.add_argument("--output", required=True, type=Path, help="metrics JSON to write")
     p.add_argument("--device", default=None, help="auto | cpu | mps | cuda[:N]; overrides evaluation.device")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    _add_threads_arg(p)
     _add_labels_arg(p)
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_judging_parsers(sub) -> None:
     p = sub.add_parser("verdict", help="apply the Phase 1 checkpoint and decision tables; write verdict.json and a report")
     _add_config_args(p)
     p.add_argument("--metrics", nargs="+", required=True, type=Path, help="the experiment's metrics files, in step order")
     p.add_argument("--control-metrics", nargs="*", type=Path, default=[], help="metrics files of the pre-fix control")
     p.add_argument("--reference-levels", type=Path, help="results/data/{corpus}/reference_levels.json: the corpus's own "
                    "levels of the quality measures (without it, the criteria that need them are not evaluated)")
-    p.add_argument("--tensorboard", type=Path, help="the experiment's TensorBoard directory (training-curve facts for the verdict)")
+    p.add_argument("--scalars", nargs="*", type=Path, default=[], help="the experiment's training scalars files (curves in the plots)")
     p.add_argument("--output", required=True, type=Path, help="verdict.json to write")
     p.add_argument("--report", required=True, type=Path, help="Markdown report to write")
     p.add_argument("--plots-dir", required=True, type=Path, help="where the report's PNG plots go")
@@ -330,28 +328,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fidelity-metrics", nargs="*", type=Path, default=[], help="that run's metrics files")
     p.set_defaults(func=cmd_verdict)
 
-    p = sub.add_parser("ab", help="compare the arms of an A/B test at every checkpoint")
-    p.add_argument("--name", required=True, help="comparison name (a key of the config's ab section)")
-    p.add_argument("--arms", nargs="+", required=True, help="the compared experiments (seed variants {arm}_s{seed} are grouped under their arm)")
-    p.add_argument("--verdicts", nargs="+", required=True, type=Path, help="verdict.json of every run of every arm")
-    p.add_argument("--metrics", nargs="+", required=True, type=Path, help="metrics files of every run of every arm")
-    p.add_argument("--output", required=True, type=Path, help="comparison JSON to write")
-    p.add_argument("--report", required=True, type=Path, help="Markdown report to write")
-    p.add_argument("--plots-dir", required=True, type=Path, help="where the comparison's PNG plots go")
-    p.set_defaults(func=cmd_ab)
-
-    p = sub.add_parser("ladder", help="rank the Phase 2 remedy arms by the protocol's criteria and conversion quality")
-    p.add_argument("--arms", nargs="+", required=True, help="the ranked experiments, the reference (phase1) first; seed variants {arm}_s{seed} are grouped under their arm")
-    p.add_argument("--verdicts", nargs="+", required=True, type=Path, help="verdict.json of every run of every arm")
-    p.add_argument("--metrics", nargs="+", required=True, type=Path, help="metrics files of every run of every arm")
+    arms = {}
+    for name, help_, func in (("ab", "compare the arms of an A/B test at every checkpoint", cmd_ab),
+                              ("ladder", "rank the Phase 2 remedy arms by the protocol's criteria and conversion quality", cmd_ladder)):
+        p = arms[name] = sub.add_parser(name, help=help_)
+        p.add_argument("--arms", nargs="+", required=True,
+                       help="the compared experiments, the reference first (seed variants {arm}_s{seed} are grouped under their arm)")
+        p.add_argument("--verdicts", nargs="+", required=True, type=Path, help="verdict.json of every run of every arm")
+        p.add_argument("--metrics", nargs="+", required=True, type=Path, help="metrics files of every run of every arm")
+        p.add_argument("--output", required=True, type=Path, help="JSON to write")
+        p.add_argument("--report", required=True, type=Path, help="Markdown report to write")
+        p.add_argument("--plots-dir", required=True, type=Path, help="where the PNG plots go")
+        p.set_defaults(func=func)
+    arms["ab"].add_argument("--name", required=True, help="comparison name (a key of the config's ab section)")
+    p = arms["ladder"]
     p.add_argument("--reference-levels", type=Path, help="the corpus's reference_levels.json (dashed lines in the quality plot)")
-    p.add_argument("--tensorboard", nargs="*", type=Path, default=[], help="TensorBoard directories of the runs (training curves in the plots)")
+    p.add_argument("--scalars", nargs="+", type=Path, action="append", default=[],
+                   help="the training scalars files of one run, once per run (training curves in the plots)")
     p.add_argument("--skipped", nargs="*", default=[], metavar="ARM=REASON", help="arms left out of the ladder, with the reason")
     p.add_argument("--experiments-table", type=Path, help="the experiments table the report links to")
-    p.add_argument("--output", required=True, type=Path, help="ladder JSON to write (remedies.json)")
-    p.add_argument("--report", required=True, type=Path, help="Markdown report to write")
-    p.add_argument("--plots-dir", required=True, type=Path, help="where the ladder's PNG plots go")
-    p.set_defaults(func=cmd_ladder)
+
+
+def _add_tool_parsers(sub) -> None:
+    p = sub.add_parser("experiments", help="one table of every evaluated experiment: the config values that differ, verdict and key metrics per checkpoint")
+    p.add_argument("--results", type=Path, default=Path("results"), help="where to look for */metrics/step_*.json (default results)")
+    p.add_argument("--sort", help="column to sort by, e.g. class or perplexity_q0@10000 (a checkpoint step)")
+    p.add_argument("--descending", action="store_true", help="sort from the largest value")
+    p.add_argument("--csv", type=Path, help="also write the table as CSV")
+    p.add_argument("--markdown", type=Path, help="also write the table as Markdown")
+    p.set_defaults(func=cmd_experiments)
 
     p = sub.add_parser("infer", help="convert SOURCE to the voice of TARGET_REF with a checkpoint")
     p.add_argument("--checkpoint", required=True, type=Path, help="a step_N.pt written by `train` (its config travels with it)")
@@ -361,12 +366,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, type=Path, help="WAV to write (replaced only once fully written)")
     p.add_argument("--device", default="cpu", help="auto | cpu | mps | cuda[:N] (default cpu)")
     p.add_argument("--stream", action="store_true", help="process 20 ms chunks through the streaming path (causal configs only)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    _add_threads_arg(p)
     p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser("model-summary", help="parameters and multiply-accumulates per second of audio, per component")
     _add_config_args(p)
     p.set_defaults(func=cmd_model_summary)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamvc-rvq",
+        description="StreamVC with a residual vector quantizer: corpus, training, evaluation and the Phase 1 verdict.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_data_parsers(sub)
+    _add_training_parsers(sub)
+    _add_judging_parsers(sub)
+    _add_tool_parsers(sub)
     return parser
 
 

@@ -12,6 +12,7 @@ import copy
 import difflib
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from streamvc_rvq.training.scaling import scale_protocol
 
 SCHEMA_PATH = Path(__file__).with_name("schema.yaml")
 DEFAULT_PRESET, DEFAULT_CORPUS = "paper", "espeak"
-_SEED_SUFFIX = re.compile(r"^(?P<base>.+)_s(?P<seed>\d+)$")
+_SEED_SUFFIX = re.compile(r"^(?P<base>.+)_s(?P<seed>\d+)$")  # seed_variant's names, parsed back
 _TIMES_SUFFIX = re.compile(r"^(?P<base>.+)_x(?P<times>\d+)$")
 
 
@@ -178,6 +179,20 @@ def experiment_names(config: dict) -> list[str]:
     return names
 
 
+def seed_variant(arm: str, seed: int) -> str:
+    """The experiment name of ``arm`` trained with ``train.seed: seed`` (the one naming scheme)."""
+    return f"{arm}_s{seed}"
+
+
+def arm_of(experiment: str, arms) -> str:
+    """The arm a run belongs to: the arm itself or one of its :func:`seed_variant` names."""
+    for arm in sorted(arms, key=len, reverse=True):
+        seeded = _SEED_SUFFIX.match(experiment)
+        if experiment == arm or (seeded and seeded["base"] == arm):
+            return arm
+    raise ValueError(f"run {experiment!r} belongs to none of the arms {list(arms)}")
+
+
 def seed_variants(config: dict, arm: str) -> list[str]:
     """Experiment names of ``arm`` for each seed of its A/B comparisons and the ladder (the arm
     itself for its own seed)."""
@@ -186,7 +201,7 @@ def seed_variants(config: dict, arm: str) -> list[str]:
     for comparison in seeded_groups(config):
         if arm in comparison["arms"]:
             seeds.extend(s for s in comparison.get("seeds", [own_seed]) if s not in seeds)
-    return [arm if s == own_seed else f"{arm}_s{s}" for s in (seeds or [own_seed])]
+    return [arm if s == own_seed else seed_variant(arm, s) for s in (seeds or [own_seed])]
 
 
 def resolve_experiment(config: dict, name: str) -> dict:
@@ -212,7 +227,7 @@ def resolve_experiment(config: dict, name: str) -> dict:
     resolved = deep_merge(resolved, experiments[name])
     if seed is not None:
         resolved["train"]["seed"] = seed
-    resolved["experiment"] = name if seed is None else f"{name}_s{seed}"
+    resolved["experiment"] = name if seed is None else seed_variant(name, seed)
     if times is not None:
         resolved["experiment"] = f"{name}_x{times}"
         scale = resolved["train"].get("scale", 1.0) * times
@@ -380,6 +395,21 @@ def rule_config(resolved: dict, rule: str) -> dict:
 def prepare_config(corpus: dict) -> dict:
     """The corpus settings data preparation reads."""
     return {k: copy.deepcopy(v) for k, v in corpus.items() if k not in _PREPARE_DROPS[corpus["type"]]}
+
+
+def schema_default(dotted: str):
+    """The schema's default of a key (``evaluation.silence_std``): its one home, for code that
+    has no config at hand."""
+    value = validate({})
+    for key in dotted.split("."):
+        value = value[key]
+    return value
+
+
+def hop_length(model: dict) -> int:
+    """Samples per frame: the product of the encoders' strides (320 = 20 ms at 16 kHz). Corpus
+    label files and k-means labels are cut to the model's frames, so every rule takes it from here."""
+    return math.prod(model["strides"])
 
 
 def config_hash(section: dict) -> str:

@@ -27,7 +27,7 @@ def test_evaluation_at_step_n_uses_the_stages_of_step_n_minus_1(micro_manifest, 
                        evaluation={"quality_measures": ["speaker", "dnsmos", "recognition"]})
     ckpt = train_to_step(cfg, manifest=micro_manifest, step=4, output=tmp_path / "step_4.pt", device="cpu")
     out = tmp_path / "metrics.json"
-    evaluate_checkpoint(cfg, checkpoint=ckpt, manifest=micro_manifest, tensorboard_dir=None,
+    evaluate_checkpoint(cfg, checkpoint=ckpt, manifest=micro_manifest, scalars=[],
                         samples_dir=tmp_path / "samples", output=out, device="cpu")
     metrics = json.loads(out.read_text())
     assert metrics["num_active_quantizers"] == 1

@@ -528,3 +528,141 @@ def test_configured_scale_is_the_verdicts_and_hand_cut_steps_are_flagged(healthy
     assert any("cut by hand" in w for w in by_hand["warnings"])
     paper = decide(healthy_run(STEPS), steps=STEPS, progressive_steps=2000, reference=REFERENCE, scale=1.0)
     assert not paper["scaled"] and not any("cut by hand" in w for w in paper["warnings"])
+
+
+# ------------------------------------------------------------------ the tables themselves
+
+import dataclasses  # noqa: E402
+
+from streamvc_rvq.evaluation import verdict as verdict_module  # noqa: E402
+
+ROLE_NAMES = {role for role, _ in verdict_module.ROLES} | {"all", "last"}
+
+
+def test_criteria_table_is_the_verdicts_order_and_names_real_constants():
+    table = verdict_module.CRITERIA
+    assert [c.id for c in table] == EXPECTED_IDS  # ids unique, in the verdict's order
+    for c in table:
+        assert c.role in ROLE_NAMES, c.id
+        assert c.op in (">=", ">", "<=", "<", "==", "in", None), c.id
+        if c.op is None:  # a measurement that judges itself (a trend) has no threshold constant
+            assert c.bound is None and c.words, c.id
+        elif not c.against:  # an absolute threshold needs its constant
+            assert c.bound is not None, c.id
+        if c.bound is not None:
+            assert c.bound.isupper() and hasattr(verdict_module, c.bound), c.id
+
+
+def test_every_threshold_text_is_generated_from_its_constant(healthy_run):
+    stated = {c["id"]: c["threshold"] for c in run(healthy_run())["criteria"]}
+    for c in verdict_module.CRITERIA:
+        value = getattr(verdict_module, c.bound) if c.bound else None
+        text = stated[c.id]
+        if c.op == "in":
+            assert text == f"in [{value[0]:g}, {value[1]:g}]", c.id
+        elif c.against:
+            factor = "" if value is None else f"{value:g} x "
+            assert text.startswith(f"{c.op} {factor}{c.against} = "), c.id  # "= <the bar>" when measured
+        elif c.op is not None:
+            assert text.startswith(f"{c.op} {value:g}"), c.id
+
+
+def test_threshold_texts_read_as_before_the_tables_were_data(healthy_run):
+    """The generated texts are the ones the verdict files have always carried."""
+    stated = {c["id"]: c["threshold"] for c in run(healthy_run())["criteria"]}
+    assert stated == {
+        "1k.perplexity_q0": ">= 5",
+        "1k.perplexity_q0_ideal": "> 10 (ideal)",
+        "1k.usage_q0": "> 0.05",
+        "1k.pre_rvq_std": "in [0.9, 1.1]",
+        "1k.pre_rvq_frame_scale": "in [0.5, 2]",
+        "1k.loss_stft_falling": "falling: last-window mean < first-window mean and last-window slope <= 0",
+        "1k.not_silent": "== 0 (every output std > 0.01)",
+        "2k.perplexity_q0_stable": ">= 0.9 x perplexity_q0(1k) = 10.8",
+        "2k.loss_stft_undisturbed": "<= 1.1 x loss_stft(1k) = 3.3",
+        "2k.pre_rvq_std": "in [0.9, 1.1]",
+        "2k.pre_rvq_frame_scale": "in [0.5, 2]",
+        "5k.perplexity_active_stages": "> 5 each",
+        "5k.loss_stft_improving": "< loss_stft(2k) = 2.9",
+        "5k.loss_l1_improving": "< loss_l1(2k) = 0.055",
+        "10k.perplexity_active_stages": "> 5 each",
+        "10k.loss_stft_improving": "< loss_stft(5k) = 2.5",
+        "10k.loss_l1_improving": "< loss_l1(5k) = 0.05",
+        "10k.audio_quality_improving": "> ovrl(5k) = 2.4",
+        "10k.not_silent": "== 0 (every output std > 0.01)",
+        "all.not_silent": "== 0 at every available checkpoint",
+        "last.top_code_share_q0": "< 0.5 (diverse; >= 0.5 is a monopoly)",
+        "last.outputs_diverse": "< corpus same-speaker similarity = 0.9",
+        "last.towards_target": "> 0 (similarity to target above similarity to source)",
+    }
+
+
+def test_decision_table_rows_read_existing_criteria_in_the_documented_order(healthy_run):
+    table = verdict_module.DECISION_TABLE
+    ids = {c.id for c in verdict_module.CRITERIA}
+    for row in table:
+        assert set(row.uses) <= ids, row.branch
+        assert row.verdict_class in ("success", "partial", "failure"), row.branch
+        assert row.branch.split("_")[0] in (row.verdict_class, "success"), row.branch
+    assert [row.branch for row in table] == ["failure_flat_low", "failure_monopoly", "success",
+                                             "partial_low_perplexity", "partial_stage_collapse", "partial_other"]
+    assert [row.otherwise for row in table] == [False] * (len(table) - 1) + [True]  # the catch-all is last
+    assert verdict_module.CLASS_OF_BRANCH == {row.branch: row.verdict_class for row in table}
+    assert [b["id"] for b in run(healthy_run())["branches"]] == [row.branch for row in table]
+
+
+def _set(path, value):
+    def mutate(cps):
+        cp_index, *keys = path
+        d = cps[cp_index]
+        for k in keys[:-1]:
+            d = d[k]
+        d[keys[-1]] = value
+    return mutate
+
+
+# (constant, new value, input change or None, criterion id that flips or None, branch before, branch after)
+LEVERS = [
+    ("PERPLEXITY_MIN_1K", 12.0001, None, "1k.perplexity_q0", "success", "partial_other"),
+    ("USAGE_MIN_1K", 0.2, None, "1k.usage_q0", "success", "partial_other"),
+    ("PRE_RVQ_STD_BAND", (0.9, 0.9999), None, "1k.pre_rvq_std", "success", "partial_other"),
+    ("FRAME_SCALE_BAND", (1.0001, 2.0), None, "1k.pre_rvq_frame_scale", "success", "partial_other"),
+    ("STABLE_FRACTION", 14.0001 / 12.0, None, "2k.perplexity_q0_stable", "success", "partial_other"),
+    ("DISTURB_FACTOR", 2.8999 / 3.0, None, "2k.loss_stft_undisturbed", "success", "partial_other"),
+    ("HEALTHY_PERPLEXITY", 6.0, None, "10k.perplexity_active_stages", "success", "partial_stage_collapse"),
+    ("SILENT_OUTPUTS_MAX", 1, None, "all.not_silent", "success", "partial_other"),
+    ("SILENCE_STD", 0.1, _set((0, "outputs", "num_silent"), None), "1k.not_silent", "success", "partial_other"),
+    ("MONOPOLY_SHARE", 0.05, None, "last.top_code_share_q0", "success", "failure_monopoly"),
+    ("TOWARDS_TARGET_MARGIN", 0.2, None, "last.towards_target", "success", "partial_other"),
+]
+
+
+@pytest.mark.parametrize("name, value, change, cid, before, after", LEVERS, ids=[lever[0] for lever in LEVERS])
+def test_a_threshold_constant_is_the_lever_that_reaches_the_decision(healthy_run, monkeypatch, name, value, change,
+                                                                     cid, before, after):
+    """An input just inside the threshold passes; moving the constant just past it flips the
+    criterion, its stated threshold and the decision."""
+    cps = healthy_run()
+    if change:
+        change(cps)
+    v = run(cps)
+    assert (crit(v, cid)["passed"], v["branch"]) == (True, before)
+    monkeypatch.setattr(verdict_module, name, value)
+    moved = run(cps)
+    assert (crit(moved, cid)["passed"], moved["branch"]) == (False, after)
+    stated = value if isinstance(value, tuple) else (value,)
+    assert all(f"{x:g}" in crit(moved, cid)["threshold"] for x in stated)  # the text follows the constant
+
+
+@pytest.mark.parametrize("name, value, series, before, after", [
+    ("FLAT_FACTOR", 1.0999, [1.0, 0.95, 1.05, 1.1], "failure_flat_low", "partial_low_perplexity"),
+    ("COLLAPSED_PERPLEXITY", 1.1, [1.0, 0.95, 1.05, 1.1], "failure_flat_low", "partial_low_perplexity"),
+    ("PERPLEXITY_MIN_1K", 4.5, [3.0, 3.5, 4.0, 4.5], "partial_low_perplexity", "partial_other"),
+])
+def test_decision_row_constants_reach_the_decision(make_cp, monkeypatch, name, value, series, before, after):
+    cps = [make_cp(s, [p], share=[0.3]) for s, p in zip(STEPS, series)]
+    assert run(cps)["branch"] == before
+    monkeypatch.setattr(verdict_module, name, value)
+    v = run(cps)
+    assert v["branch"] == after
+    assert any(f"{value:g}" in b["reason"] for b in v["branches"])

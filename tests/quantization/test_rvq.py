@@ -7,6 +7,7 @@ from streamvc_rvq.config import load_schema
 from streamvc_rvq.quantization.rvq import (
     ResidualVectorQuantizer,
     RVQOutput,
+    RVQSettings,
     active_quantizers,
     kmeans,
     laplace_smoothing,
@@ -47,13 +48,15 @@ def schema_rvq_defaults():
     return {key: spec["default"] for key, spec in props.items()}
 
 
-def test_from_config_accepts_exactly_the_schema_keys():
+def test_settings_are_exactly_the_schema_keys_with_its_defaults():
     cfg = schema_rvq_defaults()
-    rvq = ResidualVectorQuantizer.from_config(cfg)
+    assert RVQSettings(**cfg) == RVQSettings()  # same keys, same defaults
+    rvq = ResidualVectorQuantizer(**cfg)
+    assert rvq.settings == RVQSettings(**cfg)
     assert len(rvq.layers) == cfg["num_quantizers"]
     assert rvq.layers[0].codebook.shape == (cfg["codebook_size"], cfg["codebook_dim"])
     with pytest.raises(TypeError):
-        ResidualVectorQuantizer.from_config({**cfg, "not_a_key": 1})
+        ResidualVectorQuantizer(**{**cfg, "not_a_key": 1})
 
 
 def test_bad_choices_raise():
@@ -330,15 +333,17 @@ def test_cosine_codes_ignore_input_scale():
 # --- stats --------------------------------------------------------------------------------
 
 
-def test_stats_are_python_numbers_from_the_batch_histogram():
+def test_stats_are_0d_tensors_from_the_batch_histogram():
+    """Tensors on the input's device (no sync in forward); the caller converts when it logs."""
     rvq = ResidualVectorQuantizer(num_quantizers=1, codebook_size=4, codebook_dim=2)
     set_codebook(rvq, 0, [[0, 0], [2, 0], [0, 2], [9, 9]])
     x = frames([0.1, 0], [2, 0.1], [1.9, 0], [0, 2.1])  # codes 0, 1, 1, 2
     s = rvq.eval()(x).stats[0]
     assert set(s) == {"perplexity", "usage", "top_code_share", "dead_codes", "redrawn"}
-    assert isinstance(s["perplexity"], float) and isinstance(s["dead_codes"], int)
+    assert all(isinstance(v, torch.Tensor) and v.dim() == 0 and not v.requires_grad for v in s.values())
+    assert s["perplexity"].dtype == torch.float32 and s["dead_codes"].dtype == torch.int64
     p = torch.tensor([0.25, 0.5, 0.25])
-    assert s["perplexity"] == pytest.approx(float(torch.exp(-(p * p.log()).sum())), rel=1e-6)
-    assert s["usage"] == 0.75
-    assert s["top_code_share"] == 0.5
-    assert s["dead_codes"] == 1
+    assert s["perplexity"].item() == pytest.approx(float(torch.exp(-(p * p.log()).sum())), rel=1e-6)
+    assert s["usage"].item() == 0.75
+    assert s["top_code_share"].item() == 0.5
+    assert s["dead_codes"].item() == 1

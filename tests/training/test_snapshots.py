@@ -17,7 +17,7 @@ import torch
 from micro import micro_config
 from tensor_state import assert_same_state
 from streamvc_rvq.atomic import _host, remove_stale_temps, remove_temps_of
-from streamvc_rvq.evaluation.curves import read_scalars
+from streamvc_rvq.evaluation.curves import read_scalars, read_segment_scalars
 from streamvc_rvq.training.checkpoint import load_checkpoint, save_checkpoint
 from streamvc_rvq.training.snapshots import SnapshotPolicy, snapshot_path
 from streamvc_rvq.training.trainer import TrainingError, train_to_step
@@ -42,6 +42,7 @@ def straight(micro_manifest, tmp_path_factory) -> Path:
 def _train_command(cfg: dict, manifest: Path, output: Path, tensorboard: Path) -> list[str]:
     return [sys.executable, "-m", "streamvc_rvq", "train", "--config-json", json.dumps(cfg), "--manifest", str(manifest),
             "--step", str(STEPS), "--output", str(output), "--tensorboard", str(tensorboard), "--device", "cpu",
+            "--scalars-output", str(output.with_suffix(".json")),
             "--threads", "1", "--snapshot-every-steps", "2", "--snapshot-every-minutes", "0"]
 
 
@@ -66,12 +67,14 @@ def test_a_job_killed_between_snapshots_resumes_and_equals_the_straight_run(stra
     assert killed_at in (4, 6)
 
     resumed = train_to_step(cfg, manifest=micro_manifest, step=STEPS, output=out, tensorboard_dir=tb, device="cpu",
-                            snapshots=EVERY_2)
+                            snapshots=EVERY_2, scalars_output=out.with_suffix(".json"))
     _same_training_state(load_checkpoint(straight), load_checkpoint(resumed))
     assert not snapshot_path(out).exists()  # cleaned once the target is written
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_8.pt", "tb"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_8.json", "step_8.pt", "tb"]
     loss = read_scalars(tb)["train/loss_total"]
     assert [s for s, _ in loss] == list(range(STEPS))  # each step once, across the kill
+    # the declared scalars file (what evaluate and verdict read) holds the same points
+    assert read_segment_scalars([out.with_suffix(".json")]) == read_scalars(tb)
     assert not (tb / "live").exists()
 
 

@@ -99,47 +99,79 @@ def prepare_corpus(corpus_cfg: dict, out_dir: Path, sample_rate: int = 16000, ho
     t0 = time.monotonic()
     cfg = _resolve(corpus_cfg)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = out_dir / "manifest.csv"
-    if manifest.exists():
-        manifest.unlink()  # a half-built corpus must have no manifest
-    for sub in ("audio", "labels"):
-        if (out_dir / sub).is_dir():
-            shutil.rmtree(out_dir / sub)
-
-    kind = cfg["type"]
-    try:
-        if kind == "builtin":
-            built = build_builtin_corpus(cfg, out_dir, sample_rate, hop_length, workers, progress)
-            source = "the built-in corpus"
-            vocabulary = list(VOCABULARY)
-        else:
-            built = build_folder_corpus(cfg, out_dir, sample_rate, hop_length, workers, progress)
-            source = built["root"]
-            vocabulary = None
-    except FolderError as exc:
-        raise CorpusError(str(exc)) from exc
-
+    _clear(out_dir)
+    built, source, vocabulary = _build(cfg, out_dir, sample_rate, hop_length, workers, progress)
     utts = sorted(built["utterances"], key=lambda u: u["utterance_id"])
     rejected = sorted(built["rejected"], key=lambda r: r["path"])
     flagged = sorted(built.get("flagged", []), key=lambda r: r["path"])
     atomic_write_bytes(out_dir / "rejected.csv", _csv_bytes(REJECTED_COLUMNS, rejected))
     atomic_write_bytes(out_dir / "flagged.csv", _csv_bytes(FLAGGED_COLUMNS, flagged))
-    if vocabulary is None:  # a user corpus: ids as given by its label files
-        top = -1
-        for u in utts:
-            if u["labels_path"]:
-                lab = np.load(out_dir / u["labels_path"])
-                if lab.size:
-                    top = max(top, int(lab.max()))
-        vocabulary = [str(i) for i in range(top + 1)]
-    write_vocabulary(out_dir / "phonemes.json", vocabulary)
-    if kind == "builtin":
+    write_vocabulary(out_dir / "phonemes.json", vocabulary or _label_vocabulary(out_dir, utts))
+    if cfg["type"] == "builtin":
         atomic_write_bytes(out_dir / "speakers.json",
                            (json.dumps(built["speakers"], indent=1) + "\n").encode())
+    splits = _splits(cfg, utts, rejected, source)
+    rows = [{"utterance_id": u["utterance_id"], "path": u["path"], "speaker": u["speaker"],
+             "duration": f"{u['num_samples'] / sample_rate:.4f}", "split": splits[u["utterance_id"]],
+             "labels_path": u["labels_path"], "text": u["text"]} for u in utts]
+    manifest = out_dir / "manifest.csv"
+    atomic_write_bytes(manifest, _csv_bytes(MANIFEST_COLUMNS, rows))  # last: a corpus with a manifest is complete
+    split_table = {
+        s: {"utterances": sum(1 for r in rows if r["split"] == s),
+            "speakers": len({r["speaker"] for r in rows if r["split"] == s}),
+            "minutes": round(sum(float(r["duration"]) for r in rows if r["split"] == s) / 60.0, 3)}
+        for s in ("train", "valid", "heldout")
+    }
+    return {
+        "num_utterances": len(utts),
+        "num_speakers": len({u["speaker"] for u in utts}),
+        "minutes": round(sum(u["num_samples"] for u in utts) / sample_rate / 60.0, 3),
+        "num_rejected": len(rejected),
+        "num_flagged": len(flagged),
+        "seconds": round(time.monotonic() - t0, 2),
+        "splits": {s: t["utterances"] for s, t in split_table.items()},
+        "split_table": split_table,
+        "held_out_speakers": sorted({r["speaker"] for r in rows if r["split"] == "heldout"}),
+        "manifest": str(manifest),
+    }
 
-    speakers = sorted({u["speaker"] for u in utts})
-    n_files, n_spk = len(utts), len(speakers)
+
+def _clear(out_dir: Path) -> None:
+    """No manifest (a half-built corpus must have none) and no audio or labels of an earlier build."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "manifest.csv").unlink(missing_ok=True)
+    for sub in ("audio", "labels"):
+        if (out_dir / sub).is_dir():
+            shutil.rmtree(out_dir / sub)
+
+
+def _build(cfg: dict, out_dir: Path, sample_rate: int, hop_length: int, workers: int | None,
+           progress: bool) -> tuple[dict, str, list[str] | None]:
+    """(what the corpus builder returned, the source in words, the label vocabulary or None)."""
+    try:
+        if cfg["type"] == "builtin":
+            built = build_builtin_corpus(cfg, out_dir, sample_rate, hop_length, workers, progress)
+            return built, "the built-in corpus", list(VOCABULARY)
+        built = build_folder_corpus(cfg, out_dir, sample_rate, hop_length, workers, progress)
+        return built, built["root"], None
+    except FolderError as exc:
+        raise CorpusError(str(exc)) from exc
+
+
+def _label_vocabulary(out_dir: Path, utts: list[dict]) -> list[str]:
+    """A user corpus's label ids, as given by its label files."""
+    top = -1
+    for u in utts:
+        if u["labels_path"]:
+            lab = np.load(out_dir / u["labels_path"])
+            if lab.size:
+                top = max(top, int(lab.max()))
+    return [str(i) for i in range(top + 1)]
+
+
+def _splits(cfg: dict, utts: list[dict], rejected: list[dict], source: str) -> dict[str, str]:
+    """Each utterance's split; a corpus too small for the config is one clear error."""
+    n_files, n_spk = len(utts), len({u["speaker"] for u in utts})
     need_files, need_spk = int(cfg["min_files"]), int(cfg["min_speakers"])
     held = int(cfg["held_out_speakers"])
     if n_files < need_files or n_spk < need_spk:
@@ -153,36 +185,7 @@ def prepare_corpus(corpus_cfg: dict, out_dir: Path, sample_rate: int = 16000, ho
                           f"held_out_speakers={held} and keep one for training "
                           f"(need >= {held + 1} speakers)")
     try:
-        splits = assign_splits({u["utterance_id"]: u["speaker"] for u in utts}, held,
-                               float(cfg["validation_fraction"]), int(cfg["seed"]))
+        return assign_splits({u["utterance_id"]: u["speaker"] for u in utts}, held,
+                             float(cfg["validation_fraction"]), int(cfg["seed"]))
     except SplitError as exc:
         raise CorpusError(str(exc)) from exc
-
-    rows = []
-    total_samples = 0
-    for u in utts:
-        total_samples += u["num_samples"]
-        rows.append({"utterance_id": u["utterance_id"], "path": u["path"], "speaker": u["speaker"],
-                     "duration": f"{u['num_samples'] / sample_rate:.4f}",
-                     "split": splits[u["utterance_id"]], "labels_path": u["labels_path"],
-                     "text": u["text"]})
-    atomic_write_bytes(manifest, _csv_bytes(MANIFEST_COLUMNS, rows))
-    counts = {s: sum(1 for r in rows if r["split"] == s) for s in ("train", "valid", "heldout")}
-    split_table = {
-        s: {"utterances": counts[s],
-            "speakers": len({r["speaker"] for r in rows if r["split"] == s}),
-            "minutes": round(sum(float(r["duration"]) for r in rows if r["split"] == s) / 60.0, 3)}
-        for s in ("train", "valid", "heldout")
-    }
-    return {
-        "num_utterances": n_files,
-        "num_speakers": n_spk,
-        "minutes": round(total_samples / sample_rate / 60.0, 3),
-        "num_rejected": len(rejected),
-        "num_flagged": len(flagged),
-        "seconds": round(time.monotonic() - t0, 2),
-        "splits": counts,
-        "split_table": split_table,
-        "held_out_speakers": sorted({r["speaker"] for r in rows if r["split"] == "heldout"}),
-        "manifest": str(manifest),
-    }

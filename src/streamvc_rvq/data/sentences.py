@@ -88,29 +88,30 @@ def _object(r: random.Random) -> str:
     return "the " + r.choice(THING_ADJECTIVES) + " " + thing
 
 
+# Sentence shapes, drawn uniformly; each draws its words left to right (the corpus's bytes
+# depend on this order).
+_CLAUSES = (
+    lambda r, subj: f"{subj} {r.choice(VERBS_T)} {_object(r)} {r.choice(TIMES)}",
+    lambda r, subj: f"{subj} {r.choice(VERBS_I)} {r.choice(PREPOSITIONS)} {r.choice(PLACES)}",
+    lambda r, subj: f"{subj} {r.choice(VERBS_I)} {r.choice(ADVERBS)} {r.choice(TIMES)}",
+    lambda r, subj: f"{subj} {r.choice(VERBS_T)} {_object(r)} at {r.choice(PLACES)} {r.choice(TIMES)}",
+    lambda r, subj: f"{subj} {r.choice(VERBS_T)} {_object(r)} {r.choice(PREPOSITIONS)} {r.choice(PLACES)}",
+)
+_QUESTIONS = (
+    lambda r: f"Did you see {_object(r)} {r.choice(PREPOSITIONS)} {r.choice(PLACES)}?",
+    lambda r: f"Why did {_subject(r)} leave {r.choice(PLACES)} so {r.choice(['early', 'late', 'soon'])}?",
+    lambda r: f"Where did {_subject(r)} put {_object(r)}?",
+    lambda r: f"Is {_subject(r)} still waiting at {r.choice(PLACES)}?",
+)
+
+
 def _clause(r: random.Random) -> str:
-    k = r.randrange(5)
-    subj = _subject(r)
-    if k == 0:
-        return f"{subj} {r.choice(VERBS_T)} {_object(r)} {r.choice(TIMES)}"
-    if k == 1:
-        return f"{subj} {r.choice(VERBS_I)} {r.choice(PREPOSITIONS)} {r.choice(PLACES)}"
-    if k == 2:
-        return f"{subj} {r.choice(VERBS_I)} {r.choice(ADVERBS)} {r.choice(TIMES)}"
-    if k == 3:
-        return f"{subj} {r.choice(VERBS_T)} {_object(r)} at {r.choice(PLACES)} {r.choice(TIMES)}"
-    return f"{subj} {r.choice(VERBS_T)} {_object(r)} {r.choice(PREPOSITIONS)} {r.choice(PLACES)}"
+    k = r.randrange(len(_CLAUSES))
+    return _CLAUSES[k](r, _subject(r))
 
 
 def _question(r: random.Random) -> str:
-    k = r.randrange(4)
-    if k == 0:
-        return f"Did you see {_object(r)} {r.choice(PREPOSITIONS)} {r.choice(PLACES)}?"
-    if k == 1:
-        return f"Why did {_subject(r)} leave {r.choice(PLACES)} so {r.choice(['early', 'late', 'soon'])}?"
-    if k == 2:
-        return f"Where did {_subject(r)} put {_object(r)}?"
-    return f"Is {_subject(r)} still waiting at {r.choice(PLACES)}?"
+    return _QUESTIONS[r.randrange(len(_QUESTIONS))](r)
 
 
 def _cap(s: str) -> str:

@@ -65,23 +65,7 @@ def compare_arms(
     nominal 1k and 2k steps where the note compares the arms.
     """
     names = list(arms)
-    nominal: dict[int, int] = {}
-    per_arm = {}
-    for arm in names:
-        seeds = sorted(arms[arm])
-        vlist = []
-        for seed in seeds:
-            v = (verdicts.get(arm) or {}).get(seed)
-            if v is None:
-                vlist.append({"seed": seed, "class": None, "branch": None, "next_action": None})
-                continue
-            vlist.append({"seed": seed, "class": v.get("class"), "branch": v.get("branch"),
-                          "next_action": v.get("next_action")})
-            for cp in v.get("checkpoints") or []:
-                if cp.get("step") is not None:
-                    nominal.setdefault(int(cp["step"]), int(cp["nominal_step"]))
-        per_arm[arm] = {"seeds": seeds, "verdicts": vlist}
-
+    per_arm, nominal = _per_arm_verdicts(arms, verdicts)
     all_steps = sorted({int(cp["step"]) for arm in names for cps in arms[arm].values() for cp in cps})
     rows = []
     for step in all_steps:
@@ -90,20 +74,8 @@ def compare_arms(
             runs = {seed: next((cp for cp in cps if int(cp["step"]) == step), None)
                     for seed, cps in arms[arm].items()}
             runs = {seed: cp for seed, cp in runs.items() if cp is not None}
-            if not runs:
-                continue
-            cps = list(runs.values())
-            idx = _stage_indices(cps)
-            row_arms[arm] = {
-                "n_seeds": len(runs),
-                "seeds": sorted(runs),
-                **{key: [{"stage": i, **_stat([stage_value(cp, i, key) for cp in cps])} for i in idx]
-                   for key in ("perplexity", "usage", "top_code_share")},
-                "loss_stft": _stat([(cp.get("validation") or {}).get("loss_stft") for cp in cps]),
-                "loss_l1": _stat([(cp.get("validation") or {}).get("loss_l1") for cp in cps]),
-                "verdicts": [{"seed": v["seed"], "class": v["class"]}
-                             for v in per_arm[arm]["verdicts"] if v["seed"] in runs],
-            }
+            if runs:
+                row_arms[arm] = _arm_at_step(runs, per_arm[arm]["verdicts"])
         q0 = {}
         for arm, a in row_arms.items():
             m = next((p["mean"] for p in a["perplexity"] if p["stage"] == 0), None)
@@ -125,6 +97,43 @@ def compare_arms(
             "difference": diff,
         })
     return {"arms": names, "per_arm": per_arm, "steps": rows}
+
+
+def _per_arm_verdicts(arms: Mapping[str, Mapping[int, Sequence[dict]]],
+                      verdicts: Mapping[str, Mapping[int, dict]]) -> tuple[dict, dict[int, int]]:
+    """Each arm's seeds and their verdicts, and the nominal step of each checkpoint step."""
+    nominal: dict[int, int] = {}
+    per_arm = {}
+    for arm in arms:
+        seeds = sorted(arms[arm])
+        vlist = []
+        for seed in seeds:
+            v = (verdicts.get(arm) or {}).get(seed)
+            if v is None:
+                vlist.append({"seed": seed, "class": None, "branch": None, "next_action": None})
+                continue
+            vlist.append({"seed": seed, "class": v.get("class"), "branch": v.get("branch"),
+                          "next_action": v.get("next_action")})
+            for cp in v.get("checkpoints") or []:
+                if cp.get("step") is not None:
+                    nominal.setdefault(int(cp["step"]), int(cp["nominal_step"]))
+        per_arm[arm] = {"seeds": seeds, "verdicts": vlist}
+    return per_arm, nominal
+
+
+def _arm_at_step(runs: Mapping[int, dict], verdicts: Sequence[dict]) -> dict:
+    """One arm's seeds at one step: mean and std of every stage statistic and loss."""
+    cps = list(runs.values())
+    idx = _stage_indices(cps)
+    return {
+        "n_seeds": len(runs),
+        "seeds": sorted(runs),
+        **{key: [{"stage": i, **_stat([stage_value(cp, i, key) for cp in cps])} for i in idx]
+           for key in ("perplexity", "usage", "top_code_share")},
+        "loss_stft": _stat([(cp.get("validation") or {}).get("loss_stft") for cp in cps]),
+        "loss_l1": _stat([(cp.get("validation") or {}).get("loss_l1") for cp in cps]),
+        "verdicts": [{"seed": v["seed"], "class": v["class"]} for v in verdicts if v["seed"] in runs],
+    }
 
 
 def _flat_metrics(cp: dict) -> dict[str, float | None]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -19,7 +20,7 @@ from streamvc_rvq.config import config_hash
 from streamvc_rvq.data.audio import save_wav
 from streamvc_rvq.data.dataset import load_utterances
 from streamvc_rvq.device import select_device
-from streamvc_rvq.evaluation.curves import curve_facts, read_scalars
+from streamvc_rvq.evaluation.curves import curve_facts, read_segment_scalars
 from streamvc_rvq.evaluation.quality import KINDS, QualityScorer, quality_line
 from streamvc_rvq.inference import convert, load_trained_model, num_active_at
 from streamvc_rvq.provenance import provenance as run_provenance
@@ -200,10 +201,11 @@ def write_samples(model, valid, heldout, num_active: int, count: int, samples_di
 
 
 def evaluate_checkpoint(
-    cfg: dict, *, checkpoint: Path, manifest: Path, tensorboard_dir: Path | None, samples_dir: Path,
+    cfg: dict, *, checkpoint: Path, manifest: Path, scalars: Sequence[Path], samples_dir: Path,
     output: Path, device: str | None = None, labels: str | Path | None = "manifest",
 ) -> dict:
-    """Metrics of one checkpoint; ``labels`` as in :func:`load_utterances` (content-label accuracy)."""
+    """Metrics of one checkpoint; ``labels`` as in :func:`load_utterances` (content-label accuracy);
+    ``scalars``: the training scalars files of the chain up to the checkpoint (curve facts)."""
     eval_cfg = cfg["evaluation"]
     device_ = select_device(device or eval_cfg["device"])
     model, ckpt_cfg, step = load_trained_model(checkpoint, cfg["model"], device_)
@@ -242,8 +244,8 @@ def evaluate_checkpoint(
         model, valid, heldout, num_active, eval_cfg["num_conversions"], Path(samples_dir),
         model_cfg["sample_rate"], eval_cfg["silence_std"], device_, tuple(eval_cfg["quality_measures"]),
     )
-    scalars = read_scalars(tensorboard_dir) if tensorboard_dir and Path(tensorboard_dir).exists() else {}
-    metrics["training_curve"] = curve_facts(scalars, up_to_step=step, window=20) if scalars else {}
+    points = read_segment_scalars(scalars)
+    metrics["training_curve"] = curve_facts(points, up_to_step=step, window=20) if points else {}
     write_json(output, metrics)
     print(quality_line(metrics["outputs"]["quality"]), file=sys.stderr, flush=True)
     q0 = metrics["stages"][0]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from streamvc_rvq.config import schema_default
 from streamvc_rvq.data.audio import AudioError, load_audio, save_wav
 from streamvc_rvq.inference import convert, load_trained_model, num_active_at
 from streamvc_rvq.training.checkpoint import CheckpointError
@@ -52,7 +53,7 @@ def convert_file(
         "output": str(output),
         "seconds": out.numel() / sample_rate,
         "output_std": float(out.std()),
-        "silent": bool(out.std() <= 0.01),
+        "silent": bool(out.std() <= schema_default("evaluation.silence_std")),
         "step": step,
         "stream": stream,
     }

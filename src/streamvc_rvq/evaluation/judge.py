@@ -4,16 +4,17 @@ logic, write the JSON answer, the plots and the Markdown report."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from streamvc_rvq.atomic import write_json
 from streamvc_rvq.config import config_hash, ladder_command
+from streamvc_rvq.evaluation import plots
 from streamvc_rvq.evaluation import report as reporting
 from streamvc_rvq.evaluation.comparison import compare_arms, control_comparison
 from streamvc_rvq.evaluation.confidence import scale_fidelity, seed_agreement
-from streamvc_rvq.evaluation.curves import read_scalars
+from streamvc_rvq.config import arm_of
+from streamvc_rvq.evaluation.curves import read_segment_scalars, segment_experiment
 from streamvc_rvq.evaluation.experiments_table import training_config
 from streamvc_rvq.evaluation.ladder_report import plot_quality as plot_ladder_quality
 from streamvc_rvq.evaluation.ladder_report import plot_stage_metric, write_ladder_report
@@ -28,7 +29,7 @@ def read_metrics(paths: Sequence[Path]) -> list[dict]:
 
 
 def write_verdict(
-    cfg: dict, *, metrics: Sequence[Path], control_metrics: Sequence[Path], tensorboard_dir: Path | None,
+    cfg: dict, *, metrics: Sequence[Path], control_metrics: Sequence[Path], scalars: Sequence[Path],
     output: Path, report: Path, plots_dir: Path, reference_levels: Path | None = None,
     samples_dirs: Sequence[Path] = (), manifest: Path | None = None, samples_page: Path | None = None,
     seed_verdicts: Sequence[Path] = (), fidelity_verdict: Path | None = None, fidelity_metrics: Sequence[Path] = (),
@@ -62,19 +63,19 @@ def write_verdict(
         control = control_comparison(checkpoints, control_cps)
         control["experiment"] = control_cps[0].get("experiment")
         verdict["control"] = control
-    scalars = read_scalars(tensorboard_dir) if tensorboard_dir and Path(tensorboard_dir).exists() else None
+    scalars = read_segment_scalars(scalars) or None
     plots_dir = Path(plots_dir)
     plots_dir.mkdir(parents=True, exist_ok=True)
     pngs = {
-        "Codebook perplexity and usage per stage": reporting.plot_codebook(checkpoints, scalars, plots_dir / "codebook.png"),
-        "Pre-RVQ standard deviation": reporting.plot_pre_rvq_std(checkpoints, scalars, plots_dir / "pre_rvq_std.png"),
-        "Losses": reporting.plot_losses(checkpoints, scalars, plots_dir / "losses.png"),
+        "Codebook perplexity and usage per stage": plots.plot_codebook(checkpoints, scalars, plots_dir / "codebook.png"),
+        "Pre-RVQ standard deviation": plots.plot_pre_rvq_std(checkpoints, scalars, plots_dir / "pre_rvq_std.png"),
+        "Losses": plots.plot_losses(checkpoints, scalars, plots_dir / "losses.png"),
     }
     if larger is not None:
-        pngs["The two protocol scales in protocol time"] = reporting.plot_fidelity(
+        pngs["The two protocol scales in protocol time"] = plots.plot_fidelity(
             checkpoints, larger[1], verdict["fidelity"], plots_dir / "fidelity.png")
     if any((cp.get("outputs") or {}).get("quality") for cp in checkpoints):
-        pngs["Conversion quality against the corpus's levels"] = reporting.plot_quality(
+        pngs["Conversion quality against the corpus's levels"] = plots.plot_quality(
             checkpoints, reference, plots_dir / "quality.png")
     if samples_page is not None:
         if len(samples_dirs) != len(metrics) or manifest is None:
@@ -87,14 +88,6 @@ def write_verdict(
     write_json(output, verdict)
     print(f"{verdict['experiment']}: {verdict['class'].upper()} ({verdict['branch']}) -> {verdict['next_action']}")
     return verdict
-
-
-def arm_of(experiment: str, arms: Sequence[str]) -> str:
-    """The arm a run belongs to: the arm itself or one of its seed variants ``{arm}_s{seed}``."""
-    for arm in sorted(arms, key=len, reverse=True):
-        if experiment == arm or re.fullmatch(re.escape(arm) + r"_s\d+", experiment):
-            return arm
-    raise ValueError(f"run {experiment!r} belongs to none of the arms {list(arms)}")
 
 
 def write_ab(
@@ -114,7 +107,7 @@ def write_ab(
     comparison = compare_arms(runs, run_verdicts)
     comparison["name"] = name
     plots_dir = Path(plots_dir)
-    pngs = {"Perplexity per arm": reporting.plot_ab(comparison, plots_dir / "perplexity.png")}
+    pngs = {"Perplexity per arm": plots.plot_ab(comparison, plots_dir / "perplexity.png")}
     reporting.write_ab_report(comparison, Path(report), pngs)
     write_json(output, comparison)
     return comparison
@@ -123,12 +116,12 @@ def write_ab(
 def write_ladder(
     *, arms: Sequence[str], verdicts: Sequence[Path], metrics: Sequence[Path], output: Path, report: Path,
     plots_dir: Path, reference_levels: Path | None = None, skipped: Mapping[str, str] | None = None,
-    tensorboard_dirs: Sequence[Path] = (), experiments_table: Path | None = None,
+    scalars: Sequence[Sequence[Path]] = (), experiments_table: Path | None = None,
 ) -> dict:
     """Group the runs by arm and seed, rank the arms, write JSON, plots and report.
 
-    ``arms[0]`` is the reference arm; ``tensorboard_dirs``: run directories' TensorBoard logs
-    (``.../{run}/tensorboard``), the first seed of each arm drawn as training curves."""
+    ``arms[0]`` is the reference arm; ``scalars``: each run's training scalars files, the
+    first seed of each arm drawn as training curves."""
     runs: dict[str, dict[int, list[dict]]] = {arm: {} for arm in arms}
     configs: dict[str, dict] = {}
     seed_of: dict[str, int] = {}
@@ -145,19 +138,18 @@ def write_ladder(
             raise ValueError(f"{path}: verdict of {v['experiment']!r}, whose metrics were not given")
         by_arm[arm][seed] = (v, runs[arm][seed])
     ladder = rank_ladder(by_arm, configs, reference=arms[0], skipped=skipped)
-    scalars = {}
-    for logdir in tensorboard_dirs:
-        experiment = Path(logdir).parent.name
-        arm = arm_of(experiment, arms)
-        if arm not in scalars and Path(logdir).exists():
-            scalars[arm] = read_scalars(logdir)
+    curves = {}
+    for files in scalars:
+        arm = arm_of(segment_experiment(files[0]), arms)
+        if arm not in curves:
+            curves[arm] = read_segment_scalars(files)
     reference = json.loads(Path(reference_levels).read_text()) if reference_levels else None
     plots_dir = Path(plots_dir)
     pngs = {
         "Perplexity per stage, every arm": plot_stage_metric(runs, "perplexity", plots_dir / "perplexity.png",
-                                                             reference=arms[0], scalars_by_arm=scalars),
+                                                             reference=arms[0], scalars_by_arm=curves),
         "Usage per stage, every arm": plot_stage_metric(runs, "usage", plots_dir / "usage.png", reference=arms[0],
-                                                        scalars_by_arm=scalars),
+                                                        scalars_by_arm=curves),
     }
     if any((cp.get("outputs") or {}).get("quality") for seeds in runs.values() for cps in seeds.values() for cp in cps):
         pngs["Conversion quality, every arm"] = plot_ladder_quality(runs, reference, plots_dir / "quality.png",

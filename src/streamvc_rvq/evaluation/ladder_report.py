@@ -14,9 +14,10 @@ import statistics
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from .report import (
-    PngList, _cell, _log_y, _new_figure, _quality, _save, _series, _write_markdown, fmt_value,
-)
+from streamvc_rvq import tags
+
+from .plots import _log_y, _new_figure, _quality, _save, _series
+from .report import PngList, _cell, _write_markdown, fmt_value
 from .verdict import HEALTHY_PERPLEXITY, USAGE_MIN_1K, active_stages, stage_value
 
 # Checkpoints of one arm: {seed: [metrics dicts]}
@@ -55,7 +56,7 @@ def plot_stage_metric(runs_by_arm: Mapping[str, ArmRuns], key: str, out_png: str
     for i, ax in enumerate(axes):
         for arm in arms:
             color = _color(arm, arms, reference)
-            xs, ys = _series((scalars_by_arm or {}).get(arm), f"train/rvq_{key}_q{i}")
+            xs, ys = _series((scalars_by_arm or {}).get(arm), tags.stage(key, i))
             if xs:
                 ax.plot(xs, ys, color=color, lw=0.6, alpha=0.35)
             pts = _mean_curve(runs_by_arm[arm], lambda cp: stage_value(cp, i, key)

@@ -109,12 +109,26 @@ given is listed in ``missing``; its criteria (and those comparing against it) ap
 ``measured: None, passed: None``. The decision uses what exists: an unevaluated criterion
 neither passes nor fails. A success that rests on unevaluated criteria is reported with
 ``complete: False`` and its next action says "provisional" and names them.
+
+In the code
+-----------
+Both tables are data. :data:`CRITERIA` holds one :class:`Criterion` per row of the checkpoint
+table (id, metric, comparator, the name of its threshold constant, its measurement function);
+the threshold text of the verdict is generated from the constant. :data:`DECISION_TABLE`
+holds the decision rows in order (branch, class, test, next action, the criteria the test
+reads). :func:`decide` judges every criterion, then applies the rows top to bottom.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+import operator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable, NamedTuple, Sequence
+
+from streamvc_rvq import tags
+from streamvc_rvq.config import schema_default
 
 ROLES: tuple[tuple[str, int], ...] = (("1k", 1000), ("2k", 2000), ("5k", 5000), ("10k", 10000))
 NOMINAL_PROGRESSIVE_STEPS = 2000
@@ -131,10 +145,12 @@ CONTENT_LEARNT_FACTOR = 1.5
 STABLE_FRACTION = 0.9  # 2k: perplexity_q0(2k) >= 0.9 x perplexity_q0(1k)
 DISTURB_FACTOR = 1.1  # 2k: loss_stft(2k) <= 1.1 x loss_stft(1k)
 HEALTHY_PERPLEXITY = 5.0  # 5k/10k: every active stage > 5
-SILENCE_STD = 0.01  # an output with std <= 0.01 is silent
+SILENCE_STD = schema_default("evaluation.silence_std")  # an output with std <= this (0.01) is silent
+SILENT_OUTPUTS_MAX = 0  # not_silent: outputs.num_silent == 0
 COLLAPSED_PERPLEXITY = 2.0  # failure: perplexity_q0 < 2 ...
 FLAT_FACTOR = 1.1  # ... and flat: last <= 1.1 x first
 MONOPOLY_SHARE = 0.5  # failure: top_code_share_q0 >= 0.5
+TOWARDS_TARGET_MARGIN = 0.0  # towards_target: similarity to target - to source > 0
 # The speaker criteria mean something only when the speaker measure separates the corpus's own
 # speakers; below this AUC (reference levels), a warning says so.
 SPEAKER_SEPARATION_MIN_AUC = 0.9
@@ -148,16 +164,6 @@ LADDER_COMMAND_DEFAULT = "snakemake --cores all results/compare/remedies.json"
 NEXT_SUCCESS = "Phase 2: GAN on (phase2_gan), long training"
 NEXT_LOW_PERPLEXITY = "raise commitment cost to 1.0 (phase1_beta1)"
 NEXT_STAGE_COLLAPSE = "change the progressive interval (progressive_steps)"
-
-CLASS_OF_BRANCH = {
-    "failure_flat_low": "failure",
-    "failure_monopoly": "failure",
-    "success": "success",
-    "partial_low_perplexity": "partial",
-    "partial_stage_collapse": "partial",
-    "partial_other": "partial",
-}
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -326,13 +332,482 @@ def protocol_scale(steps: Sequence[int], progressive_steps: int, scale: float | 
     return {"scale": scale, "scaled": scaled, "roles": roles, "warnings": warnings}
 
 
+@dataclass(frozen=True)
+class Run:
+    """The metrics of one run placed on the protocol's roles: what every measurement reads."""
+
+    cps: dict[str, dict | None]  # role -> metrics dict (None: missing)
+    info: dict[str, tuple[int | None, int]]  # role -> (configured step, nominal step)
+    present: list[str]  # roles with metrics, in protocol order
+    reference: dict | None  # the corpus's reference levels
+
+    def absent(self, *roles: str) -> str:
+        """``"checkpoint 5k, 10k missing"`` for those of ``roles`` without metrics, else ``""``."""
+        gone = [r for r in roles if self.cps[r] is None]
+        return f"checkpoint {', '.join(gone)} missing" if gone else ""
+
+
+def place_checkpoints(checkpoints: list[dict], plan: dict, steps: Sequence[int],
+                      reference: dict | None) -> tuple[Run, list[dict], list[dict], list[int]]:
+    """(run, checkpoint summary, missing roles, ignored steps) of the metrics dicts given.
+    Raises ValueError for two dicts of one step, or none for any role."""
+    by_step: dict[int, dict] = {}
+    for cp in checkpoints:
+        s = int(cp["step"])
+        if s in by_step:
+            raise ValueError(f"two metrics dicts for step {s}")
+        by_step[s] = cp
+    role_steps = {r["step"] for r in plan["roles"] if r["step"] is not None}
+    ignored = sorted(s for s in by_step if s not in role_steps)
+    cps: dict[str, dict | None] = {}
+    info: dict[str, tuple[int | None, int]] = {}
+    missing, summary = [], []
+    for r in plan["roles"]:
+        role, nominal, step = r["role"], r["nominal_step"], r["step"]
+        cp = by_step.get(step) if step is not None else None
+        cps[role], info[role] = cp, (step, nominal)
+        if cp is None:
+            reason = (f"not configured (train.steps has {len(steps)} entries)" if step is None
+                      else f"no metrics for step {step}")
+            missing.append({"role": role, "nominal_step": nominal, "step": step, "reason": reason})
+        summary.append({"role": role, "nominal_step": nominal, "step": step, "present": cp is not None,
+                        "num_active_quantizers": None if cp is None else cp.get("num_active_quantizers")})
+    present = [r for r, _ in ROLES if cps[r] is not None]
+    if not present:
+        raise ValueError(
+            f"no metrics for any protocol checkpoint (configured steps {list(steps)[:4]}, "
+            f"given steps {sorted(by_step)})"
+        )
+    return Run(cps, info, present, reference), summary, missing, ignored
+
+
+# --------------------------------------------------------------------------- the checkpoint table
+
+_COMPARE = object()  # Measurement.passed: apply the criterion's comparator (the usual case)
+INFORMATIONAL_NOTE = "informational: reported, not used for the class"
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq,
+}
+
+
+class Measurement(NamedTuple):
+    """What a criterion's measurement function reads from a run."""
+
+    value: Any  # reported as ``measured`` and read by the comparator (a list: every element must pass)
+    note: str = ""
+    against: float | None = None  # relative threshold: the measured quantity the bound multiplies
+    passed: Any = _COMPARE  # set only by a measurement that judges itself (a trend, a missing voice)
+    at: str | None = None  # a "last" criterion: the role it measured
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One row of the checkpoint table: ``measured <op> threshold``.
+
+    ``bound`` names the module constant holding the threshold: a number, a band (``op``
+    ``"in"``, inclusive) or, with ``against``, the factor of another measured quantity
+    (``>= 0.9 x perplexity_q0(1k)``; no bound: the quantity itself). The constant is read
+    when a verdict is made and the verdict's threshold text is generated from it.
+    """
+
+    id: str  # "<role>.<name>"; role: 1k, 2k, 5k, 10k, "all" (every checkpoint), "last" (the last one)
+    metric: str
+    op: str | None  # ">=", ">", "<=", "<", "==", "in"; None: the measurement judges itself
+    bound: str | None  # name of the threshold constant
+    measure: Callable[[Run, Criterion], Measurement]
+    against: str = ""  # relative threshold: what ``bound`` multiplies, e.g. "perplexity_q0(1k)"
+    words: str = ""  # after the threshold; "{NAME:g}" is the module constant NAME
+    informational: bool = False  # reported, never used for the class
+
+    @property
+    def role(self) -> str:
+        return self.id.split(".")[0]
+
+    @property
+    def bound_value(self) -> Any:
+        return None if self.bound is None else globals()[self.bound]
+
+    def limit(self, against: float | None = None) -> Any:
+        """What the measured value is compared with: the bound, or bound x ``against``."""
+        if not self.against:
+            return self.bound_value
+        if against is None:
+            return None
+        return against if self.bound is None else self.bound_value * against
+
+    def threshold(self, limit: Any = None) -> str:
+        """The threshold as the verdict states it: ">= 5", "in [0.9, 1.1]", "< loss_l1(2k) = 0.05"."""
+        bound = self.bound_value
+        if self.op is None:
+            head = ""
+        elif self.op == "in":
+            head = f"in [{bound[0]:g}, {bound[1]:g}]"
+        elif self.against:
+            head = f"{self.op} " + ("" if bound is None else f"{bound:g} x ") + self.against
+        else:
+            head = f"{self.op} {bound:g}"
+        text = " ".join(part for part in (head, self.words.format_map(globals())) if part)
+        return text + (f" = {limit:.4g}" if self.against and limit is not None else "")
+
+
+def _compare(op: str, value: Any, limit: Any) -> bool | None:
+    if op == "in":
+        return _in_band(value, limit)
+    if isinstance(value, list):
+        return all(_OPS[op](v, limit) for v in value)
+    return _OPS[op](value, limit)
+
+
+def judge(criterion: Criterion, run: Run) -> dict:
+    """The verdict's entry for one criterion: id, role, step, metric, threshold, measured, passed, note."""
+    m = criterion.measure(run, criterion)
+    role = m.at if criterion.role == "last" else criterion.role
+    step, nominal = run.info.get(role, (None, None))
+    limit = criterion.limit(m.against)
+    if m.passed is not _COMPARE:
+        passed = m.passed
+    else:
+        passed = None if m.value is None or limit is None else _compare(criterion.op, m.value, limit)
+    note = INFORMATIONAL_NOTE if criterion.informational else m.note
+    return _crit(criterion.id, role, step, nominal, criterion.metric, criterion.threshold(limit), m.value, passed,
+                 note, criterion.informational)
+
+
+# ---- measurements: (run, criterion) -> Measurement; leading arguments bound with functools.partial
+
+
+def _stage0(key: str, run: Run, c: Criterion) -> Measurement:
+    return Measurement(stage_value(run.cps[c.role], 0, key), run.absent(c.role))
+
+
+def _number(key: str, run: Run, c: Criterion) -> Measurement:
+    return Measurement(_num(_get(run.cps[c.role], key)), run.absent(c.role))
+
+
+def _frame_scale(run: Run, c: Criterion) -> Measurement:
+    value = frame_scale(run.cps[c.role])
+    return Measurement(value, run.absent(c.role) or ("no frame-scale statistics in the metrics" if value is None else
+                                                     "median ||z_t|| / sqrt(D) of the RVQ input over valid frames"))
+
+
+def _loss_stft_falling(run: Run, c: Criterion) -> Measurement:
+    facts = _get(run.cps[c.role], "training_curve", "tags", tags.LOSS_STFT)
+    if not isinstance(facts, dict):
+        return Measurement(None, run.absent(c.role) or "no training curve of train/loss_stft in the metrics")
+    return Measurement({k: facts.get(k) for k in ("first", "last", "slope", "num_points")},
+                       "training curve train/loss_stft up to this step", passed=facts.get("falling"))
+
+
+def _silent_outputs(run: Run, c: Criterion) -> Measurement:
+    n_sil, n_out = silence(run.cps[c.role])
+    return Measurement(n_sil, run.absent(c.role) or (
+        "no inference outputs in the metrics" if n_sil is None else f"{n_sil} of {n_out} outputs silent"))
+
+
+def _stage0_kept(since: str, run: Run, c: Criterion) -> Measurement:
+    gone = run.absent(since, c.role)
+    tolerance = f"stage 0 kept or rising, read with a {(1 - c.bound_value) * 100:g} % tolerance"
+    return Measurement(stage_value(run.cps[c.role], 0, "perplexity"), (gone + "; " if gone else "") + tolerance,
+                       against=stage_value(run.cps[since], 0, "perplexity"))
+
+
+def _loss_undisturbed(since: str, run: Run, c: Criterion) -> Measurement:
+    return Measurement(
+        _num(_get(run.cps[c.role], "validation", "loss_stft")),
+        run.absent(since, c.role) or "adding stage 1 does not disturb the loss much (stage 1 starts at the 2k "
+        "step itself, so the 2k checkpoint is judged with stage 0; stage 1 is first judged at 5k)",
+        against=_num(_get(run.cps[since], "validation", "loss_stft")))
+
+
+def _loss_improving(loss: str, since: str, run: Run, c: Criterion) -> Measurement:
+    before = _num(_get(run.cps[since], "validation", loss))
+    return Measurement(_num(_get(run.cps[c.role], "validation", loss)),
+                       run.absent(since, c.role) or f"{loss}({since}) = {_fmt(before)}", against=before)
+
+
+def _active_stage_perplexities(run: Run, c: Criterion) -> Measurement:
+    cp = run.cps[c.role]
+    stages = active_stages(cp)
+    ppl = [_num(s.get("perplexity")) for s in stages]
+    if cp is None or not stages or any(p is None for p in ppl):
+        return Measurement(None, run.absent(c.role) or "no perplexity of the active stages in the metrics")
+    bad = [f"q{s['index']} ({p:.4g})" for s, p in zip(stages, ppl) if not _compare(c.op, p, c.limit())]
+    return Measurement(ppl, f"{len(stages)} active stages" + (f"; collapsed: {', '.join(bad)}" if bad else ""))
+
+
+def _dnsmos_improving(since: str, run: Run, c: Criterion) -> Measurement:
+    cp = run.cps[c.role]
+    now, before = conversion_quality(cp, "dnsmos", "ovrl"), conversion_quality(run.cps[since], "dnsmos", "ovrl")
+    heard = conversion_quality(cp, "dnsmos", "seconds")
+    if run.absent(since, c.role):
+        note = run.absent(since, c.role)
+    elif now is None and heard is not None:
+        note = f"the conversions total {heard:.1f} s, less than one DNSMOS window: raise evaluation.num_conversions"
+    elif now is None or before is None:
+        note = "no DNSMOS of the conversions in the metrics (evaluation.quality_measures)"
+    else:
+        corpus = _fmt(_num(_get(run.reference, "dnsmos", "ovrl")))
+        note = f"DNSMOS OVRL of the conversions, {since} {_fmt(before)}; corpus audio {corpus}"
+    return Measurement(now, note, against=before)
+
+
+def _silent_anywhere(run: Run, c: Criterion) -> Measurement:
+    counted = [(r, run.info[r][0], *silence(run.cps[r])) for r in run.present]
+    counted = [x for x in counted if x[2] is not None]
+    if not counted:
+        return Measurement(None, "no inference outputs in any metrics")
+    return Measurement(sum(x[2] for x in counted),
+                       "; ".join(f"{r} (step {s}): {n}/{o} silent" for r, s, n, o in counted))
+
+
+def _last_top_code_share(run: Run, c: Criterion) -> Measurement:
+    with_share = [r for r in run.present if stage_value(run.cps[r], 0, "top_code_share") is not None]
+    if not with_share:
+        return Measurement(None, "no top-code share in any metrics", at=None)
+    last = with_share[-1]
+    return Measurement(stage_value(run.cps[last], 0, "top_code_share"), f"at the last available checkpoint ({last})",
+                       at=last)
+
+
+_NO_SPEAKER = "no speaker similarity of the conversions in the metrics (evaluation.quality_measures)"
+
+
+def _speaker_ran(cp: dict | None) -> bool:
+    return "speaker" in (_get(cp, "outputs", "quality", "measures") or [])
+
+
+def _outputs_diverse(run: Run, c: Criterion) -> Measurement:
+    """At the last available checkpoint (never an earlier one that happens to have it)."""
+    last = run.present[-1]
+    cp, same = run.cps[last], _num(_get(run.reference, "speaker", "same_mean"))
+    alike = conversion_quality(cp, "output_similarity")
+    if not _speaker_ran(cp):
+        return Measurement(alike, _NO_SPEAKER, against=same, passed=None, at=last)
+    if same is None:
+        note = ("no reference levels given" if run.reference is None else
+                "the corpus's reference levels have no same-speaker pair (no speaker with two utterances measured)")
+        return Measurement(alike, note, against=same, at=last)
+    if alike is None:
+        return Measurement(alike, f"at {last}: fewer than two conversions to different targets carry a voice",
+                           against=same, passed=False, at=last)
+    different = _fmt(_num(_get(run.reference, "speaker", "different_mean")))
+    return Measurement(alike, f"at {last}; corpus different-speaker similarity {different}", against=same, at=last)
+
+
+def _towards_target(run: Run, c: Criterion) -> Measurement:
+    last = run.present[-1]
+    cp = run.cps[last]
+    margin, share = conversion_quality(cp, "towards_target_margin"), conversion_quality(cp, "towards_target_share")
+    if not _speaker_ran(cp):
+        return Measurement(margin, _NO_SPEAKER, passed=None, at=last)
+    if margin is None:
+        return Measurement(margin, f"at {last}: no conversion carries a voice (no speaker embedding)", passed=False,
+                           at=last)
+    target = _fmt(conversion_quality(cp, "speaker_similarity_target"))
+    source = _fmt(conversion_quality(cp, "speaker_similarity_source"))
+    return Measurement(margin, f"at {last}: similarity to target {target}, to source {source}"
+                       + ("" if share is None else f"; {share:.0%} of conversions closer to the target"), at=last)
+
+
+# The checkpoint table of the module docstring, in the verdict's order:
+# Criterion(id, metric, comparator, threshold constant, measurement, [against=, words=, informational=]).
+def _still_healthy(role: str, previous: str) -> tuple[Criterion, ...]:
+    """The design note's 5k and 10k rows alike: every active stage healthy, and both losses
+    below the ``previous`` checkpoint's."""
+    return (
+        Criterion(f"{role}.perplexity_active_stages", "perplexity_q{i}, every active stage", ">", "HEALTHY_PERPLEXITY",
+                  _active_stage_perplexities, words="each"),
+        *(Criterion(f"{role}.{loss}_improving", f"validation.{loss}", "<", None, partial(_loss_improving, loss, previous),
+                    against=f"{loss}({previous})") for loss in ("loss_stft", "loss_l1")),
+    )
+
+
+CRITERIA: tuple[Criterion, ...] = (
+    Criterion("1k.perplexity_q0", "perplexity_q0", ">=", "PERPLEXITY_MIN_1K", partial(_stage0, "perplexity")),
+    Criterion("1k.perplexity_q0_ideal", "perplexity_q0", ">", "PERPLEXITY_IDEAL_1K", partial(_stage0, "perplexity"),
+              words="(ideal)", informational=True),
+    Criterion("1k.usage_q0", "usage_q0", ">", "USAGE_MIN_1K", partial(_stage0, "usage")),
+    Criterion("1k.pre_rvq_std", "pre_rvq_std", "in", "PRE_RVQ_STD_BAND", partial(_number, "pre_rvq_std")),
+    Criterion("1k.pre_rvq_frame_scale", "pre_rvq_frame.frame_scale", "in", "FRAME_SCALE_BAND", _frame_scale),
+    Criterion("1k.loss_stft_falling", "train/loss_stft trend", None, None, _loss_stft_falling,
+              words="falling: last-window mean < first-window mean and last-window slope <= 0"),
+    Criterion("1k.not_silent", "outputs.num_silent", "==", "SILENT_OUTPUTS_MAX", _silent_outputs,
+              words="(every output std > {SILENCE_STD:g})"),
+    Criterion("2k.perplexity_q0_stable", "perplexity_q0", ">=", "STABLE_FRACTION", partial(_stage0_kept, "1k"),
+              against="perplexity_q0(1k)"),
+    Criterion("2k.loss_stft_undisturbed", "validation.loss_stft", "<=", "DISTURB_FACTOR",
+              partial(_loss_undisturbed, "1k"), against="loss_stft(1k)"),
+    Criterion("2k.pre_rvq_std", "pre_rvq_std", "in", "PRE_RVQ_STD_BAND", partial(_number, "pre_rvq_std")),
+    Criterion("2k.pre_rvq_frame_scale", "pre_rvq_frame.frame_scale", "in", "FRAME_SCALE_BAND", _frame_scale),
+    *_still_healthy("5k", "2k"),
+    *_still_healthy("10k", "5k"),
+    Criterion("10k.audio_quality_improving", "outputs.quality.convert.dnsmos.ovrl", ">", None,
+              partial(_dnsmos_improving, "5k"), against="ovrl(5k)"),
+    Criterion("10k.not_silent", "outputs.num_silent", "==", "SILENT_OUTPUTS_MAX", _silent_outputs,
+              words="(every output std > {SILENCE_STD:g})"),
+    Criterion("all.not_silent", "outputs.num_silent, every checkpoint", "==", "SILENT_OUTPUTS_MAX", _silent_anywhere,
+              words="at every available checkpoint"),
+    Criterion("last.top_code_share_q0", "top_code_share_q0", "<", "MONOPOLY_SHARE", _last_top_code_share,
+              words="(diverse; >= {MONOPOLY_SHARE:g} is a monopoly)"),
+    Criterion("last.outputs_diverse", "outputs.quality.convert.output_similarity", "<", None, _outputs_diverse,
+              against="corpus same-speaker similarity"),
+    Criterion("last.towards_target", "outputs.quality.convert.towards_target_margin", ">", "TOWARDS_TARGET_MARGIN",
+              _towards_target, words="(similarity to target above similarity to source)"),
+)
+
+
+# --------------------------------------------------------------------------- the decision table
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the decision rows read: the judged criteria and stage 0's perplexity series."""
+
+    criteria: dict[str, dict]  # id -> the verdict's criterion entry
+    series: list[tuple[str, float]]  # (role, perplexity_q0) at every available checkpoint that has it
+    failed: list[str]  # ids of the required criteria that failed
+    unevaluated: list[str]  # ids of the required criteria that could not be evaluated
+    evaluated: bool  # some required criterion was evaluated
+
+
+def gather_evidence(criteria: list[dict], run: Run) -> Evidence:
+    series = [(r, stage_value(run.cps[r], 0, "perplexity")) for r in run.present]
+    required = [c for c in criteria if not c["informational"]]
+    return Evidence(
+        criteria={c["id"]: c for c in criteria},
+        series=[(r, p) for r, p in series if p is not None],
+        failed=[c["id"] for c in required if c["passed"] is False],
+        unevaluated=[c["id"] for c in required if c["passed"] is None],
+        evaluated=any(c["passed"] is not None for c in required),
+    )
+
+
+# ---- row tests: (evidence, the criteria the row uses) -> (matched: True/False/None, reason)
+
+
+def _flat_low(ev: Evidence, used: list[dict]) -> tuple[bool | None, str]:
+    if not ev.series:
+        return None, "no perplexity_q0 available"
+    first, last = ev.series[0][1], ev.series[-1][1]
+    low = all(p < COLLAPSED_PERPLEXITY for _, p in ev.series)
+    flat = last <= FLAT_FACTOR * first
+    return low and flat, (
+        "perplexity_q0 " + ", ".join(f"{_fmt(p)} ({r})" for r, p in ev.series)
+        + f"; < {COLLAPSED_PERPLEXITY:g} at every checkpoint: {low}"
+        + f"; flat (last {_fmt(last)} <= {FLAT_FACTOR:g} x first {_fmt(first)}): {flat}"
+    )
+
+
+def _monopoly(ev: Evidence, used: list[dict]) -> tuple[bool | None, str]:
+    [share] = used
+    if share["measured"] is None:
+        return None, "no top-code share available"
+    return (share["measured"] >= MONOPOLY_SHARE,
+            f"top_code_share_q0 {_fmt(share['measured'])} at {share['role']} (>= {MONOPOLY_SHARE:g} is a monopoly)")
+
+
+def _failed_reason(ev: Evidence) -> str:
+    return f"failed: {', '.join(ev.failed)}" if ev.failed else "no criterion could be evaluated"
+
+
+def _no_required_failed(ev: Evidence, used: list[dict]) -> tuple[bool | None, str]:
+    success = not ev.failed and ev.evaluated
+    return success, "every evaluated required criterion passed" if success else _failed_reason(ev)
+
+
+def _low_perplexity(ev: Evidence, used: list[dict]) -> tuple[bool | None, str]:
+    if len(ev.series) < 2:
+        return None, "needs perplexity_q0 at two checkpoints or more"
+    (r0, first), (r1, last) = ev.series[0], ev.series[-1]
+    stays = all(p < PERPLEXITY_MIN_1K for _, p in ev.series)
+    return last > first and stays, (f"perplexity_q0 {_fmt(first)} ({r0}) -> {_fmt(last)} ({r1}): "
+                                    f"improves {last > first}, stays < {PERPLEXITY_MIN_1K:g} {stays}")
+
+
+def _some_stages_collapsed(ev: Evidence, used: list[dict]) -> tuple[bool | None, str]:
+    parts = []
+    for c in used:
+        if c["measured"] is not None:
+            healthy = sum(1 for p in c["measured"] if p > HEALTHY_PERPLEXITY)
+            parts.append((c["role"], healthy, len(c["measured"]) - healthy))
+    if not parts:
+        return None, f"no {'/'.join(c['role'] for c in used)} checkpoint with active-stage perplexities"
+    return (any(h > 0 and g > 0 for _, h, g in parts),
+            "; ".join(f"{r}: {h} healthy, {g} collapsed" for r, h, g in parts))
+
+
+def _anything_else(ev: Evidence, used: list[dict]) -> tuple[bool | None, str]:
+    return True, _failed_reason(ev)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the decision table: its class and next action apply when ``test`` matches
+    and no earlier row did."""
+
+    branch: str
+    verdict_class: str  # "success", "partial", "failure"
+    test: Callable[[Evidence, list[dict]], tuple[bool | None, str]]
+    next_action: str  # template: {command} the remedy ladder, {provisional} unevaluated, {failed} criteria
+    uses: tuple[str, ...] = ()  # ids of the criteria ``test`` reads
+    otherwise: bool = False  # the catch-all: reported as matched only when no earlier row matched
+
+
+# The decision table of the module docstring, evaluated top to bottom; the first matching row wins.
+DECISION_TABLE: tuple[Row, ...] = (
+    Row("failure_flat_low", "failure", _flat_low, NEXT_FAILURE),
+    Row("failure_monopoly", "failure", _monopoly, NEXT_FAILURE, uses=("last.top_code_share_q0",)),
+    Row("success", "success", _no_required_failed, NEXT_SUCCESS + "{provisional}"),
+    Row("partial_low_perplexity", "partial", _low_perplexity, NEXT_LOW_PERPLEXITY),
+    Row("partial_stage_collapse", "partial", _some_stages_collapsed, NEXT_STAGE_COLLAPSE,
+        uses=("5k.perplexity_active_stages", "10k.perplexity_active_stages")),
+    Row("partial_other", "partial", _anything_else, "inspect: {failed}", otherwise=True),
+)
+CLASS_OF_BRANCH = {row.branch: row.verdict_class for row in DECISION_TABLE}
+
+
+def apply_decision_table(ev: Evidence) -> tuple[list[dict], Row, str]:
+    """(every row with matched and reason, the row that decides, its reason)."""
+    branches, chosen = [], None
+    for row in DECISION_TABLE:
+        matched, reason = row.test(ev, [ev.criteria[cid] for cid in row.uses])
+        if row.otherwise and chosen is not None:
+            matched, reason = False, "an earlier row matched"
+        if matched and chosen is None:
+            chosen = row, reason
+        branches.append({"id": row.branch, "matched": matched, "reason": reason})
+    return branches, *chosen
+
+
+def next_action(row: Row, ev: Evidence, ladder_command: str) -> str:
+    return row.next_action.format(
+        command=ladder_command,
+        provisional=f" (provisional: not evaluated: {', '.join(ev.unevaluated)})" if ev.unevaluated else "",
+        failed=", ".join(ev.failed) if ev.failed else "metrics incomplete, no criterion evaluated",
+    )
+
+
+def verdict_warnings(plan: dict, ev: Evidence, checkpoints: list[dict], reference: dict | None) -> list[str]:
+    """The scale warnings, a frame scale off while pre_rvq_std passes, the content encoder, the speaker measure."""
+    warnings = list(plan["warnings"])
+    for role in ("1k", "2k"):
+        std_c, scale_c = ev.criteria[f"{role}.pre_rvq_std"], ev.criteria[f"{role}.pre_rvq_frame_scale"]
+        if std_c["passed"] and scale_c["passed"] is False:
+            warnings.append(
+                f"{role}: pre_rvq_std {_fmt(std_c['measured'])} passes but the frame scale "
+                f"{_fmt(scale_c['measured'])} is outside [{FRAME_SCALE_BAND[0]:g}, {FRAME_SCALE_BAND[1]:g}]: "
+                "the per-channel std is 1 by construction, the vectors the codebook sees are not at its scale"
+            )
+    return warnings + [w for w in (content_warning(checkpoints), speaker_warning(reference)) if w]
+
+
 # --------------------------------------------------------------------------- decide
 
 
 def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int,
            reference: dict | None = None, ladder_command: str = LADDER_COMMAND_DEFAULT,
            scale: float | None = None) -> dict:
-    """The verdict of one experiment (pure).
+    """The verdict of one experiment (pure): the checkpoint table judged, then the decision table.
 
     ``checkpoints``: the metrics dicts that exist, in step order. ``steps``: the configured
     ``train.steps``; ``progressive_steps``: ``model.rvq.progressive_steps``; ``reference``:
@@ -346,337 +821,18 @@ def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int,
     Raises ValueError when no checkpoint of the protocol is given.
     """
     plan = protocol_scale(steps, progressive_steps, scale)
-    by_step: dict[int, dict] = {}
-    for cp in checkpoints:
-        s = int(cp["step"])
-        if s in by_step:
-            raise ValueError(f"two metrics dicts for step {s}")
-        by_step[s] = cp
-    role_steps = {r["step"] for r in plan["roles"] if r["step"] is not None}
-    ignored = sorted(s for s in by_step if s not in role_steps)
-
-    cps: dict[str, dict | None] = {}
-    info: dict[str, tuple[int | None, int]] = {}
-    missing, summary = [], []
-    for r in plan["roles"]:
-        role, nominal, step = r["role"], r["nominal_step"], r["step"]
-        cp = by_step.get(step) if step is not None else None
-        cps[role], info[role] = cp, (step, nominal)
-        if cp is None:
-            reason = (
-                f"not configured (train.steps has {len(steps)} entries)"
-                if step is None
-                else f"no metrics for step {step}"
-            )
-            missing.append({"role": role, "nominal_step": nominal, "step": step, "reason": reason})
-        summary.append(
-            {
-                "role": role,
-                "nominal_step": nominal,
-                "step": step,
-                "present": cp is not None,
-                "num_active_quantizers": None if cp is None else cp.get("num_active_quantizers"),
-            }
-        )
-    present = [r for r, _ in ROLES if cps[r] is not None]
-    if not present:
-        raise ValueError(
-            f"no metrics for any protocol checkpoint (configured steps {list(steps)[:4]}, "
-            f"given steps {sorted(by_step)})"
-        )
-
-    criteria: list[dict] = []
-
-    def add(role, cid, metric, threshold, measured, passed, note="", informational=False):
-        step, nominal = info[role] if role in info else (None, None)
-        criteria.append(
-            _crit(f"{role}.{cid}", role, step, nominal, metric, threshold, measured, passed, note, informational)
-        )
-
-    def absent_note(*roles):
-        gone = [r for r in roles if cps[r] is None]
-        return f"checkpoint {', '.join(gone)} missing" if gone else ""
-
-    def frame_scale_criterion(role):
-        value = frame_scale(cps[role])
-        lo, hi = FRAME_SCALE_BAND
-        add(role, "pre_rvq_frame_scale", "pre_rvq_frame.frame_scale", f"in [{lo:g}, {hi:g}]", value,
-            _in_band(value, FRAME_SCALE_BAND),
-            absent_note(role) or ("no frame-scale statistics in the metrics" if value is None
-                                  else "median ||z_t|| / sqrt(D) of the RVQ input over valid frames"))
-
-    # ---- 1k
-    c1 = cps["1k"]
-    p1 = stage_value(c1, 0, "perplexity")
-    add("1k", "perplexity_q0", "perplexity_q0", ">= 5", p1,
-        None if p1 is None else p1 >= PERPLEXITY_MIN_1K, absent_note("1k"))
-    add("1k", "perplexity_q0_ideal", "perplexity_q0", "> 10 (ideal)", p1,
-        None if p1 is None else p1 > PERPLEXITY_IDEAL_1K,
-        "informational: reported, not used for the class", informational=True)
-    u1 = stage_value(c1, 0, "usage")
-    add("1k", "usage_q0", "usage_q0", "> 0.05", u1, None if u1 is None else u1 > USAGE_MIN_1K, absent_note("1k"))
-    s1 = _num(_get(c1, "pre_rvq_std"))
-    add("1k", "pre_rvq_std", "pre_rvq_std", "in [0.9, 1.1]", s1, _in_band(s1), absent_note("1k"))
-    frame_scale_criterion("1k")
-    facts = _get(c1, "training_curve", "tags", "train/loss_stft")
-    if isinstance(facts, dict):
-        measured = {k: facts.get(k) for k in ("first", "last", "slope", "num_points")}
-        falling = facts.get("falling")
-        note = "training curve train/loss_stft up to this step"
-    else:
-        measured, falling = None, None
-        note = absent_note("1k") or "no training curve of train/loss_stft in the metrics"
-    add("1k", "loss_stft_falling", "train/loss_stft trend",
-        "falling: last-window mean < first-window mean and last-window slope <= 0",
-        measured, falling, note)
-
-    def not_silent(role):
-        n_sil, n_out = silence(cps[role])
-        note = absent_note(role) or (
-            "no inference outputs in the metrics" if n_sil is None else f"{n_sil} of {n_out} outputs silent"
-        )
-        add(role, "not_silent", "outputs.num_silent", "== 0 (every output std > 0.01)",
-            n_sil, None if n_sil is None else n_sil == 0, note)
-
-    not_silent("1k")
-
-    # ---- 2k
-    c2 = cps["2k"]
-    p2 = stage_value(c2, 0, "perplexity")
-    bar = None if p1 is None else STABLE_FRACTION * p1
-    add("2k", "perplexity_q0_stable", "perplexity_q0",
-        ">= 0.9 x perplexity_q0(1k)" + ("" if bar is None else f" = {bar:.4g}"),
-        p2, None if (p2 is None or bar is None) else p2 >= bar,
-        (absent_note("1k", "2k") + "; " if absent_note("1k", "2k") else "")
-        + "stage 0 kept or rising, read with a 10 % tolerance")
-    l1 = _num(_get(c1, "validation", "loss_stft"))
-    l2 = _num(_get(c2, "validation", "loss_stft"))
-    bar = None if l1 is None else DISTURB_FACTOR * l1
-    add("2k", "loss_stft_undisturbed", "validation.loss_stft",
-        "<= 1.1 x loss_stft(1k)" + ("" if bar is None else f" = {bar:.4g}"),
-        l2, None if (l2 is None or bar is None) else l2 <= bar,
-        absent_note("1k", "2k") or "adding stage 1 does not disturb the loss much (stage 1 starts at the 2k "
-        "step itself, so the 2k checkpoint is judged with stage 0; stage 1 is first judged at 5k)")
-    s2 = _num(_get(c2, "pre_rvq_std"))
-    add("2k", "pre_rvq_std", "pre_rvq_std", "in [0.9, 1.1]", s2, _in_band(s2), absent_note("2k"))
-    frame_scale_criterion("2k")
-
-    # ---- 5k, 10k
-    for role, ref in (("5k", "2k"), ("10k", "5k")):
-        cp, cr = cps[role], cps[ref]
-        stages = active_stages(cp)
-        ppl = [_num(s.get("perplexity")) for s in stages]
-        if cp is None or not stages or any(p is None for p in ppl):
-            measured, passed = None, None
-            note = absent_note(role) or "no perplexity of the active stages in the metrics"
-        else:
-            measured = ppl
-            passed = all(p > HEALTHY_PERPLEXITY for p in ppl)
-            bad = [f"q{s['index']} ({p:.4g})" for s, p in zip(stages, ppl) if not p > HEALTHY_PERPLEXITY]
-            note = f"{len(stages)} active stages" + (f"; collapsed: {', '.join(bad)}" if bad else "")
-        add(role, "perplexity_active_stages", "perplexity_q{i}, every active stage", "> 5 each",
-            measured, passed, note)
-        for loss in ("loss_stft", "loss_l1"):
-            now = _num(_get(cp, "validation", loss))
-            before = _num(_get(cr, "validation", loss))
-            note = absent_note(ref, role) or f"{loss}({ref}) = {_fmt(before)}"
-            add(role, f"{loss}_improving", f"validation.{loss}",
-                f"< {loss}({ref})" + ("" if before is None else f" = {before:.4g}"),
-                now, None if (now is None or before is None) else now < before, note)
-    now, before = conversion_quality(cps["10k"], "dnsmos", "ovrl"), conversion_quality(cps["5k"], "dnsmos", "ovrl")
-    corpus_ovrl = _num(_get(reference, "dnsmos", "ovrl"))
-    heard = conversion_quality(cps["10k"], "dnsmos", "seconds")
-    if absent_note("5k", "10k"):
-        note = absent_note("5k", "10k")
-    elif now is None and heard is not None:
-        note = (f"the conversions total {heard:.1f} s, less than one DNSMOS window: "
-                "raise evaluation.num_conversions")
-    elif now is None or before is None:
-        note = "no DNSMOS of the conversions in the metrics (evaluation.quality_measures)"
-    else:
-        note = f"DNSMOS OVRL of the conversions, 5k {_fmt(before)}; corpus audio {_fmt(corpus_ovrl)}"
-    add("10k", "audio_quality_improving", "outputs.quality.convert.dnsmos.ovrl",
-        "> ovrl(5k)" + ("" if before is None else f" = {before:.4g}"),
-        now, None if (now is None or before is None) else now > before, note)
-    not_silent("10k")
-
-    # ---- decision-level criteria
-    per_step = []
-    for r in present:
-        n_sil, n_out = silence(cps[r])
-        if n_sil is not None:
-            per_step.append((r, info[r][0], n_sil, n_out))
-    if per_step:
-        total = sum(x[2] for x in per_step)
-        note = "; ".join(f"{r} (step {s}): {n}/{o} silent" for r, s, n, o in per_step)
-        criteria.append(_crit("all.not_silent", "all", None, None, "outputs.num_silent, every checkpoint",
-                              "== 0 at every available checkpoint", total, total == 0, note))
-    else:
-        criteria.append(_crit("all.not_silent", "all", None, None, "outputs.num_silent, every checkpoint",
-                              "== 0 at every available checkpoint", None, None,
-                              "no inference outputs in any metrics"))
-
-    with_share = [r for r in present if stage_value(cps[r], 0, "top_code_share") is not None]
-    if with_share:
-        last_role = with_share[-1]
-        share = stage_value(cps[last_role], 0, "top_code_share")
-        criteria.append(_crit("last.top_code_share_q0", last_role, info[last_role][0], info[last_role][1],
-                              "top_code_share_q0", "< 0.5 (diverse; >= 0.5 is a monopoly)", share,
-                              share < MONOPOLY_SHARE, f"at the last available checkpoint ({last_role})"))
-    else:
-        criteria.append(_crit("last.top_code_share_q0", None, None, None, "top_code_share_q0",
-                              "< 0.5 (diverse; >= 0.5 is a monopoly)", None, None,
-                              "no top-code share in any metrics"))
-
-    # speaker criteria at the last available checkpoint (never an earlier one that happens to have them)
-    last_role = present[-1]
-    cp_last = cps[last_role]
-    step_last, nominal_last = info[last_role]
-    speaker_ran = "speaker" in (_get(cp_last, "outputs", "quality", "measures") or [])
-    same_level = _num(_get(reference, "speaker", "same_mean"))
-    alike = conversion_quality(cp_last, "output_similarity")
-    if not speaker_ran:
-        passed, note = None, "no speaker similarity of the conversions in the metrics (evaluation.quality_measures)"
-    elif same_level is None:
-        passed = None
-        note = ("no reference levels given" if reference is None
-                else "the corpus's reference levels have no same-speaker pair (no speaker with two utterances measured)")
-    elif alike is None:
-        passed, note = False, f"at {last_role}: fewer than two conversions to different targets carry a voice"
-    else:
-        passed = alike < same_level
-        note = f"at {last_role}; corpus different-speaker similarity {_fmt(_num(_get(reference, 'speaker', 'different_mean')))}"
-    criteria.append(_crit("last.outputs_diverse", last_role, step_last, nominal_last,
-                          "outputs.quality.convert.output_similarity",
-                          "< corpus same-speaker similarity" + ("" if same_level is None else f" = {same_level:.4g}"),
-                          alike, passed, note))
-    margin = conversion_quality(cp_last, "towards_target_margin")
-    share = conversion_quality(cp_last, "towards_target_share")
-    if not speaker_ran:
-        passed, note = None, "no speaker similarity of the conversions in the metrics (evaluation.quality_measures)"
-    elif margin is None:
-        passed, note = False, f"at {last_role}: no conversion carries a voice (no speaker embedding)"
-    else:
-        passed = margin > 0
-        note = (f"at {last_role}: similarity to target {_fmt(conversion_quality(cp_last, 'speaker_similarity_target'))}, "
-                f"to source {_fmt(conversion_quality(cp_last, 'speaker_similarity_source'))}"
-                + ("" if share is None else f"; {share:.0%} of conversions closer to the target"))
-    criteria.append(_crit("last.towards_target", last_role, step_last, nominal_last,
-                          "outputs.quality.convert.towards_target_margin",
-                          "> 0 (similarity to target above similarity to source)", margin, passed, note))
-
-    # ---- decision table
-    series = [(r, stage_value(cps[r], 0, "perplexity")) for r in present]
-    series = [(r, p) for r, p in series if p is not None]
-    branches = []
-
-    flat_low = None
-    reason_flat = "no perplexity_q0 available"
-    if series:
-        first, last = series[0][1], series[-1][1]
-        flat_low = all(p < COLLAPSED_PERPLEXITY for _, p in series) and last <= FLAT_FACTOR * first
-        reason_flat = (
-            "perplexity_q0 " + ", ".join(f"{_fmt(p)} ({r})" for r, p in series)
-            + f"; < 2 at every checkpoint: {all(p < COLLAPSED_PERPLEXITY for _, p in series)}"
-            + f"; flat (last {_fmt(last)} <= 1.1 x first {_fmt(first)}): {last <= FLAT_FACTOR * first}"
-        )
-    branches.append({"id": "failure_flat_low", "matched": flat_low, "reason": reason_flat})
-
-    share_crit = next(c for c in criteria if c["id"] == "last.top_code_share_q0")
-    monopoly = None if share_crit["measured"] is None else share_crit["measured"] >= MONOPOLY_SHARE
-    branches.append({
-        "id": "failure_monopoly",
-        "matched": monopoly,
-        "reason": f"top_code_share_q0 {_fmt(share_crit['measured'])} at {share_crit['role']} (>= 0.5 is a monopoly)"
-        if share_crit["measured"] is not None else "no top-code share available",
-    })
-
-    required = [c for c in criteria if not c["informational"]]
-    failed = [c["id"] for c in required if c["passed"] is False]
-    unevaluated = [c["id"] for c in required if c["passed"] is None]
-    success = not failed and any(c["passed"] is not None for c in required)
-    branches.append({
-        "id": "success",
-        "matched": success,
-        "reason": ("every evaluated required criterion passed" if success
-                   else f"failed: {', '.join(failed)}" if failed else "no criterion could be evaluated"),
-    })
-
-    low = None
-    reason_low = "needs perplexity_q0 at two checkpoints or more"
-    if len(series) >= 2:
-        first, last = series[0][1], series[-1][1]
-        low = last > first and all(p < PERPLEXITY_MIN_1K for _, p in series)
-        reason_low = (f"perplexity_q0 {_fmt(first)} ({series[0][0]}) -> {_fmt(last)} ({series[-1][0]}): "
-                      f"improves {last > first}, stays < 5 {all(p < PERPLEXITY_MIN_1K for _, p in series)}")
-    branches.append({"id": "partial_low_perplexity", "matched": low, "reason": reason_low})
-
-    collapse, reason_collapse = None, "no 5k/10k checkpoint with active-stage perplexities"
-    parts = []
-    for role in ("5k", "10k"):
-        c = next(c for c in criteria if c["id"] == f"{role}.perplexity_active_stages")
-        if c["measured"] is not None:
-            healthy = sum(1 for p in c["measured"] if p > HEALTHY_PERPLEXITY)
-            gone = len(c["measured"]) - healthy
-            parts.append((role, healthy, gone))
-    if parts:
-        collapse = any(h > 0 and g > 0 for _, h, g in parts)
-        reason_collapse = "; ".join(f"{r}: {h} healthy, {g} collapsed" for r, h, g in parts)
-    branches.append({"id": "partial_stage_collapse", "matched": collapse, "reason": reason_collapse})
-
-    warnings = list(plan["warnings"])
-    for role in ("1k", "2k"):
-        std_c = next(c for c in criteria if c["id"] == f"{role}.pre_rvq_std")
-        scale_c = next(c for c in criteria if c["id"] == f"{role}.pre_rvq_frame_scale")
-        if std_c["passed"] and scale_c["passed"] is False:
-            warnings.append(
-                f"{role}: pre_rvq_std {_fmt(std_c['measured'])} passes but the frame scale "
-                f"{_fmt(scale_c['measured'])} is outside [{FRAME_SCALE_BAND[0]:g}, {FRAME_SCALE_BAND[1]:g}]: "
-                "the per-channel std is 1 by construction, the vectors the codebook sees are not at its scale"
-            )
-
-    for extra in (content_warning(checkpoints), speaker_warning(reference)):
-        if extra:
-            warnings.append(extra)
-
-    complete = not unevaluated
-    if flat_low:
-        branch, reason = "failure_flat_low", reason_flat
-    elif monopoly:
-        branch, reason = "failure_monopoly", branches[1]["reason"]
-    elif success:
-        branch, reason = "success", branches[2]["reason"]
-    elif low:
-        branch, reason = "partial_low_perplexity", reason_low
-    elif collapse:
-        branch, reason = "partial_stage_collapse", reason_collapse
-    else:
-        branch = "partial_other"
-        reason = f"failed: {', '.join(failed)}" if failed else "no criterion could be evaluated"
-    branches.append({"id": "partial_other", "matched": branch == "partial_other", "reason": reason
-                     if branch == "partial_other" else "an earlier row matched"})
-
-    if branch.startswith("failure"):
-        next_action = NEXT_FAILURE.format(command=ladder_command)
-    elif branch == "success":
-        next_action = NEXT_SUCCESS
-        if not complete:
-            next_action += f" (provisional: not evaluated: {', '.join(unevaluated)})"
-    elif branch == "partial_low_perplexity":
-        next_action = NEXT_LOW_PERPLEXITY
-    elif branch == "partial_stage_collapse":
-        next_action = NEXT_STAGE_COLLAPSE
-    else:
-        next_action = "inspect: " + (", ".join(failed) if failed else "metrics incomplete, no criterion evaluated")
-
+    run, summary, missing, ignored = place_checkpoints(checkpoints, plan, steps, reference)
+    criteria = [judge(criterion, run) for criterion in CRITERIA]
+    evidence = gather_evidence(criteria, run)
+    branches, row, reason = apply_decision_table(evidence)
     return {
         "experiment": next((cp.get("experiment") for cp in checkpoints if cp.get("experiment")), None),
-        "class": CLASS_OF_BRANCH[branch],
-        "branch": branch,
-        "next_action": next_action,
+        "class": row.verdict_class,
+        "branch": row.branch,
+        "next_action": next_action(row, evidence, ladder_command),
         "reason": reason,
-        "complete": complete,
-        "failed_checks": failed,
+        "complete": not evidence.unevaluated,
+        "failed_checks": evidence.failed,
         "criteria": criteria,
         "scaled": plan["scaled"],
         "scale": plan["scale"],
@@ -685,6 +841,6 @@ def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int,
         "checkpoints": summary,
         "missing": missing,
         "ignored_steps": ignored,
-        "warnings": warnings,
+        "warnings": verdict_warnings(plan, evidence, checkpoints, reference),
         "branches": branches,
     }

@@ -35,14 +35,13 @@ rounding: each layer keeps a cache of its past inputs instead of padding.
 from __future__ import annotations
 
 import copy
-import math
 import weakref
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from streamvc_rvq.config import load_schema, validate
+from streamvc_rvq.config import hop_length, load_schema, validate
 from streamvc_rvq.model.content_encoder import ContentEncoder
 from streamvc_rvq.model.decoder import Decoder
 from streamvc_rvq.model.pitch import PitchEnergy
@@ -76,7 +75,7 @@ class StreamVC(nn.Module):
         cfg = resolve_model_config(model_cfg)
         self.config = cfg
         self.sample_rate = cfg["sample_rate"]
-        self.hop_length = math.prod(cfg["strides"])
+        self.hop_length = hop_length(cfg)
         ce, se, pc = cfg["content_encoder"], cfg["speaker_encoder"], cfg["pitch"]
         self.stop_gradient = ce["stop_gradient"]
         self.content_encoder = ContentEncoder(ce["channels"], ce["dim"], cfg["strides"], ce["num_labels"])

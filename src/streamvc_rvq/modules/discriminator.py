@@ -112,19 +112,17 @@ class MultiScaleSTFTDiscriminator(nn.Module):
 
     ``forward(x [B, T] or [B, 1, T]) -> (logits, features)`` where ``logits[k]`` is the
     ``[B, 1, frames_k, freq_k]`` output of scale ``k`` and ``features[k]`` its list of feature
-    maps (for :func:`streamvc_rvq.training.losses.feature_matching_loss`).
+    maps (for :func:`streamvc_rvq.training.losses.feature_matching_loss`). One
+    :class:`STFTDiscriminator` per ``n_ffts`` entry; every other keyword (``filters``,
+    ``max_filters``, ...) goes to each of them, as in EnCodec.
     """
 
     def __init__(
         self,
-        filters: int = 32,
+        *,
         n_ffts: Sequence[int] = (1024, 2048, 512),
         hop_lengths: Sequence[int] | None = None,
-        filters_scale: int = 2,
-        max_filters: int = 64,
-        kernel_size: tuple[int, int] = (3, 9),
-        dilations: Sequence[int] = (1, 2, 4),
-        negative_slope: float = 0.2,
+        **kwargs,
     ) -> None:
         super().__init__()
         n_ffts = list(n_ffts)
@@ -132,17 +130,7 @@ class MultiScaleSTFTDiscriminator(nn.Module):
         if len(hops) != len(n_ffts):
             raise ValueError("hop_lengths must match n_ffts")
         self.discriminators = nn.ModuleList(
-            STFTDiscriminator(
-                n_fft=n,
-                hop_length=h,
-                filters=filters,
-                filters_scale=filters_scale,
-                max_filters=max_filters,
-                kernel_size=kernel_size,
-                dilations=dilations,
-                negative_slope=negative_slope,
-            )
-            for n, h in zip(n_ffts, hops)
+            STFTDiscriminator(n_fft=n, hop_length=h, **kwargs) for n, h in zip(n_ffts, hops)
         )
 
     def forward(self, x: Tensor) -> tuple[list[Tensor], list[list[Tensor]]]:

@@ -29,58 +29,46 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from vector_quantize_pytorch import ResidualVQ
 
 from streamvc_rvq.quantization import stats as code_stats
-from streamvc_rvq.quantization.rvq import KMEANS_ITERS, RVQOutput, checked_num_active, nearest_codes
+from streamvc_rvq.quantization.rvq import (
+    KMEANS_ITERS,
+    QuantizerStack,
+    RVQOutput,
+    RVQSettings,
+    checked_num_active,
+    nearest_codes,
+)
 
 
-class LibraryResidualVQ(nn.Module):
-    """``ResidualVQ`` with the native RVQ's constructor, ``forward``, ``decode`` and stage hooks."""
+class LibraryResidualVQ(QuantizerStack):
+    """``ResidualVQ`` with the native RVQ's constructor (the keywords of :class:`RVQSettings`;
+    ``codebook_update`` defaults to ``ema``, the only update it supports), ``forward``,
+    ``decode`` and stage hooks."""
 
-    def __init__(
-        self,
-        num_quantizers: int = 8,
-        codebook_size: int = 1024,
-        codebook_dim: int = 64,
-        distance: str = "euclidean",
-        codebook_update: str = "ema",
-        ema_decay: float = 0.99,
-        laplace_eps: float = 1e-5,
-        dead_code_threshold: float = 0.0,
-        kmeans_init: bool = False,
-        commitment_cost: float = 0.5,
-        progressive_steps: int = 2000,
-        kmeans_init_frames_per_code: int = 8,
-        projection_dim: int = 0,
-        implementation: str = "vector_quantize_pytorch",
-    ):
-        super().__init__()
-        if codebook_update != "ema":
-            raise ValueError(f"the vector_quantize_pytorch cross-check needs codebook_update: ema, got {codebook_update!r}")
-        if projection_dim:
+    def __init__(self, codebook_update: str = "ema", implementation: str = "vector_quantize_pytorch", **settings):
+        settings = RVQSettings(codebook_update=codebook_update, implementation=implementation, **settings)
+        if settings.codebook_update != "ema":
+            raise ValueError(
+                f"the vector_quantize_pytorch cross-check needs codebook_update: ema, got {settings.codebook_update!r}"
+            )
+        if settings.projection_dim:
             raise ValueError("the vector_quantize_pytorch cross-check has no per-stage projection: set projection_dim: 0")
-        self.num_quantizers = num_quantizers
-        self.codebook_size = codebook_size
-        self.codebook_dim = codebook_dim
-        self.cosine = distance == "cosine"
-        self.progressive_steps = progressive_steps
-        self.kmeans_init_frames = kmeans_init_frames_per_code * codebook_size
-        self.projection_dim = 0
-        self.dead_code_threshold = dead_code_threshold
+        super().__init__(settings)
+        self.dead_code_threshold = settings.dead_code_threshold
         self.rvq = ResidualVQ(
-            dim=codebook_dim,
-            num_quantizers=num_quantizers,
-            codebook_size=codebook_size,
-            use_cosine_sim=self.cosine,
-            decay=ema_decay,
-            eps=laplace_eps,
-            kmeans_init=kmeans_init,
+            dim=settings.codebook_dim,
+            num_quantizers=settings.num_quantizers,
+            codebook_size=settings.codebook_size,
+            use_cosine_sim=settings.cosine,
+            decay=settings.ema_decay,
+            eps=settings.laplace_eps,
+            kmeans_init=settings.kmeans_init,
             kmeans_iters=KMEANS_ITERS,
             # relative, rescaled per batch in forward; any positive value turns replacement on
-            threshold_ema_dead_code=dead_code_threshold,
-            commitment_weight=commitment_cost,
+            threshold_ema_dead_code=settings.dead_code_threshold,
+            commitment_weight=settings.commitment_cost,
             rotation_trick=False,
             return_zeros_for_masked_padding=False,
         )
@@ -158,9 +146,9 @@ class LibraryResidualVQ(nn.Module):
         counts = code_stats.code_histogram(codes.reshape(-1), self.codebook_size)
         if self.dead_code_threshold > 0 and num_valid > 0:
             threshold = self.dead_code_threshold * num_valid / self.codebook_size
-            dead = int((self.layers[stage]._codebook.cluster_size < threshold).sum())
+            dead = code_stats.dead_code_count(self.layers[stage]._codebook.cluster_size, threshold)
         else:
-            dead = code_stats.dead_codes(counts, 1.0)
+            dead = code_stats.dead_code_count(counts, 1.0)
         return code_stats.stage_stats(counts, dead, float("nan"))  # the library does not report its replacements
 
     @torch.no_grad()

@@ -78,6 +78,50 @@ CODEBOOK_UPDATES = ("gradient", "ema")
 KMEANS_ITERS = 10
 
 
+@dataclass(frozen=True)
+class RVQSettings:
+    """The ``model.rvq`` config section: ``RVQSettings(**rvq_cfg)`` (an unknown key raises
+    TypeError). Both implementations and each of their stages are built from it, so the
+    keywords and their defaults are written here only."""
+
+    num_quantizers: int = 8
+    codebook_size: int = 1024
+    codebook_dim: int = 64  # D, the RVQ's input channels
+    distance: str = "euclidean"  # or "cosine"
+    codebook_update: str = "gradient"  # or "ema"
+    ema_decay: float = 0.99
+    laplace_eps: float = 1e-5
+    dead_code_threshold: float = 0.0  # x the expected assignments per code per step; 0 = off
+    kmeans_init: bool = False
+    commitment_cost: float = 0.5  # beta
+    progressive_steps: int = 2000  # used by the training loop (:func:`active_quantizers`)
+    kmeans_init_frames_per_code: int = 8  # used by the training loop (multi-batch k-means)
+    projection_dim: int = 0  # d > 0: DAC-style low-dimensional codes
+    implementation: str = "native"  # which class :func:`~.build.build_rvq` builds
+
+    def __post_init__(self) -> None:
+        if self.distance not in DISTANCES:
+            raise ValueError(f"distance must be one of {DISTANCES}, got {self.distance!r}")
+        if self.codebook_update not in CODEBOOK_UPDATES:
+            raise ValueError(f"codebook_update must be one of {CODEBOOK_UPDATES}, got {self.codebook_update!r}")
+        if self.num_quantizers < 1:
+            raise ValueError(f"num_quantizers must be >= 1, got {self.num_quantizers}")
+
+    @property
+    def cosine(self) -> bool:
+        return self.distance == "cosine"
+
+    @property
+    def code_dim(self) -> int:
+        """Dimension a stage looks its codes up in: ``projection_dim`` if set, else ``D``."""
+        return self.projection_dim or self.codebook_dim
+
+    @property
+    def kmeans_init_frames(self) -> int:
+        """Frames a stage's k-means initialisation draws."""
+        return self.kmeans_init_frames_per_code * self.codebook_size
+
+
 def active_quantizers(step: int, num_quantizers: int, progressive_steps: int) -> int:
     """Stages active at global ``step``: ``min(N, 1 + step // progressive_steps)``; all if 0."""
     if progressive_steps == 0:
@@ -190,7 +234,7 @@ class StageOutput:
     codes: torch.Tensor  # N: code indices
     codebook_loss: torch.Tensor  # ||sg(r) - e||^2, mean; zero in EMA mode
     commitment_loss: torch.Tensor  # beta * ||r - sg(e)||^2, mean
-    stats: dict  # perplexity, usage, top_code_share, dead_codes, redrawn (python numbers)
+    stats: dict  # perplexity, usage, top_code_share, dead_codes, redrawn (0-d tensors)
 
 
 class VectorQuantizer(nn.Module):
@@ -199,45 +243,31 @@ class VectorQuantizer(nn.Module):
     Works on flattened frames ``r: N x D``; :class:`ResidualVectorQuantizer` does the
     ``B x D x T`` layout. Buffers: ``cluster_size`` (usage EMA, both update modes, drives
     dead-code expiry), ``embed_sum`` (EMA mode) and ``initialized`` (k-means done).
+    Its codes have ``settings.code_dim`` dimensions.
     """
 
-    def __init__(
-        self,
-        codebook_size: int = 1024,
-        codebook_dim: int = 64,
-        distance: str = "euclidean",
-        codebook_update: str = "gradient",
-        ema_decay: float = 0.99,
-        laplace_eps: float = 1e-5,
-        dead_code_threshold: float = 0.0,
-        kmeans_init: bool = False,
-        commitment_cost: float = 0.5,
-    ):
+    def __init__(self, settings: RVQSettings):
         super().__init__()
-        if distance not in DISTANCES:
-            raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
-        if codebook_update not in CODEBOOK_UPDATES:
-            raise ValueError(f"codebook_update must be one of {CODEBOOK_UPDATES}, got {codebook_update!r}")
-        self.codebook_size = codebook_size
-        self.codebook_dim = codebook_dim
-        self.cosine = distance == "cosine"
-        self.use_ema = codebook_update == "ema"
-        self.ema_decay = ema_decay
-        self.laplace_eps = laplace_eps
-        self.dead_code_threshold = dead_code_threshold
-        self.kmeans_init = kmeans_init
-        self.commitment_cost = commitment_cost
+        self.codebook_size = settings.codebook_size
+        self.codebook_dim = settings.code_dim
+        self.cosine = settings.cosine
+        self.use_ema = settings.codebook_update == "ema"
+        self.ema_decay = settings.ema_decay
+        self.laplace_eps = settings.laplace_eps
+        self.dead_code_threshold = settings.dead_code_threshold
+        self.kmeans_init = settings.kmeans_init
+        self.commitment_cost = settings.commitment_cost
 
         # N(0, 1) on purpose: the spec's collapse mechanism is encoder std 0.31 vs this std 1.0.
-        init = torch.randn(codebook_size, codebook_dim)
+        init = torch.randn(self.codebook_size, self.codebook_dim)
         if self.use_ema:
             self.register_buffer("codebook", init)
             self.register_buffer("embed_sum", init.clone())
         else:
             self.codebook = nn.Parameter(init)
         # Usage EMA; starts at 1 so that codebook = embed_sum / cluster_size holds at init.
-        self.register_buffer("cluster_size", torch.ones(codebook_size))
-        self.register_buffer("initialized", torch.tensor(not kmeans_init))
+        self.register_buffer("cluster_size", torch.ones(self.codebook_size))
+        self.register_buffer("initialized", torch.tensor(not self.kmeans_init))
 
     def extra_repr(self) -> str:
         distance = "cosine" if self.cosine else "euclidean"
@@ -352,9 +382,9 @@ class VectorQuantizer(nn.Module):
             self.update_ema_(r_valid.detach(), codes_valid, counts)
         if self.dead_code_threshold > 0 and r_valid.shape[0] > 0:
             threshold = self.dead_code_threshold * self.expected_assignments(r_valid.shape[0])
-            dead = int((self.cluster_size < threshold).sum())
+            dead = code_stats.dead_code_count(self.cluster_size, threshold)
         else:
-            dead = code_stats.dead_codes(counts, 1.0)
+            dead = code_stats.dead_code_count(counts, 1.0)
         stage_stats = code_stats.stage_stats(counts, dead, redrawn / self.codebook_size)
         return StageOutput(r, e.detach(), codes, codebook_loss, commitment_loss, stage_stats)
 
@@ -376,7 +406,8 @@ class RVQOutput:
     codebook_losses: list[torch.Tensor]  # scalars; zeros in EMA mode
     commitment_losses: list[torch.Tensor]  # scalars, beta applied
     loss: torch.Tensor  # sum of all codebook and commitment terms
-    stats: list[dict]  # per stage: perplexity, usage, top_code_share, dead_codes, redrawn
+    stats: list[dict]  # per stage: perplexity, usage, top_code_share, dead_codes, redrawn (0-d
+    # tensors on the input's device, so forward never waits for the device: convert when logging)
     latents: torch.Tensor  # B x D x T pre-quantization latents (normalised if cosine without projection)
 
 
@@ -385,70 +416,45 @@ def _to_bdt(flat: torch.Tensor, batch: int) -> torch.Tensor:
     return flat.view(batch, -1, flat.shape[-1]).transpose(1, 2).contiguous()
 
 
-class ResidualVectorQuantizer(nn.Module):
+class QuantizerStack(nn.Module):
+    """What every RVQ implementation shares: its :class:`RVQSettings` (``settings``) and the
+    attributes the model, the trainer and the summary read from it."""
+
+    def __init__(self, settings: RVQSettings):
+        super().__init__()
+        self.settings = settings
+        self.num_quantizers = settings.num_quantizers
+        self.codebook_size = settings.codebook_size
+        self.codebook_dim = settings.codebook_dim
+        self.cosine = settings.cosine
+        self.projection_dim = settings.projection_dim
+        self.progressive_steps = settings.progressive_steps
+        self.kmeans_init_frames = settings.kmeans_init_frames
+
+
+class ResidualVectorQuantizer(QuantizerStack):
     """``num_quantizers`` :class:`VectorQuantizer` stages applied to successive residuals.
 
-    Built from the ``model.rvq`` config section: ``ResidualVectorQuantizer(**rvq_cfg)`` or
-    :meth:`from_config`. ``progressive_steps`` and ``kmeans_init_frames_per_code`` are accepted
-    (they are part of that section) but used by the training loop (:func:`active_quantizers`,
-    the multi-batch k-means initialisation).
+    Built from the ``model.rvq`` config section: ``ResidualVectorQuantizer(**rvq_cfg)``, the
+    keywords of :class:`RVQSettings`. ``progressive_steps`` and ``kmeans_init_frames_per_code``
+    are accepted (they are part of that section) but used by the training loop
+    (:func:`active_quantizers`, the multi-batch k-means initialisation).
     """
 
-    def __init__(
-        self,
-        num_quantizers: int = 8,
-        codebook_size: int = 1024,
-        codebook_dim: int = 64,
-        distance: str = "euclidean",
-        codebook_update: str = "gradient",
-        ema_decay: float = 0.99,
-        laplace_eps: float = 1e-5,
-        dead_code_threshold: float = 0.0,
-        kmeans_init: bool = False,
-        commitment_cost: float = 0.5,
-        progressive_steps: int = 2000,
-        kmeans_init_frames_per_code: int = 8,
-        projection_dim: int = 0,
-        implementation: str = "native",
-    ):
-        super().__init__()
-        if implementation != "native":
-            raise ValueError(f"ResidualVectorQuantizer is the native implementation, got {implementation!r}: use build_rvq")
-        if num_quantizers < 1:
-            raise ValueError(f"num_quantizers must be >= 1, got {num_quantizers}")
-        self.num_quantizers = num_quantizers
-        self.codebook_size = codebook_size
-        self.codebook_dim = codebook_dim
-        self.cosine = distance == "cosine"
-        self.progressive_steps = progressive_steps
-        self.kmeans_init_frames = kmeans_init_frames_per_code * codebook_size
-        self.projection_dim = projection_dim
-        code_dim = projection_dim or codebook_dim
-        self.layers = nn.ModuleList(
-            VectorQuantizer(
-                codebook_size=codebook_size,
-                codebook_dim=code_dim,
-                distance=distance,
-                codebook_update=codebook_update,
-                ema_decay=ema_decay,
-                laplace_eps=laplace_eps,
-                dead_code_threshold=dead_code_threshold,
-                kmeans_init=kmeans_init,
-                commitment_cost=commitment_cost,
+    def __init__(self, **settings):
+        settings = RVQSettings(**settings)
+        if settings.implementation != "native":
+            raise ValueError(
+                f"ResidualVectorQuantizer is the native implementation, got {settings.implementation!r}: use build_rvq"
             )
-            for _ in range(num_quantizers)
-        )
+        super().__init__(settings)
+        self.layers = nn.ModuleList(VectorQuantizer(settings) for _ in range(self.num_quantizers))
         self.in_projs = self.out_projs = None
-        if projection_dim:
+        if self.projection_dim:
             weight_norm = nn.utils.parametrizations.weight_norm
-            self.in_projs = nn.ModuleList(weight_norm(nn.Linear(codebook_dim, projection_dim)) for _ in range(num_quantizers))
-            self.out_projs = nn.ModuleList(weight_norm(nn.Linear(projection_dim, codebook_dim)) for _ in range(num_quantizers))
-
-    @classmethod
-    def from_config(cls, rvq_cfg: dict) -> "ResidualVectorQuantizer":
-        """Build from the validated ``model.rvq`` section (unknown keys raise TypeError)."""
-        return cls(**rvq_cfg)
-
+            D, d = self.codebook_dim, self.projection_dim
+            self.in_projs = nn.ModuleList(weight_norm(nn.Linear(D, d)) for _ in range(self.num_quantizers))
+            self.out_projs = nn.ModuleList(weight_norm(nn.Linear(d, D)) for _ in range(self.num_quantizers))
 
     def _flatten(self, x: torch.Tensor) -> torch.Tensor:
         batch, dim, frames = x.shape

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -34,6 +35,7 @@ from streamvc_rvq.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from streamvc_rvq import tags
 from streamvc_rvq.atomic import remove_temps_of
 from streamvc_rvq.provenance import provenance
 from streamvc_rvq.training.precision import Precision
@@ -46,6 +48,7 @@ from streamvc_rvq.training.snapshots import (
     remove_snapshot,
     snapshot_path,
 )
+from streamvc_rvq.evaluation.curves import write_segment_scalars
 from streamvc_rvq.training.tensorboard_log import SegmentWriter
 
 
@@ -171,6 +174,7 @@ class Trainer:
         self.hop = state.model.hop_length
         self.crop_frames = max(1, int(round(self.train_cfg["crop_seconds"] * self.model_cfg["sample_rate"])) // self.hop)
         self.context_frames = state.model.warmup_frames  # run, never scored (valid-frames rule)
+        self.audio_per_step = self.train_cfg["batch_size"] * self.crop_frames * self.hop / self.model_cfg["sample_rate"]
         self.clip_groups = clip_groups(state.model)
 
     def active_stages(self, step: int) -> int:
@@ -238,7 +242,9 @@ class Trainer:
         disc_loss = None
         if state.discriminator is not None:
             disc_loss = self._discriminator_step(target, audio, step)
-            real_logits, real_feats = state.discriminator(target)
+            # real features again, not reused from the discriminator step: that step has
+            # just updated the discriminator, and feature matching compares with its new features
+            _, real_feats = state.discriminator(target)
             fake_logits, fake_feats = state.discriminator(audio)
             terms.add("adversarial", losses.generator_adversarial_loss(fake_logits))
             terms.add("feature_matching", losses.feature_matching_loss(real_feats, fake_feats))
@@ -256,27 +262,28 @@ class Trainer:
         precision.scaler.step(state.optimizer)
         precision.scaler.update()
         state.scheduler.step()
-        scalars = {f"train/loss_{name}": float(value.detach()) for name, value in terms.raw.items()}
+        scalars = {tags.train(f"loss_{name}"): value for name, value in terms.raw.items()}
         scalars.update({
-            "train/loss_total": float(terms.total.detach()),
-            "train/grad_norm": float(grad_norm),
-            **({"train/content_grad_norm": float(norms[0])} if len(norms) == 2 else {}),
-            "train/lr": lr,
-            "train/pre_rvq_std": float(out.pre_rvq_std),
-            "train/num_active_quantizers": float(num_active),
+            tags.LOSS_TOTAL: terms.total,
+            tags.train("grad_norm"): grad_norm,
+            **({tags.train("content_grad_norm"): norms[0]} if len(norms) == 2 else {}),
+            tags.train("lr"): lr,
+            tags.PRE_RVQ_STD: out.pre_rvq_std,
+            tags.NUM_ACTIVE: float(num_active),
         })
         if disc_loss is not None:
-            scalars["train/loss_discriminator"] = disc_loss
+            scalars[tags.train("loss_discriminator")] = disc_loss
         if label_accuracy is not None:
-            scalars["train/content_label_accuracy"] = label_accuracy
+            scalars[tags.train("content_label_accuracy")] = label_accuracy
         frame = frame_scale_stats(out.rvq_input, out.valid, state.model.decoder.rvq.input_space_codebook(0))
         for key in ("frame_scale", "effective_rank", "first_frames_energy_share"):
-            scalars[f"train/pre_rvq_{key}"] = frame[key]
+            scalars[tags.train(f"pre_rvq_{key}")] = frame[key]
         for i, stats in enumerate(out.rvq.stats):
-            scalars[f"train/rvq_perplexity_q{i}"] = stats["perplexity"]
-            scalars[f"train/rvq_usage_q{i}"] = stats["usage"]
-            scalars[f"train/rvq_top_code_share_q{i}"] = stats["top_code_share"]
-            scalars[f"train/rvq_redrawn_q{i}"] = stats["redrawn"]
+            for key in ("perplexity", "usage", "top_code_share", "redrawn"):
+                scalars[tags.stage(key, i)] = stats[key]
+        # the tensor values (losses, norms, RVQ statistics) become floats in one device sync
+        on_device = [tag for tag, value in scalars.items() if isinstance(value, torch.Tensor)]
+        scalars.update(zip(on_device, torch.stack([scalars[tag].detach().float() for tag in on_device]).tolist()))
         return scalars
 
     def _discriminator_step(self, real: torch.Tensor, fake: torch.Tensor, step: int) -> float:
@@ -312,19 +319,25 @@ class Progress:
         print(
             f"step {step + 1}/{self.end} [{100 * (step + 1 - self.start) / max(1, self.end - self.start):5.1f}%] "
             f"{rate:.2f} steps/s {rate * self.audio:.1f} audio-s/s ETA {eta:.0f}s | "
-            f"loss {scalars['train/loss_total']:.4f} stft {scalars['train/loss_stft']:.4f} "
-            f"l1 {scalars['train/loss_l1']:.4f}{_content(scalars)} ppl_q0 {scalars.get('train/rvq_perplexity_q0', float('nan')):.2f} "
-            f"pre_rvq_std {scalars['train/pre_rvq_std']:.3f} frame_scale {scalars['train/pre_rvq_frame_scale']:.3f} "
-            f"active {int(scalars['train/num_active_quantizers'])}",
+            f"loss {scalars[tags.LOSS_TOTAL]:.4f} stft {scalars[tags.LOSS_STFT]:.4f} "
+            f"l1 {scalars[tags.LOSS_L1]:.4f}{_content(scalars)} ppl_q0 {scalars.get(tags.stage('perplexity', 0), float('nan')):.2f} "
+            f"pre_rvq_std {scalars[tags.PRE_RVQ_STD]:.3f} frame_scale {scalars[tags.train('pre_rvq_frame_scale')]:.3f} "
+            f"active {int(scalars[tags.NUM_ACTIVE])}",
             file=sys.stderr,
             flush=True,
         )
 
+    def finished(self, output: Path) -> None:
+        steps, elapsed = self.end - self.start, time.monotonic() - self.t0
+        print(f"wrote {output}: {steps} steps in {elapsed:.1f} s ({steps / elapsed:.3f} steps/s, "
+              f"{steps * self.audio / elapsed:.2f} s of audio per s)", file=sys.stderr, flush=True)
+
 
 def _content(scalars: dict[str, float]) -> str:
-    if "train/loss_content_ce" not in scalars:
+    if tags.train("loss_content_ce") not in scalars:
         return " content_ce off"
-    return f" content_ce {scalars['train/loss_content_ce']:.3f} label_acc {scalars['train/content_label_accuracy']:.3f}"
+    return (f" content_ce {scalars[tags.train('loss_content_ce')]:.3f} "
+            f"label_acc {scalars[tags.train('content_label_accuracy')]:.3f}")
 
 
 def check_content_supervision(cfg: dict, utterances) -> None:
@@ -388,8 +401,10 @@ def train_to_step(
     device: str | None = None,
     labels: str | Path | None = "manifest",
     snapshots: SnapshotPolicy = SnapshotPolicy(),
+    scalars_output: Path | None = None,
 ) -> Path:
-    """Train experiment ``cfg`` from ``resume`` (or scratch) to global ``step``; write ``output``.
+    """Train experiment ``cfg`` from ``resume`` (or scratch) to global ``step``; write ``output``
+    (and the logged points to ``scalars_output``: the workflow's declared record of the curves).
 
     ``labels``: where the frame labels come from (see :func:`load_utterances`). A snapshot
     this job left when it was killed is resumed from (see :mod:`.snapshots`)."""
@@ -401,70 +416,27 @@ def train_to_step(
             print(f"removed {stale} (left by a killed write)", file=sys.stderr, flush=True)
     state = build_state(cfg, device_)
     if resume is not None:
-        try:
-            checkpoint = load_checkpoint(resume, map_location=device_)
-            check_model_config(checkpoint, cfg["model"], resume)
-        except CheckpointError as err:
-            raise TrainingError(str(err)) from None
-        restore_state(state, checkpoint)
+        _restore_checkpoint(state, Path(resume), cfg["model"], device_)
     start = state.step
     if step <= start:
         raise TrainingError(f"target step {step} is not after the checkpoint's step {start}")
-    try:
-        train_utts = load_utterances(manifest, "train", labels=labels)
-    except LabelError as err:
-        raise TrainingError(str(err)) from None
-    check_content_supervision(cfg, train_utts)
-    expected_origin = origin(resume, step, cfg, manifest, labels, device_)
-    snapshot = find_snapshot(output, expected_origin, start, device_)
-    if snapshot is not None:
-        restore_state(state, snapshot)
-        print(f"resuming from snapshot {snapshot_path(output)} at step {state.step}", file=sys.stderr, flush=True)
-        del snapshot
-    first = state.step
-    valid_utts = load_utterances(manifest, "valid", labels=None)
+    train_utts = _training_utterances(cfg, manifest, labels)
+    made_from = origin(resume, step, cfg, manifest, labels, device_)
+    logged = _resume_from_snapshot(output, made_from, start, state, device_)
     trainer = Trainer(cfg, state, device_)
-    train_cfg = cfg["train"]
-    sample_rate = cfg["model"]["sample_rate"]
-    audio_per_step = train_cfg["batch_size"] * trainer.crop_frames * trainer.hop / sample_rate
-    print(
-        f"training {cfg.get('experiment', '?')} from step {first} to {step} on {device_} "
-        f"({'float32' if state.precision.dtype is None else f'mixed precision, {state.precision.dtype}'}) "
-        f"({sum(p.numel() for p in state.model.parameters()) / 1e6:.2f} M parameters, "
-        f"{torch.get_num_threads()} threads)",
-        file=sys.stderr, flush=True,
-    )
-    print(f"content encoder: {_supervision(cfg, train_utts, labels)}", file=sys.stderr, flush=True)
-    writer = SegmentWriter(tensorboard_dir, start, step, resume_from=first) if tensorboard_dir else None
-    progress = Progress(first, step, audio_per_step)
-    state.model.train()
-    last_snapshot = time.monotonic()
+    _announce(trainer, step, train_utts, labels)
+    writer = SegmentWriter(tensorboard_dir, start, step, resume_from=state.step) if tensorboard_dir else None
+    progress = Progress(state.step, step, trainer.audio_per_step)
     try:
-        with StopRequest() as stop:
-            for s in range(first, step):
-                trainer.init_codebooks(train_utts, s)
-                batch = trainer.batch(train_utts, s)
-                scalars = trainer.train_step(batch, s)
-                state.step = s + 1
-                if writer is not None and s % train_cfg["log_every"] == 0:
-                    for tag, value in scalars.items():
-                        writer.add_scalar(tag, value, s)
-                progress.update(s, scalars, force=(s == step - 1))
-                now = time.monotonic()
-                if state.step < step and (stop.signal or snapshots.due(state.step, start, last_snapshot, now)):
-                    if writer is not None:
-                        writer.new_part(state.step)  # the points up to here stay with this snapshot
-                    _save_snapshot(output, state, cfg, device_, expected_origin)
-                    last_snapshot = time.monotonic()
-                    if stop.signal:
-                        raise TrainingError(
-                            f"stopped by signal {stop.signal} after step {state.step}: state saved to "
-                            f"{snapshot_path(output)}; run the same target again to resume"
-                        )
+        _train_segment(trainer, train_utts, start, step, writer, logged, progress,
+                       lambda: _save_snapshot(output, state, cfg, device_, made_from, logged), snapshots)
         if writer is not None:
+            valid_utts = load_utterances(manifest, "valid", labels=None)
             if valid_utts:
                 _log_audio_example(writer, trainer, valid_utts[0], step)
             writer.close()  # a failed event write stops the job before its checkpoint exists
+        if scalars_output is not None:
+            write_segment_scalars(scalars_output, logged, cfg.get("experiment"))
         save_checkpoint(output, checkpoint_payload(state, cfg, device_))
     except BaseException:
         if writer is not None:
@@ -476,17 +448,87 @@ def train_to_step(
     remove_snapshot(output)
     if writer is not None:
         writer.publish()  # only now do this segment's curves replace the previous run's
-    elapsed = time.monotonic() - progress.t0
-    print(
-        f"wrote {output}: {step - first} steps in {elapsed:.1f} s "
-        f"({(step - first) / elapsed:.3f} steps/s, {(step - first) * audio_per_step / elapsed:.2f} s of audio per s)",
-        file=sys.stderr, flush=True,
-    )
+    progress.finished(output)
     return output
 
 
-def _save_snapshot(output: Path, state: TrainState, cfg: dict, device: torch.device, made_from: dict) -> None:
+def _restore_checkpoint(state: TrainState, resume: Path, model_cfg: dict, device: torch.device) -> None:
+    try:
+        checkpoint = load_checkpoint(resume, map_location=device)
+        check_model_config(checkpoint, model_cfg, resume)
+    except CheckpointError as err:
+        raise TrainingError(str(err)) from None
+    restore_state(state, checkpoint)
+
+
+def _training_utterances(cfg: dict, manifest: Path, labels: str | Path | None) -> list:
+    try:
+        utterances = load_utterances(manifest, "train", labels=labels)
+    except LabelError as err:
+        raise TrainingError(str(err)) from None
+    check_content_supervision(cfg, utterances)
+    return utterances
+
+
+def _resume_from_snapshot(output: Path, made_from: dict, start: int, state: TrainState,
+                          device: torch.device) -> dict[str, list[tuple[int, float]]]:
+    """Restore this job's snapshot, if it left a usable one; the points it had logged."""
+    snapshot = find_snapshot(output, made_from, start, device)
+    if snapshot is None:
+        return {}
+    restore_state(state, snapshot)
+    print(f"resuming from snapshot {snapshot_path(output)} at step {state.step}", file=sys.stderr, flush=True)
+    return {tag: [(int(s), float(v)) for s, v in points] for tag, points in snapshot.get("logged_scalars", {}).items()}
+
+
+def _announce(trainer: Trainer, end: int, train_utts, labels) -> None:
+    state, cfg = trainer.state, trainer.cfg
+    precision = "float32" if state.precision.dtype is None else f"mixed precision, {state.precision.dtype}"
+    print(
+        f"training {cfg.get('experiment', '?')} from step {state.step} to {end} on {trainer.device} ({precision}) "
+        f"({sum(p.numel() for p in state.model.parameters()) / 1e6:.2f} M parameters, "
+        f"{torch.get_num_threads()} threads)",
+        file=sys.stderr, flush=True,
+    )
+    print(f"content encoder: {_supervision(cfg, train_utts, labels)}", file=sys.stderr, flush=True)
+
+
+def _train_segment(trainer: Trainer, utterances, start: int, end: int, writer: SegmentWriter | None,
+                   logged: dict[str, list[tuple[int, float]]], progress: "Progress", save_snapshot,
+                   snapshots: SnapshotPolicy) -> None:
+    """Steps ``state.step .. end - 1``, logging every ``train.log_every`` steps, with snapshots
+    as ``snapshots`` says and at the next step after SIGTERM/SIGINT (then it stops)."""
+    state, log_every = trainer.state, trainer.train_cfg["log_every"]
+    state.model.train()
+    last_snapshot = time.monotonic()
+    with StopRequest() as stop:
+        for s in range(state.step, end):
+            trainer.init_codebooks(utterances, s)
+            scalars = trainer.train_step(trainer.batch(utterances, s), s)
+            state.step = s + 1
+            if s % log_every == 0:
+                for tag, value in scalars.items():
+                    # float32, as TensorBoard stores it: the file and the event log agree
+                    logged.setdefault(tag, []).append((s, float(np.float32(value))))
+                    if writer is not None:
+                        writer.add_scalar(tag, value, s)
+            progress.update(s, scalars, force=(s == end - 1))
+            if state.step < end and (stop.signal or snapshots.due(state.step, start, last_snapshot, time.monotonic())):
+                if writer is not None:
+                    writer.new_part(state.step)  # the points up to here stay with this snapshot
+                save_snapshot()
+                last_snapshot = time.monotonic()
+                if stop.signal:
+                    raise TrainingError(
+                        f"stopped by signal {stop.signal} after step {state.step}: state saved to a snapshot; "
+                        "run the same target again to resume"
+                    )
+
+
+def _save_snapshot(output: Path, state: TrainState, cfg: dict, device: torch.device, made_from: dict,
+                   logged: dict) -> None:
     t0 = time.monotonic()
-    save_checkpoint(snapshot_path(output), dict(checkpoint_payload(state, cfg, device), snapshot_origin=made_from))
+    payload = dict(checkpoint_payload(state, cfg, device), snapshot_origin=made_from, logged_scalars=logged)
+    save_checkpoint(snapshot_path(output), payload)
     print(f"snapshot at step {state.step} -> {snapshot_path(output)} ({time.monotonic() - t0:.1f} s)",
           file=sys.stderr, flush=True)

@@ -1,0 +1,57 @@
+"""The command line: one convention for shared options, one-line errors, argument shapes."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from streamvc_rvq.cli import DEFAULT_EXPERIMENT, build_parser, main, os_error_line
+
+SUBCOMMANDS_WITH_THREADS = ("prepare-data", "labels", "reference-levels", "train", "evaluate", "infer")
+
+
+def _subparsers():
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "command")
+    return action.choices
+
+
+def test_every_threads_option_defaults_to_zero_meaning_the_default():
+    choices = _subparsers()
+    for name in SUBCOMMANDS_WITH_THREADS:
+        threads = next(a for a in choices[name]._actions if a.dest == "threads")
+        assert threads.default == 0 and "default 0" in threads.help, name
+
+
+def test_the_default_experiment_has_one_home():
+    choices = _subparsers()
+    for name in ("train", "evaluate", "verdict", "infer", "model-summary"):
+        experiment = next(a for a in choices[name]._actions if a.dest == "experiment")
+        assert experiment.default == DEFAULT_EXPERIMENT, name
+
+
+def test_ladder_takes_one_scalars_group_per_run_and_ab_needs_its_name(tmp_path):
+    common = ["--arms", "a", "b", "--verdicts", "v1", "--metrics", "m1", "--output", "o", "--report", "r",
+              "--plots-dir", "p"]
+    args = build_parser().parse_args(["ladder", *common, "--scalars", "a/2.json", "a/4.json", "--scalars", "b/2.json"])
+    assert [[str(p) for p in group] for group in args.scalars] == [["a/2.json", "a/4.json"], ["b/2.json"]]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["ab", *common])  # --name is required
+    assert build_parser().parse_args(["ab", *common, "--name", "beta"]).name == "beta"
+
+
+def test_a_user_error_is_one_line_and_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {lr: fast}\n")
+    assert main(["model-summary", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "train.lr" in err
+
+
+def test_os_errors_name_the_path_and_the_cause():
+    assert os_error_line(FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), "/x/m.csv")) == \
+        f"/x/m.csv: {os.strerror(errno.ENOENT)}"
+    assert os_error_line(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))) == \
+        f"{os.strerror(errno.ENOSPC)} (the operating system named no file)"
