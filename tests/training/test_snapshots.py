@@ -17,7 +17,8 @@ import torch
 from micro import micro_config
 from tensor_state import assert_same_state
 from streamvc_rvq.atomic import _host, remove_stale_temps, remove_temps_of
-from streamvc_rvq.evaluation.curves import read_scalars, read_segment_scalars
+from streamvc_rvq.evaluation.curves import read_scalars
+from streamvc_rvq.training.scalars_file import read_segment_scalars
 from streamvc_rvq.training.checkpoint import load_checkpoint, save_checkpoint
 from streamvc_rvq.training.snapshots import SnapshotPolicy, snapshot_path
 from streamvc_rvq.training.trainer import TrainingError, train_to_step

@@ -4,8 +4,8 @@ Two layers:
 
 * :func:`read_scalars` reads every scalar of a TensorBoard log directory with TensorBoard's
   own event reader (``EventAccumulator``), keeping every point.
-* :func:`read_segment_scalars` reads the same points from the per-target files training
-  writes (``scalars/step_N.json``, the workflow's declared outputs, one per step target).
+* :func:`streamvc_rvq.training.scalars_file.read_segment_scalars` reads the same points from
+  the per-target files training writes (the workflow's declared inputs of evaluation).
 * :func:`curve_facts` is a pure function of the ``{tag: [(step, value), ...]}`` dict that
   states what the protocol asks about the curves up to a checkpoint: is ``loss_stft``
   falling, where are the perplexities heading, what is the pre-RVQ std.
@@ -85,33 +85,6 @@ def read_scalars(logdir: str | os.PathLike) -> dict[str, list[tuple[int, float]]
             by_step[int(ev.step)] = float(ev.value)
         out[tag] = sorted(by_step.items())
     return out
-
-
-def write_segment_scalars(path: str | os.PathLike, scalars: Scalars, experiment: str | None) -> None:
-    """One step target's logged points, ``{tag: [[step, value], ...]}`` (atomically)."""
-    from streamvc_rvq.atomic import write_json
-
-    write_json(path, {"experiment": experiment,
-                      "scalars": {tag: [[int(s), float(v)] for s, v in points] for tag, points in scalars.items()}})
-
-
-def segment_experiment(path: str | os.PathLike) -> str | None:
-    """The experiment whose training wrote this scalars file."""
-    import json
-
-    return json.loads(Path(path).read_text()).get("experiment")
-
-
-def read_segment_scalars(paths: Iterable[str | os.PathLike]) -> dict[str, list[tuple[int, float]]]:
-    """The points of a chain of step targets' scalars files, merged (a later file wins a
-    step written twice, as a rebuilt segment does in TensorBoard)."""
-    import json
-
-    merged: dict[str, dict[int, float]] = {}
-    for path in paths:
-        for tag, points in json.loads(Path(path).read_text())["scalars"].items():
-            merged.setdefault(tag, {}).update((int(s), float(v)) for s, v in points)  # "nan" -> nan
-    return {tag: sorted(points.items()) for tag, points in merged.items()}
 
 
 def _mean(values: Sequence[float]) -> float | None:

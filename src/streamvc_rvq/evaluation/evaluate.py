@@ -20,7 +20,7 @@ from streamvc_rvq.config import config_hash
 from streamvc_rvq.data.audio import save_wav
 from streamvc_rvq.data.dataset import load_utterances
 from streamvc_rvq.device import select_device
-from streamvc_rvq.evaluation.curves import curve_facts, read_segment_scalars
+from streamvc_rvq.evaluation.curves import curve_facts
 from streamvc_rvq.evaluation.quality import KINDS, QualityScorer, quality_line
 from streamvc_rvq.inference import convert, load_trained_model, num_active_at
 from streamvc_rvq.provenance import provenance as run_provenance
@@ -28,6 +28,7 @@ from streamvc_rvq.quantization import stats
 from streamvc_rvq.quantization.frame_stats import FrameScaleAccumulator
 from streamvc_rvq.quantization.rvq import active_quantizers, stage_trained_steps
 from streamvc_rvq.training import losses
+from streamvc_rvq.training.scalars_file import read_segment_scalars
 
 
 TRAIN_ACCURACY_UTTERANCES = 200  # training utterances sampled for the label accuracy when validation is uncapped

@@ -14,7 +14,7 @@ from streamvc_rvq.evaluation import report as reporting
 from streamvc_rvq.evaluation.comparison import compare_arms, control_comparison
 from streamvc_rvq.evaluation.confidence import scale_fidelity, seed_agreement
 from streamvc_rvq.config import arm_of
-from streamvc_rvq.evaluation.curves import read_segment_scalars, segment_experiment
+from streamvc_rvq.training.scalars_file import read_segment_scalars, segment_experiment
 from streamvc_rvq.evaluation.experiments_table import training_config
 from streamvc_rvq.evaluation.ladder_report import plot_quality as plot_ladder_quality
 from streamvc_rvq.evaluation.ladder_report import plot_stage_metric, write_ladder_report

@@ -33,11 +33,6 @@ class SnapshotPolicy:
     every_steps: int = 0
     every_minutes: float = 0.0
 
-    @classmethod
-    def from_config(cls, section: dict | None) -> "SnapshotPolicy":
-        section = section or {}
-        return cls(int(section.get("every_steps", 0)), float(section.get("every_minutes", 0.0)))
-
     def due(self, step: int, start: int, last_time: float, now: float) -> bool:
         """Whether a snapshot is due after ``step`` steps (``start``: the job's first step)."""
         if self.every_steps and (step - start) % self.every_steps == 0:

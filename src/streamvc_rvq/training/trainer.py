@@ -18,11 +18,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from streamvc_rvq import tags
+from streamvc_rvq.atomic import remove_temps_of
 from streamvc_rvq.data.content_labels import LabelError
 from streamvc_rvq.data.dataset import Batch, load_utterances, sample_batch
 from streamvc_rvq.device import select_device, use_deterministic_algorithms
 from streamvc_rvq.model.streamvc import StreamVC
 from streamvc_rvq.modules.discriminator import MultiScaleSTFTDiscriminator
+from streamvc_rvq.provenance import provenance
 from streamvc_rvq.quantization.frame_stats import frame_scale_stats
 from streamvc_rvq.inference import num_active_at
 from streamvc_rvq.quantization.rvq import active_quantizers
@@ -35,11 +38,9 @@ from streamvc_rvq.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from streamvc_rvq import tags
-from streamvc_rvq.atomic import remove_temps_of
-from streamvc_rvq.provenance import provenance
 from streamvc_rvq.training.precision import Precision
 from streamvc_rvq.training.schedule import lr_factor
+from streamvc_rvq.training.scalars_file import write_segment_scalars
 from streamvc_rvq.training.snapshots import (
     SnapshotPolicy,
     StopRequest,
@@ -48,7 +49,6 @@ from streamvc_rvq.training.snapshots import (
     remove_snapshot,
     snapshot_path,
 )
-from streamvc_rvq.evaluation.curves import write_segment_scalars
 from streamvc_rvq.training.tensorboard_log import SegmentWriter
 
 
