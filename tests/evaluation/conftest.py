@@ -41,7 +41,7 @@ def collapsed_counts() -> list[float]:
 
 def _make_cp(step, ppl=(20.0,), usage=None, share=None, *, counts=None, std=1.0, stft=3.0, l1=0.05,
              silent=0, falling=True, active=None, experiment="phase1", curve=True, frame_scale=1.0,
-             ovrl=None, alike=0.6, margin=0.2, quality=True):
+             ovrl=None, alike=0.6, margin=0.2, quality=True, speaker_auc=0.95):
     if counts is not None:
         stages = [stage_from_counts(i, c) for i, c in enumerate(counts)]
     else:
@@ -67,7 +67,13 @@ def _make_cp(step, ppl=(20.0,), usage=None, share=None, *, counts=None, std=1.0,
         cp["outputs"]["quality"] = {"measures": ["speaker", "dnsmos", "recognition"], "convert": {
             "dnsmos": {"sig": ovrl + 0.5, "bak": ovrl + 1.0, "ovrl": ovrl, "num_segments": 2},
             "output_similarity": alike, "speaker_similarity_target": 0.5 + margin, "speaker_similarity_source": 0.5,
-            "towards_target_margin": margin, "towards_target_share": 1.0 if margin > 0 else 0.0}}
+            "towards_target_margin": margin, "towards_target_share": 1.0 if margin > 0 else 0.0,
+            # the target-blind controls (conversion_controls.target_controls): intervals over 8 sources
+            "controls": {"towards_target": {"mean": margin, "low": margin - 0.05, "high": margin + 0.05, "num": 8},
+                         "same_source_similarity": {"mean": alike, "low": alike - 0.05, "high": alike + 0.05, "num": 8},
+                         "identification": {"rate": 0.9, "chance": 1 / 3, "num_outputs": 24}, "num_sources": 8}},
+            "reconstruct": {"speaker_similarity_source": 0.85}}
+        cp["speaker_embedding"] = {"auc": speaker_auc, "eer": 0.1, "num_utterances": 32, "num_speakers": 4}
     if curve:
         cp["training_curve"] = {
             "up_to_step": step,
@@ -76,6 +82,9 @@ def _make_cp(step, ppl=(20.0,), usage=None, share=None, *, counts=None, std=1.0,
                                          "slope": -1e-3 if falling else 1e-3, "num_points": 100,
                                          "falling": falling}},
         }
+        if step > 2000:  # the curve around stage 1's start (progressive_steps 2000), as evaluate records it
+            cp["training_curve"]["stage1_start"] = {"step": 2000, "width": 500, "before_mean": 3.0, "after_mean": 3.0,
+                                                    "num_before": 50, "num_after": 50, "ratio": 1.0}
     return cp
 
 

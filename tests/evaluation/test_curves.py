@@ -140,3 +140,13 @@ def test_curve_facts_feed_the_verdict(tmp_path):
     c = next(c for c in v["criteria"] if c["id"] == "1k.loss_stft_falling")
     assert c["passed"] is False and v["branch"] == "partial_other"
     assert v["failed_checks"] == ["1k.loss_stft_falling"]
+
+
+def test_around_step_sees_a_jump_where_stage_1_starts():
+    from streamvc_rvq.evaluation.curves import around_step
+    flat = [(s, 3.0) for s in range(5, 201, 5)]
+    jump = [(s, 3.0 if s <= 100 else 3.6) for s, _ in flat]
+    assert around_step(flat, 100, 25)["ratio"] == 1.0
+    a = around_step(jump, 100, 25)
+    assert a["ratio"] == pytest.approx(1.2) and (a["num_before"], a["num_after"]) == (5, 5)
+    assert around_step([(s, v) for s, v in jump if s <= 100], 100, 25) is None  # nothing after it yet

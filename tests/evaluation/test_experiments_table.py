@@ -38,10 +38,12 @@ def test_table_of_runs_on_disk(tmp_path, healthy_run, make_cp, hist):
     runs = read_runs(tmp_path)
     assert [r["experiment"] for r in runs] == ["phase1", "phase2_cosine"]
     columns, rows = build_table(runs)
-    assert columns[:6] == ["run", "experiment", "seed", "class", "branch", "model.rvq.distance"]
+    assert columns[:8] == ["run", "experiment", "seed", "class", "codebook", "conversion", "branch", "model.rvq.distance"]
     assert "model.rvq.codebook_size" not in columns and "train.lr" not in columns  # equal everywhere
     by = {r["experiment"]: r for r in rows}
     assert by["phase1"]["class"] == "success" and by["phase2_cosine"]["class"] is None
+    # a verdict from before the two answers reads its class as the codebook's, the conversion's unknown
+    assert (by["phase1"]["codebook"], by["phase1"]["conversion"]) == ("success", None)
     assert by["phase1"]["perplexity_q0@10000"] == 25.0 and by["phase2_cosine"]["perplexity_q0@10000"] is None
     assert by["phase2_cosine"]["top_code_share_q0@2000"] > 0.99
     ranked = sort_rows(rows, "perplexity_q0@1000")
@@ -51,6 +53,17 @@ def test_table_of_runs_on_disk(tmp_path, healthy_run, make_cp, hist):
         sort_rows(rows, "nope")
 
 
+def test_a_two_answer_verdict_shows_both_answers_side_by_side(tmp_path, healthy_run):
+    from streamvc_rvq.evaluation.verdict import decide
+    cps = healthy_run()
+    cps[-1]["speaker_embedding"]["auc"] = 0.56
+    verdict = decide(cps, steps=[1000, 2000, 5000, 10000], progressive_steps=2000,
+                     reference={"speaker": {"same_mean": 0.9, "different_mean": 0.65, "auc": 0.99}})
+    _write_run(tmp_path, "phase1", cps, {"train": {"lr": 1e-4}}, verdict)
+    [row] = build_table(read_runs(tmp_path))[1]
+    assert (row["class"], row["codebook"], row["conversion"]) == ("success", "success", "not_evaluable")
+
+
 def test_cli_prints_and_writes_the_table(tmp_path, healthy_run):
     _write_run(tmp_path / "results", "phase1", healthy_run(), {"train": {"lr": 1e-4}})
     _write_run(tmp_path / "results", "phase1_beta1", healthy_run(experiment="phase1_beta1"), {"train": {"lr": 2e-4}})
@@ -58,9 +71,9 @@ def test_cli_prints_and_writes_the_table(tmp_path, healthy_run):
                            "--sort", "train.lr", "--descending", "--csv", str(tmp_path / "t.csv")],
                           capture_output=True, text=True, check=True)
     lines = proc.stdout.splitlines()
-    assert lines[0].startswith("| run | experiment | seed | class | branch | train.lr |")
+    assert lines[0].startswith("| run | experiment | seed | class | codebook | conversion | branch | train.lr |")
     assert "| phase1_beta1 | phase1_beta1 |" in lines[2] and "| phase1 | phase1 |" in lines[3]
-    assert (tmp_path / "t.csv").read_text().splitlines()[0].startswith("run,experiment,seed,class,branch,train.lr,")
+    assert (tmp_path / "t.csv").read_text().splitlines()[0].startswith("run,experiment,seed,class,codebook,conversion,branch,train.lr,")
     empty = subprocess.run([sys.executable, "-m", "streamvc_rvq", "experiments", "--results", str(tmp_path / "none")],
                            capture_output=True, text=True)
     assert empty.returncode != 0 and "no evaluated experiment" in empty.stderr

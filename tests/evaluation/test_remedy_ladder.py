@@ -109,3 +109,18 @@ def test_ladder_command_writes_json_report_and_plots(tmp_path, capsys):
     assert "Left out: `phase2_encodec_library`" in report and "| 1 | `phase2_ema` |" in report
     assert {p.name for p in (out / "plots").glob("*.png")} == {"perplexity.png", "usage.png"}
     assert "phase2_ema" in capsys.readouterr().out
+
+
+def test_the_ladder_ranks_by_the_codebook_answer_not_the_top_level_class():
+    """A remedy whose codebook held but whose conversions fail (top class failure) ranks above one
+    whose codebook is partial (top class partial, conversion not evaluable)."""
+    held, _ = run("failure", 40.0)
+    held.update(codebook={"class": "success"}, conversion={"class": "failure"})
+    partial, _ = run("partial", 40.0)
+    partial.update(codebook={"class": "partial"}, conversion={"class": "not_evaluable"})
+    ladder = rank_ladder({
+        "phase1": {0: (partial, [metrics(10, 80.0), metrics(20, 40.0)])},
+        "phase2_encodec": {0: (held, [metrics(10, 80.0), metrics(20, 40.0)])},
+    }, reference="phase1")
+    assert [s["arm"] for s in ladder["ranking"]] == ["phase2_encodec", "phase1"]
+    assert ladder["ranking"][0]["classes"] == ["success"]

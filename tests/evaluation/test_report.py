@@ -31,6 +31,18 @@ def test_verdict_report(tmp_path, healthy_run, make_cp, hist):
     assert "| 1000 (1k) | perplexity_q0 | >= 5 | 12 | pass |" in md
 
 
+def test_verdict_report_shows_both_answers_side_by_side(tmp_path, healthy_run):
+    cps = healthy_run()
+    cps[-1]["speaker_embedding"]["auc"] = 0.56
+    verdict = decide(cps, steps=STEPS, progressive_steps=2000,
+                     reference={"speaker": {"same_mean": 0.9, "different_mean": 0.65, "auc": 0.99}})
+    md = write_verdict_report(verdict, cps, None, [], tmp_path / "verdict.md").read_text()
+    assert "| codebook (the design note's) | **success** (`success`) | Phase 2: GAN on" in md
+    assert "| conversion | **not_evaluable** | fix the speaker path first" in md
+    assert "speaker_embedding_separates 0.56 (not met)" in md
+    assert "| `last.towards_target` (conversion) |" in md
+
+
 def test_verdict_report_failure_scaled_and_missing(tmp_path, make_cp, hist):
     steps = [50, 100, 250, 500]
     cps = [make_cp(s, counts=[hist.collapsed()]) for s in steps[:3]]

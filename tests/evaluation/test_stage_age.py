@@ -50,3 +50,21 @@ def test_evaluation_at_step_n_uses_the_stages_of_step_n_minus_1(micro_manifest, 
     assert quality["convert"]["recognition"]["source"]["wer"] is not None
     assert quality["convert"]["output_similarity"] is not None  # two conversions to different targets
     assert metrics["content_labels"]["valid"]["chance"] > 0  # the micro corpus's eSpeak labels
+    # each source goes to several held-out targets, and every output is compared with each of them
+    converted = [s for s in metrics["outputs"]["samples"] if s["kind"] == "convert"]
+    targets_of = {}
+    for s in converted:
+        targets_of.setdefault(s["source"], set()).add(s["target_speaker"])
+        assert set(s["similarity_to_targets"]) == targets_of[s["source"]] | set(s["similarity_to_targets"])
+        assert s["target_speaker"] in s["similarity_to_targets"]
+    heldout = {s["target_speaker"] for s in converted} | {t for ts in targets_of.values() for t in ts}
+    assert all(len(t) == min(3, len(heldout) - 1) for t in targets_of.values())  # the micro corpus holds out 2
+    controls = quality["convert"]["controls"]
+    assert controls["targets_per_source"] == min(3, len(heldout) - 1) == 1 and controls["towards_target"] is None
+    # the model's own speaker embedding, measured over pairs of held-out utterances
+    separation = metrics["speaker_embedding"]
+    assert separation["num_speakers"] >= 2 and 0.0 <= separation["auc"] <= 1.0
+    # per-utterance validation losses pair up between checkpoints (the verdict's noise allowance)
+    per = metrics["validation"]["per_utterance"]
+    assert len(per["loss_l1"]) == metrics["validation"]["num_utterances"]
+    assert abs(sum(per["loss_l1"]) / len(per["loss_l1"]) - metrics["validation"]["loss_l1"]) < 1e-9

@@ -61,6 +61,10 @@ def test_verdict_and_ab_through_snakemake(workflow):
     # the micro preset leaves the model-based quality measures out: their criteria say so, unevaluated
     towards = next(c for c in verdict["criteria"] if c["id"] == "last.towards_target")
     assert towards["passed"] is None and "evaluation.quality_measures" in towards["note"]
+    # two answers: the design note's codebook question, and the conversion question (not evaluable
+    # here: without the speaker measure no reconstruction can be shown to carry its source's voice)
+    assert verdict["codebook"]["class"] in {"success", "partial", "failure"}
+    assert verdict["conversion"]["class"] == "not_evaluable" and "not measured" in verdict["conversion"]["reason"]
     assert verdict["reference_levels"]["measures"] == []
     page = (workflow / f"{MICRO}/phase1/report/samples.html").read_text()
     # every output at every checkpoint, each source, and each conversion's target reference

@@ -166,3 +166,16 @@ def curve_facts(scalars: Scalars, up_to_step: int, window: int = 10) -> dict:
             pts = sorted((s, v) for s, v in points if s <= up_to_step)
             tags[tag] = {"num_points": len(pts), "last_value": pts[-1][1] if pts else None}
     return {"up_to_step": int(up_to_step), "window": int(window), "tags": tags}
+
+
+def around_step(points: Sequence[tuple[int, float]], step: int, width: int) -> dict | None:
+    """Mean of the finite points in ``(step - width, step]`` and in ``(step, step + width]``
+    and their ratio (after / before): how a curve moved when something started at ``step``
+    (the progressive RVQ's second stage). None unless both sides have a point."""
+    before = [v for s, v in points if step - width < s <= step and math.isfinite(v)]
+    after = [v for s, v in points if step < s <= step + width and math.isfinite(v)]
+    if not before or not after:
+        return None
+    b, a = sum(before) / len(before), sum(after) / len(after)
+    return {"step": int(step), "width": int(width), "before_mean": b, "after_mean": a,
+            "num_before": len(before), "num_after": len(after), "ratio": a / b if b else None}

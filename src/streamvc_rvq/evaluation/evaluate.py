@@ -9,6 +9,7 @@ trained with (:func:`checkpoint_stages`); a stage that becomes active at N is li
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -20,8 +21,12 @@ from streamvc_rvq.config import config_hash
 from streamvc_rvq.data.audio import save_wav
 from streamvc_rvq.data.dataset import load_utterances
 from streamvc_rvq.device import select_device
-from streamvc_rvq.evaluation.curves import curve_facts
+from streamvc_rvq import tags
+from streamvc_rvq.evaluation.curves import around_step, curve_facts
+from streamvc_rvq.evaluation.conversion_controls import target_controls
 from streamvc_rvq.evaluation.quality import KINDS, QualityScorer, quality_line
+from streamvc_rvq.evaluation.reference_levels import spread_over_speakers
+from streamvc_rvq.evaluation.speaker_similarity import cosine, verification
 from streamvc_rvq.inference import convert, load_trained_model, num_active_at
 from streamvc_rvq.provenance import provenance as run_provenance
 from streamvc_rvq.quantization import stats
@@ -31,6 +36,7 @@ from streamvc_rvq.training import losses
 from streamvc_rvq.training.scalars_file import read_segment_scalars
 
 
+SPEAKER_UTTERANCES = 32  # held-out utterances whose model speaker embeddings are compared pairwise
 TRAIN_ACCURACY_UTTERANCES = 200  # training utterances sampled for the label accuracy when validation is uncapped
 
 
@@ -60,7 +66,8 @@ def codebook_and_losses(model, utterances, num_active: int, codebook_size: int, 
     histograms = [torch.zeros(codebook_size) for _ in range(num_active)]
     frame_acc = FrameScaleAccumulator()
     label_acc = LabelAccuracy() if _labelled(model, utterances) else None
-    frames_total, std_sum, stft_sum, l1_sum, n, skipped = 0, 0.0, 0.0, 0.0, 0, 0
+    frames_total, std_sum, n, skipped = 0, 0.0, 0, 0
+    per_utterance: dict[str, list[float]] = {"loss_stft": [], "loss_l1": []}
     for utt in utterances:
         frames = utt.audio.numel() // hop
         if frames <= warmup:
@@ -78,8 +85,8 @@ def codebook_and_losses(model, utterances, num_active: int, codebook_size: int, 
         frames_total += count
         std_sum += float(out.pre_rvq_std) * count
         scored = warmup * hop
-        stft_sum += float(spectral(x[:, scored:], out.audio[:, scored:]))
-        l1_sum += float(losses.waveform_l1(x[:, scored:], out.audio[:, scored:]))
+        per_utterance["loss_stft"].append(float(spectral(x[:, scored:], out.audio[:, scored:])))
+        per_utterance["loss_l1"].append(float(losses.waveform_l1(x[:, scored:], out.audio[:, scored:])))
         n += 1
     if n == 0:
         raise ValueError(f"no validation utterance is longer than the model's {warmup} warm-up frames")
@@ -100,8 +107,10 @@ def codebook_and_losses(model, utterances, num_active: int, codebook_size: int, 
         "pre_rvq_frame": frame,
         "warmup_frames": warmup,
         "content_labels_valid": label_acc.result() if label_acc is not None else None,
-        "validation": {"loss_stft": stft_sum / n, "loss_l1": l1_sum / n, "num_utterances": n,
-                       "num_skipped_short": skipped},
+        "validation": {"loss_stft": sum(per_utterance["loss_stft"]) / n, "loss_l1": sum(per_utterance["loss_l1"]) / n,
+                       "num_utterances": n, "num_skipped_short": skipped,
+                       # in utterance order, so two checkpoints' losses pair up (the verdict's noise allowance)
+                       "per_utterance": per_utterance},
     }
 
 
@@ -152,8 +161,14 @@ def content_label_metrics(model, utterances, device) -> dict | None:
     return acc.result()
 
 
-def conversion_pairs(heldout, count: int) -> list[tuple]:
-    """Deterministic (source, target reference) pairs between different held-out speakers."""
+TARGETS_PER_SOURCE = 3  # each source is converted to this many other held-out speakers (fewer if the corpus has fewer)
+
+
+def conversion_pairs(heldout, count: int, targets_per_source: int = TARGETS_PER_SOURCE) -> list[tuple]:
+    """Deterministic (source, target reference) pairs between different held-out speakers:
+    ``count`` sources taken round-robin over the speakers, each converted to the next
+    ``targets_per_source`` speakers (one fixed reference utterance per target speaker), so the
+    target-blind controls of :mod:`conversion_controls` can compare one source's outputs."""
     by_speaker: dict[str, list] = {}
     for utt in heldout:
         by_speaker.setdefault(utt.speaker, []).append(utt)
@@ -162,10 +177,28 @@ def conversion_pairs(heldout, count: int) -> list[tuple]:
         return []
     pairs = []
     for k in range(count):
-        src_spk, tgt_spk = speakers[k % len(speakers)], speakers[(k + 1) % len(speakers)]
-        src_list, tgt_list = by_speaker[src_spk], by_speaker[tgt_spk]
-        pairs.append((src_list[(k // len(speakers)) % len(src_list)], tgt_list[0]))
+        src_spk = speakers[k % len(speakers)]
+        src_list = by_speaker[src_spk]
+        source = src_list[(k // len(speakers)) % len(src_list)]
+        for j in range(1, min(targets_per_source, len(speakers) - 1) + 1):
+            pairs.append((source, by_speaker[speakers[(k + j) % len(speakers)]][0]))
     return pairs
+
+
+@torch.inference_mode()
+def speaker_embedding_separation(model, utterances, device) -> dict | None:
+    """How well the model's own speaker embedding separates speakers: same- vs
+    different-speaker cosine over every pair of ``utterances`` (:func:`verification`), with
+    the embeddings' mean pairwise cosine (near 1: a constant embedding)."""
+    if len({u.speaker for u in utterances}) < 2:
+        return None
+    embeddings = [(u.speaker, model.speaker_encoder(u.audio.unsqueeze(0).to(device))[0].float().cpu().numpy())
+                  for u in utterances if u.audio.numel() >= model.hop_length]
+    same, different = [], []
+    for (sa, ea), (sb, eb) in itertools.combinations(embeddings, 2):
+        (same if sa == sb else different).append(cosine(ea, eb))
+    result = verification([s for s in same if s is not None], [d for d in different if d is not None])
+    return {**result, "num_utterances": len(embeddings), "num_speakers": len({s for s, _ in embeddings})}
 
 
 def write_samples(model, valid, heldout, num_active: int, count: int, samples_dir: Path, sample_rate: int,
@@ -176,7 +209,12 @@ def write_samples(model, valid, heldout, num_active: int, count: int, samples_di
     jobs = [("convert", f"convert_{s.utterance_id}_to_{t.speaker}", s, t) for s, t in conversion_pairs(heldout, count)]
     jobs += [("reconstruct", f"reconstruct_{u.utterance_id}", u, u) for u in valid[:count]]
     scorer = QualityScorer(measures, sample_rate)
+    targets_of: dict[str, dict] = {}  # source utterance -> {target speaker: its reference}
+    for kind, _, src, ref in jobs:
+        if kind == "convert":
+            targets_of.setdefault(src.utterance_id, {})[ref.speaker] = ref
     entries, by_kind = [], {kind: ([], [], [], []) for kind in KINDS}
+    controls = []
     for kind, name, src, ref in jobs:
         out = convert(model, src.audio.to(device), ref.audio.to(device), num_active).float().cpu()
         save_wav(samples_dir / f"{name}.wav", out, sample_rate)
@@ -184,10 +222,17 @@ def write_samples(model, valid, heldout, num_active: int, count: int, samples_di
         entry = {"name": name, "kind": kind, "source": src.utterance_id, "target_reference": ref.utterance_id,
                  "target_speaker": ref.speaker,
                  "std": float(out.std()), "rms_ratio": _rms(out) / max(_rms(src.audio[: out.numel()]), 1e-8), **measured}
+        if kind == "convert" and embedding is not None:
+            entry["similarity_to_targets"] = {
+                speaker: cosine(embedding, scorer.utterance_embedding(r)) for speaker, r in targets_of[src.utterance_id].items()}
+            controls.append({"source": src.utterance_id, "target": ref.speaker, "embedding": embedding,
+                             "to_targets": entry["similarity_to_targets"]})
         entries.append(entry)
         for store, value in zip(by_kind[kind], (entry, out, embedding, ref.speaker)):
             store.append(value)
     quality = {kind: scorer.summarise(*by_kind[kind]) for kind in KINDS}
+    if "speaker" in measures:
+        quality["convert"]["controls"] = target_controls(controls)
     quality["measures"] = list(measures)
     quality["seconds"] = {**scorer.seconds, "total": sum(scorer.seconds.values())}
     stds = [e["std"] for e in entries]
@@ -241,12 +286,18 @@ def evaluate_checkpoint(
         {"index": i, "trained_steps": 0}
         for i in range(num_active, active_quantizers(step, rvq_cfg["num_quantizers"], rvq_cfg["progressive_steps"]))
     ]
+    metrics["speaker_embedding"] = speaker_embedding_separation(
+        model, spread_over_speakers(heldout, SPEAKER_UTTERANCES), device_)
     metrics["outputs"] = write_samples(
         model, valid, heldout, num_active, eval_cfg["num_conversions"], Path(samples_dir),
         model_cfg["sample_rate"], eval_cfg["silence_std"], device_, tuple(eval_cfg["quality_measures"]),
     )
     points = read_segment_scalars(scalars)
     metrics["training_curve"] = curve_facts(points, up_to_step=step, window=20) if points else {}
+    progressive = rvq_cfg["progressive_steps"]
+    if points and progressive > 0 and step > progressive:  # the curve around stage 1's start (the 2k disturbance)
+        metrics["training_curve"]["stage1_start"] = around_step(
+            [(s, v) for s, v in points.get(tags.LOSS_STFT, []) if s <= step], progressive, max(1, progressive // 4))
     write_json(output, metrics)
     print(quality_line(metrics["outputs"]["quality"]), file=sys.stderr, flush=True)
     q0 = metrics["stages"][0]

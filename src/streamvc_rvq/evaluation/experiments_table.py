@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from streamvc_rvq.config import model_with_defaults
+from streamvc_rvq.evaluation.verdict import answers
 
 # (column suffix, path into a metrics dict); one home for what the table shows per checkpoint
 CHECKPOINT_METRICS: tuple[tuple[str, tuple], ...] = (
@@ -94,11 +95,13 @@ def build_table(runs: Sequence[dict]) -> tuple[list[str], list[dict]]:
     config_columns = differing_keys([r["config"] for r in runs])
     steps = sorted({int(cp["step"]) for r in runs for cp in r["checkpoints"]})
     metric_columns = [f"{name}@{step}" for step in steps for name, _ in CHECKPOINT_METRICS]
-    columns = ["run", "experiment", "seed", "class", "branch", *config_columns, *metric_columns]
+    columns = ["run", "experiment", "seed", "class", "codebook", "conversion", "branch", *config_columns, *metric_columns]
     rows = []
     for run in runs:
+        codebook, conversion = answers(run["verdict"] or {})
         row = {"run": run["path"], "experiment": run["experiment"], "seed": run["seed"],
-               "class": (run["verdict"] or {}).get("class"), "branch": (run["verdict"] or {}).get("branch")}
+               "class": (run["verdict"] or {}).get("class"), "codebook": codebook, "conversion": conversion,
+               "branch": (run["verdict"] or {}).get("branch")}
         row.update({k: run["config"].get(k) for k in config_columns})
         for cp in run["checkpoints"]:
             for name, path in CHECKPOINT_METRICS:

@@ -22,7 +22,7 @@ import statistics
 from typing import Mapping, Sequence
 
 from .experiments_table import flatten
-from .verdict import stage_value
+from .verdict import answers, stage_value
 
 CLASS_RANK = {"success": 2, "partial": 1, "failure": 0}
 # The criteria about the codebooks themselves (verdict criterion ids): a remedy that passes all
@@ -63,15 +63,18 @@ def seed_summary(verdict: dict, checkpoints: Sequence[dict]) -> dict:
     collapse = [criteria.get(cid) for cid in COLLAPSE_CRITERIA]
     last = max(checkpoints, key=lambda cp: int(cp["step"])) if checkpoints else {}
     n_active = int(last.get("num_active_quantizers") or len(last.get("stages") or []))
+    codebook, conversion = answers(verdict)
     return {
-        "class": verdict.get("class"),
+        "class": codebook,  # the ladder ranks by the codebook answer first: the remedy's own question
+        "conversion": conversion,
+        "overall_class": verdict.get("class"),
         "branch": verdict.get("branch"),
         "criteria_passed": sum(1 for p in evaluated if p),
         "criteria_evaluated": len(evaluated),
         "collapse_passed": sum(1 for p in collapse if p),
         "collapse_failed": [cid for cid, p in zip(COLLAPSE_CRITERIA, collapse) if p is False],
         "failed": [cid for cid, p in criteria.items() if p is False],
-        "fixed": verdict.get("class") != "failure" and all(p is True for p in collapse),
+        "fixed": codebook != "failure" and all(p is True for p in collapse),
         "last_step": int(last["step"]) if last else None,
         "perplexity": [stage_value(last, i, "perplexity") for i in range(n_active)],
         "usage_q0": stage_value(last, 0, "usage"),

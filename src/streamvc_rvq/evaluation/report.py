@@ -119,6 +119,7 @@ def _verdict_heading(verdict: dict) -> list[str]:
         "",
         f"**Why:** {verdict.get('reason', '')}",
         "",
+        *_answers_lines(verdict),
     ]
     origin = verdict.get("provenance") or {}
     if origin.get("preset") or origin.get("corpus"):
@@ -127,6 +128,21 @@ def _verdict_heading(verdict: dict) -> list[str]:
     if not verdict.get("complete", True):
         lines += ["**Provisional:** some criteria could not be evaluated (see the table).", ""]
     return lines
+
+
+def _answers_lines(verdict: dict) -> list[str]:
+    """The two answers side by side: the design note's codebook question and the conversion question."""
+    codebook, conversion = verdict.get("codebook"), verdict.get("conversion")
+    if not codebook or not conversion:
+        return []
+    pre = "; ".join(f"{p['id']} {fmt_value(p['measured'])} ({'met' if p['met'] else 'not met' if p['met'] is False else 'not measured'})"
+                    for p in conversion.get("preconditions") or [])
+    return ["| question | class | next action | why |", "|---|---|---|---|",
+            _table_row(("codebook (the design note's)", f"**{codebook['class']}** (`{codebook['branch']}`)",
+                        codebook["next_action"], codebook.get("reason", ""))),
+            _table_row(("conversion", f"**{conversion['class']}**", conversion["next_action"],
+                        f"{conversion.get('reason', '')}; preconditions: {pre}")),
+            "", f"Top-level class: {verdict.get('class_rule', '')}.", ""]
 
 
 def _protocol_steps_lines(verdict: dict) -> list[str]:
@@ -168,7 +184,7 @@ def _criteria_lines(criteria: Sequence[dict]) -> list[str]:
              "|---|---|---|---|---|---|---|"]
     for c in criteria:
         lines.append(_table_row((
-            f"`{c['id']}`", _step_text(c["step"], c["nominal_step"]), c["metric"], c["threshold"],
+            f"`{c['id']}`" + (" (conversion)" if c.get("question") == "conversion" else ""), _step_text(c["step"], c["nominal_step"]), c["metric"], c["threshold"],
             fmt_value(c["measured"]), _pass_text(c), c.get("note", ""))))
     return lines + [""]
 

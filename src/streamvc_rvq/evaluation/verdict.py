@@ -43,10 +43,11 @@ Checkpoint table (ids, metric, threshold — boundaries exactly as written)
 ``2k.perplexity_q0_stable``   perplexity_q0(2k) ``>= 0.9 x`` perplexity_q0(1k). The note's
                               "kept or rising" read with a 10 % tolerance (the project's
                               reading): a batch-to-batch wobble of less than 10 % is "kept".
-``2k.loss_stft_undisturbed``  adding stage 1 does not disturb the metrics much: validation
-                              loss_stft(2k) ``<= 1.1 x`` loss_stft(1k) ... (stage 1 becomes
-                              active at the 2k step itself, so by the stage-age rule the 2k
-                              checkpoint is judged with stage 0 and stage 1 first at 5k)
+``2k.loss_stft_undisturbed``  adding stage 1 does not disturb the metrics much: the training
+                              curve's ``train/loss_stft`` mean over ``progressive_steps / 4``
+                              steps after stage 1 starts ``<= 1.1 x`` its mean over as many
+                              steps before (read from the 5k metrics, whose training curve
+                              covers it: the 2k checkpoint has stage 1 untrained, 0 steps)
 ``2k.pre_rvq_std``            ... and ``0.9 <= pre_rvq_std <= 1.1`` still
 ``2k.pre_rvq_frame_scale``    ... and ``0.5 <= frame_scale <= 2`` still
 ``5k.perplexity_active_stages``   every active stage perplexity ``> 5``
@@ -61,46 +62,55 @@ Checkpoint table (ids, metric, threshold — boundaries exactly as written)
 ``10k.not_silent``            no silent inference output
 ===========================  =============================================================
 
-Decision-level criteria come from the decision table's "outputs diverse and not silent" and
-from what a voice conversion must do, at the last available checkpoint unless said:
+Usage is judged at every checkpoint (``2k.usage_q0``, ``{5k,10k}.usage_active_stages``: the
+note's 5 % rule for every trained active stage), not only at 1k. The validation-loss trends
+(``*_improving``) carry a noise allowance: each validation utterance's loss at both checkpoints
+is paired, and a rise smaller than the half-width of the 95 % Student-t interval of the mean
+relative change counts as kept (as 2k's stability reads "kept" with a tolerance); metrics
+without per-utterance losses are compared strictly.
 
-* ``all.not_silent``: no silent output at any available checkpoint,
-* ``last.top_code_share_q0``: top-code share of stage 0 ``< 0.5`` (diverse codes; ``>= 0.5``
-  is a single-code monopoly),
-* ``last.outputs_diverse``: the mean speaker similarity between conversions to different
-  target speakers (``outputs.quality.convert.output_similarity``) ``<`` the corpus's own
-  same-speaker similarity (``reference.speaker.same_mean``): outputs for different targets are
-  less alike than two recordings of one speaker. A decoder that says the same thing in the
-  same voice whatever its input fails it;
-* ``last.towards_target``: the conversions' mean speaker similarity to the target reference
-  minus that to the source (``towards_target_margin``) ``> 0``: the voice moves towards the
-  target. A model that copies its source fails it.
+Two questions, two answers
+--------------------------
+Every criterion belongs to one ``question``.
 
-The quality criteria read ``outputs.quality`` (:mod:`streamvc_rvq.evaluation.quality`) and the
-corpus's reference levels (:mod:`streamvc_rvq.evaluation.reference_levels`); a measure that
-was not run (``evaluation.quality_measures``) leaves its criterion unevaluated.
+* ``codebook`` — the design note's protocol: everything above plus ``all.not_silent`` and
+  ``last.top_code_share_q0`` (< 0.5: the note glosses "diverse" as "not silent", and its
+  failure row is the single-code monopoly). Its class, branch and next action come from the
+  decision table below.
+* ``conversion`` — does the model convert? ``last.towards_target``: the shuffled-target
+  control of :mod:`streamvc_rvq.evaluation.conversion_controls` (each source is converted to
+  several held-out targets; similarity to the intended target minus to the source's other
+  targets), passed only when the lower end of its 95 % interval over sources is above 0 (a
+  target-blind model's per-source difference is exactly 0; measured false-pass rate of a
+  noisy blind stand-in 2.5 % over 200 seeds). ``last.outputs_diverse``: one source's outputs for
+  different targets (the control a source-copying model fails), the upper end of their
+  similarity's interval below the corpus's same-speaker similarity. The answer is
+  ``not_evaluable`` (with the reason and what to fix) unless its :data:`PRECONDITIONS` hold at the
+  last checkpoint: the model's own speaker embedding separates held-out speakers (AUC >=
+  :data:`MODEL_SPEAKER_MIN_AUC`) and reconstructions resemble their own source above the
+  corpus's different-speaker similarity. Then: success when every conversion criterion passes,
+  failure when none does, else partial.
 
-"Active stages" are the stages with ``index < num_active_quantizers`` (all listed stages
-when the metrics do not say) that have been trained: a stage whose ``trained_steps`` is 0
-(it becomes active at the checkpoint's own step) is reported but never judged.
+The top-level ``class`` is :func:`overall_class`: the worse of the two, where a not-evaluable
+conversion leaves the codebook's class; the top-level ``next_action`` is the codebook's, followed
+by the conversion's when that is not a success. ``branch`` is the codebook's branch. Old verdict
+files (one answer) read through :func:`answers`. The preconditions are also checked at every
+judged checkpoint and each failure is a warning naming it (a content encoder below
+1.5 x chance, a speaker embedding below the AUC bound).
 
-Decision table (evaluated in this order; the first matching row wins)
----------------------------------------------------------------------
+Codebook decision table (evaluated in this order; the first matching row wins)
+-----------------------------------------------------------------------------
 1. failure — ``failure_flat_low``: perplexity_q0 ``< 2`` at every available checkpoint and
    flat (last ``<= 1.1 x`` first); ``failure_monopoly``: top_code_share_q0 ``>= 0.5`` at the
-   last available checkpoint.
-2. ``success``: no required criterion (every criterion above except the informational
-   ``1k.perplexity_q0_ideal``) failed. This contains the decision table's row — 1k
-   perplexity (its "> 5" is read as the checkpoint table's ``>= 5``, the same criterion),
-   2k stage 0 stable, 5k every active stage healthy ("several stages healthy"), outputs
-   not silent at any checkpoint and diverse — and, as the project's reading, also the rest
-   of the checkpoint table: a run whose 1k usage or losses fail the protocol, or whose
-   stages collapse at 10k, is not sent on to Phase 2.
-3. partial — ``partial_low_perplexity``: perplexity_q0 improves (last > first over the
-   available checkpoints, at least two) but stays ``< 5`` at every one of them;
-   ``partial_stage_collapse``: at 5k or 10k some active stages are healthy (``> 5``) and
-   some collapsed (``<= 5``); ``partial_other``: anything else that is not success — the
-   next action names the failed criteria.
+   last available checkpoint. Next: the remedy ladder.
+2. ``success``: no required codebook criterion failed. Next: Phase 2.
+3. partial — ``partial_low_perplexity``: perplexity_q0 improves but stays ``< 5``; next:
+   raise β only when the commitment-cost A/B supports it (``ab``), else say it contradicts it,
+   or, without the A/B, build it first. ``partial_stage0_decline``: stage 0 unstable from 1k to
+   2k or its usage under 5 % (the note's route to the Phase 2 remedies); next: the remedy ladder
+   with the numbers. ``partial_stage_collapse``: at 5k or 10k some active stages healthy and
+   some collapsed; next: the progressive interval, naming the stages. ``partial_other``: one
+   piece of advice per failed criterion (:data:`ADVICE`), never a bare list of ids.
 
 Missing checkpoints
 -------------------
@@ -131,6 +141,7 @@ from streamvc_rvq import tags
 from streamvc_rvq.config import schema_default
 
 ROLES: tuple[tuple[str, int], ...] = (("1k", 1000), ("2k", 2000), ("5k", 5000), ("10k", 10000))
+ROLE_ORDER = {role: i for i, (role, _) in enumerate(ROLES)}
 NOMINAL_PROGRESSIVE_STEPS = 2000
 
 PERPLEXITY_MIN_1K = 5.0  # 1k: perplexity_q0 >= 5
@@ -154,6 +165,9 @@ TOWARDS_TARGET_MARGIN = 0.0  # towards_target: similarity to target - to source 
 # The speaker criteria mean something only when the speaker measure separates the corpus's own
 # speakers; below this AUC (reference levels), a warning says so.
 SPEAKER_SEPARATION_MIN_AUC = 0.9
+# The conversion answer's precondition: the model's own speaker embedding tells held-out speakers
+# apart at least this well (AUC; 0.5 is chance; the constant embedding of the review measured 0.52-0.58).
+MODEL_SPEAKER_MIN_AUC = 0.75
 
 # {command}: how to build the remedy ladder of this run's config (config.ladder_target)
 NEXT_FAILURE = (
@@ -162,8 +176,10 @@ NEXT_FAILURE = (
 )
 LADDER_COMMAND_DEFAULT = "snakemake --cores all results/compare/remedies.json"
 NEXT_SUCCESS = "Phase 2: GAN on (phase2_gan), long training"
-NEXT_LOW_PERPLEXITY = "raise commitment cost to 1.0 (phase1_beta1)"
-NEXT_STAGE_COLLAPSE = "change the progressive interval (progressive_steps)"
+AB_COMMAND_DEFAULT = "snakemake --cores all results/ab/commitment_cost.json"
+NEXT_DECLINE = ("stage 0 declines ({reason}), the note's route to the Phase 2 remedies: run the remedy ladder: "
+                "{command}")
+NEXT_STAGE_COLLAPSE = "change the progressive interval (model.rvq.progressive_steps): {reason}"
 
 # --------------------------------------------------------------------------- helpers
 
@@ -230,21 +246,6 @@ def silence(cp: dict | None) -> tuple[int | None, int | None]:
     if isinstance(stds, list):
         return sum(1 for s in stds if not (_num(s) is not None and _num(s) > SILENCE_STD)), int(n_out)
     return None, int(n_out)
-
-
-def content_warning(checkpoints: list[dict]) -> str | None:
-    """A warning when the last checkpoint's content encoder is not above chance on its
-    validation frame labels (``content_labels.valid``), else None."""
-    labelled = [cp for cp in checkpoints if _get(cp, "content_labels", "valid", "accuracy") is not None]
-    if not labelled:
-        return None
-    last = max(labelled, key=lambda cp: int(cp["step"]))
-    accuracy, chance = last["content_labels"]["valid"]["accuracy"], last["content_labels"]["valid"]["chance"]
-    if accuracy >= CONTENT_LEARNT_FACTOR * chance:
-        return None
-    return (f"step {last['step']}: the content encoder's validation label accuracy {_fmt(accuracy)} is below "
-            f"{CONTENT_LEARNT_FACTOR:g} x chance ({_fmt(chance)}): it has not learnt its frame labels, so the RVQ "
-            "quantizes the features of a barely trained encoder")
 
 
 def conversion_quality(cp: dict | None, key: str, *more: str) -> float | None:
@@ -418,6 +419,7 @@ class Criterion:
     against: str = ""  # relative threshold: what ``bound`` multiplies, e.g. "perplexity_q0(1k)"
     words: str = ""  # after the threshold; "{NAME:g}" is the module constant NAME
     informational: bool = False  # reported, never used for the class
+    question: str = "codebook"  # which answer it belongs to: "codebook" (the design note's) or "conversion"
 
     @property
     def role(self) -> str:
@@ -469,8 +471,9 @@ def judge(criterion: Criterion, run: Run) -> dict:
     else:
         passed = None if m.value is None or limit is None else _compare(criterion.op, m.value, limit)
     note = INFORMATIONAL_NOTE if criterion.informational else m.note
-    return _crit(criterion.id, role, step, nominal, criterion.metric, criterion.threshold(limit), m.value, passed,
-                 note, criterion.informational)
+    entry = _crit(criterion.id, role, step, nominal, criterion.metric, criterion.threshold(limit), m.value, passed,
+                  note, criterion.informational)
+    return {**entry, "question": criterion.question}
 
 
 # ---- measurements: (run, criterion) -> Measurement; leading arguments bound with functools.partial
@@ -511,28 +514,61 @@ def _stage0_kept(since: str, run: Run, c: Criterion) -> Measurement:
                        against=stage_value(run.cps[since], 0, "perplexity"))
 
 
-def _loss_undisturbed(since: str, run: Run, c: Criterion) -> Measurement:
-    return Measurement(
-        _num(_get(run.cps[c.role], "validation", "loss_stft")),
-        run.absent(since, c.role) or "adding stage 1 does not disturb the loss much (stage 1 starts at the 2k "
-        "step itself, so the 2k checkpoint is judged with stage 0; stage 1 is first judged at 5k)",
-        against=_num(_get(run.cps[since], "validation", "loss_stft")))
+def _stage1_undisturbed(run: Run, c: Criterion) -> Measurement:
+    """Read from the training curve around the step stage 1 starts (``training_curve.stage1_start``
+    of the first later checkpoint): the 2k checkpoint itself has stage 1 untrained and cannot
+    see the disturbance."""
+    later = [r for r in run.present if ROLE_ORDER[r] > ROLE_ORDER[c.role]]
+    for role in later:
+        around = _get(run.cps[role], "training_curve", "stage1_start")
+        if isinstance(around, dict) and around.get("ratio") is not None:
+            return Measurement(around["ratio"], f"train/loss_stft mean {_fmt(around['before_mean'])} over steps "
+                               f"({around['step'] - around['width']}, {around['step']}] -> {_fmt(around['after_mean'])} "
+                               f"over ({around['step']}, {around['step'] + around['width']}] "
+                               f"({around['num_before']} and {around['num_after']} points; read from the {role} metrics)")
+    return Measurement(None, "no later checkpoint with the training curve around stage 1's start"
+                       + (f" ({run.absent(*ROLE_ORDER)})" if run.absent(*ROLE_ORDER) else ""))
+
+
+def paired_change(before: Sequence[float] | None, after: Sequence[float] | None) -> dict | None:
+    """Mean relative change of paired per-utterance losses (after / before - 1) and its 95 %
+    Student-t interval over utterances: the noise of comparing two checkpoints on one finite
+    validation set. None when the two lists do not pair up."""
+    from streamvc_rvq.evaluation.conversion_controls import mean_interval
+
+    if not before or not after or len(before) != len(after):
+        return None
+    return mean_interval([a / b - 1.0 for a, b in zip(after, before) if b and b > 0])
 
 
 def _loss_improving(loss: str, since: str, run: Run, c: Criterion) -> Measurement:
+    """Lower than at ``since``, or within the noise allowance: a rise smaller than the upper end
+    of the 95 % interval of the paired per-utterance change counts as kept (as 2k's stability
+    reads "kept" with a tolerance). Older metrics without per-utterance losses: strictly lower."""
     before = _num(_get(run.cps[since], "validation", loss))
-    return Measurement(_num(_get(run.cps[c.role], "validation", loss)),
-                       run.absent(since, c.role) or f"{loss}({since}) = {_fmt(before)}", against=before)
+    now = _num(_get(run.cps[c.role], "validation", loss))
+    gone = run.absent(since, c.role)
+    change = paired_change(_get(run.cps[since], "validation", "per_utterance", loss),
+                           _get(run.cps[c.role], "validation", "per_utterance", loss))
+    if gone or change is None or now is None or before is None:
+        return Measurement(now, gone or f"{loss}({since}) = {_fmt(before)}; no per-utterance losses: no noise allowance",
+                           against=before)
+    allowance = max(0.0, change["mean"] - change["low"])
+    within = now < before or (now / before - 1.0) <= allowance
+    return Measurement(now, f"{loss}({since}) = {_fmt(before)}; change {change['mean']:+.2%} (95 % interval "
+                       f"{change['low']:+.2%} .. {change['high']:+.2%} over {change['num']} utterances); noise "
+                       f"allowance +{allowance:.2%}: a smaller rise counts as kept", against=before, passed=within)
 
 
-def _active_stage_perplexities(run: Run, c: Criterion) -> Measurement:
+def _active_stage_values(key: str, run: Run, c: Criterion) -> Measurement:
+    """``key`` (perplexity, usage) of every trained active stage; the failing stages named."""
     cp = run.cps[c.role]
     stages = active_stages(cp)
-    ppl = [_num(s.get("perplexity")) for s in stages]
-    if cp is None or not stages or any(p is None for p in ppl):
-        return Measurement(None, run.absent(c.role) or "no perplexity of the active stages in the metrics")
-    bad = [f"q{s['index']} ({p:.4g})" for s, p in zip(stages, ppl) if not _compare(c.op, p, c.limit())]
-    return Measurement(ppl, f"{len(stages)} active stages" + (f"; collapsed: {', '.join(bad)}" if bad else ""))
+    values = [_num(s.get(key)) for s in stages]
+    if cp is None or not stages or any(v is None for v in values):
+        return Measurement(None, run.absent(c.role) or f"no {key} of the active stages in the metrics")
+    bad = [f"q{s['index']} ({v:.4g})" for s, v in zip(stages, values) if not _compare(c.op, v, c.limit())]
+    return Measurement(values, f"{len(stages)} active stages" + (f"; below: {', '.join(bad)}" if bad else ""))
 
 
 def _dnsmos_improving(since: str, run: Run, c: Criterion) -> Measurement:
@@ -576,47 +612,72 @@ def _speaker_ran(cp: dict | None) -> bool:
     return "speaker" in (_get(cp, "outputs", "quality", "measures") or [])
 
 
-def _outputs_diverse(run: Run, c: Criterion) -> Measurement:
-    """At the last available checkpoint (never an earlier one that happens to have it)."""
+def _controls(run: Run) -> tuple[str, dict | None]:
     last = run.present[-1]
-    cp, same = run.cps[last], _num(_get(run.reference, "speaker", "same_mean"))
-    alike = conversion_quality(cp, "output_similarity")
-    if not _speaker_ran(cp):
-        return Measurement(alike, _NO_SPEAKER, against=same, passed=None, at=last)
+    return last, _get(run.cps[last], "outputs", "quality", "convert", "controls")
+
+
+def _no_control(last: str, controls: dict | None) -> tuple[str, bool | None]:
+    """Why a control is missing, and whether that fails the criterion (silent outputs do; a
+    corpus with too few held-out speakers, or metrics from before the controls, do not)."""
+    if controls is None:
+        return f"at {last}: no target-blind control in the metrics (re-evaluate with this version)", None
+    if (controls.get("targets_per_source") or 0) < 2 and controls.get("targets_per_source") is not None \
+            and controls["targets_per_source"] > 0:
+        return f"at {last}: each source has one target (the corpus holds out 2 speakers): no control", None
+    return f"at {last}: no source converted to two targets with a voice (no control)", False
+
+
+def _outputs_diverse(run: Run, c: Criterion) -> Measurement:
+    """Same source to different targets (the control a target-blind or source-copying model
+    fails): the interval's upper end must be below the corpus's same-speaker similarity."""
+    last, controls = _controls(run)
+    same = _num(_get(run.reference, "speaker", "same_mean"))
+    if not _speaker_ran(run.cps[last]):
+        return Measurement(None, _NO_SPEAKER, against=same, passed=None, at=last)
+    alike = _get(controls, "same_source_similarity")
+    if alike is None:
+        note, passed = _no_control(last, controls)
+        return Measurement(None, note, against=same, passed=passed, at=last)
     if same is None:
         note = ("no reference levels given" if run.reference is None else
                 "the corpus's reference levels have no same-speaker pair (no speaker with two utterances measured)")
-        return Measurement(alike, note, against=same, at=last)
-    if alike is None:
-        return Measurement(alike, f"at {last}: fewer than two conversions to different targets carry a voice",
-                           against=same, passed=False, at=last)
-    different = _fmt(_num(_get(run.reference, "speaker", "different_mean")))
-    return Measurement(alike, f"at {last}; corpus different-speaker similarity {different}", against=same, at=last)
+        return Measurement(alike["mean"], note, against=same, at=last)
+    passed = alike["high"] < same
+    return Measurement(alike["mean"], f"at {last}: outputs of one source to different targets alike "
+                       f"{_fmt(alike['mean'])} (95 % interval up to {_fmt(alike['high'])} over {alike['num']} sources; "
+                       "its upper end is compared); corpus different-speaker similarity "
+                       f"{_fmt(_num(_get(run.reference, 'speaker', 'different_mean')))}", against=same, passed=passed,
+                       at=last)
 
 
 def _towards_target(run: Run, c: Criterion) -> Measurement:
-    last = run.present[-1]
-    cp = run.cps[last]
-    margin, share = conversion_quality(cp, "towards_target_margin"), conversion_quality(cp, "towards_target_share")
-    if not _speaker_ran(cp):
-        return Measurement(margin, _NO_SPEAKER, passed=None, at=last)
-    if margin is None:
-        return Measurement(margin, f"at {last}: no conversion carries a voice (no speaker embedding)", passed=False,
-                           at=last)
-    target = _fmt(conversion_quality(cp, "speaker_similarity_target"))
-    source = _fmt(conversion_quality(cp, "speaker_similarity_source"))
-    return Measurement(margin, f"at {last}: similarity to target {target}, to source {source}"
-                       + ("" if share is None else f"; {share:.0%} of conversions closer to the target"), at=last)
+    """Shuffled-target control: similarity to the intended target minus to the source's other
+    targets; the interval's lower end must be above the margin (0)."""
+    last, controls = _controls(run)
+    if not _speaker_ran(run.cps[last]):
+        return Measurement(None, _NO_SPEAKER, passed=None, at=last)
+    towards = _get(controls, "towards_target")
+    if towards is None:
+        note, passed = _no_control(last, controls)
+        return Measurement(None, note, passed=passed, at=last)
+    ident = _get(controls, "identification") or {}
+    return Measurement(towards["mean"], f"at {last}: intended minus other targets {towards['mean']:+.4f}, 95 % interval "
+                       f"{towards['low']:+.4f} .. {towards['high']:+.4f} over {towards['num']} sources (its lower end "
+                       f"is compared); intended target picked {_fmt(ident.get('rate'))} (chance {_fmt(ident.get('chance'))})",
+                       passed=towards["low"] > TOWARDS_TARGET_MARGIN, at=last)
 
 
 # The checkpoint table of the module docstring, in the verdict's order:
 # Criterion(id, metric, comparator, threshold constant, measurement, [against=, words=, informational=]).
 def _still_healthy(role: str, previous: str) -> tuple[Criterion, ...]:
-    """The design note's 5k and 10k rows alike: every active stage healthy, and both losses
-    below the ``previous`` checkpoint's."""
+    """The design note's 5k and 10k rows alike: every active stage healthy and used, and both
+    losses kept below the ``previous`` checkpoint's (within the noise allowance)."""
     return (
         Criterion(f"{role}.perplexity_active_stages", "perplexity_q{i}, every active stage", ">", "HEALTHY_PERPLEXITY",
-                  _active_stage_perplexities, words="each"),
+                  partial(_active_stage_values, "perplexity"), words="each"),
+        Criterion(f"{role}.usage_active_stages", "usage_q{i}, every active stage", ">", "USAGE_MIN_1K",
+                  partial(_active_stage_values, "usage"), words="each (the note's 5 % rule at every checkpoint)"),
         *(Criterion(f"{role}.{loss}_improving", f"validation.{loss}", "<", None, partial(_loss_improving, loss, previous),
                     against=f"{loss}({previous})") for loss in ("loss_stft", "loss_l1")),
     )
@@ -635,8 +696,10 @@ CRITERIA: tuple[Criterion, ...] = (
               words="(every output std > {SILENCE_STD:g})"),
     Criterion("2k.perplexity_q0_stable", "perplexity_q0", ">=", "STABLE_FRACTION", partial(_stage0_kept, "1k"),
               against="perplexity_q0(1k)"),
-    Criterion("2k.loss_stft_undisturbed", "validation.loss_stft", "<=", "DISTURB_FACTOR",
-              partial(_loss_undisturbed, "1k"), against="loss_stft(1k)"),
+    Criterion("2k.loss_stft_undisturbed", "train/loss_stft after / before stage 1 starts", "<=", "DISTURB_FACTOR",
+              _stage1_undisturbed, words="(window means around the step stage 1 starts)"),
+    Criterion("2k.usage_q0", "usage_q0", ">", "USAGE_MIN_1K", partial(_stage0, "usage"),
+              words="(the note's 5 % rule, still)"),
     Criterion("2k.pre_rvq_std", "pre_rvq_std", "in", "PRE_RVQ_STD_BAND", partial(_number, "pre_rvq_std")),
     Criterion("2k.pre_rvq_frame_scale", "pre_rvq_frame.frame_scale", "in", "FRAME_SCALE_BAND", _frame_scale),
     *_still_healthy("5k", "2k"),
@@ -649,10 +712,12 @@ CRITERIA: tuple[Criterion, ...] = (
               words="at every available checkpoint"),
     Criterion("last.top_code_share_q0", "top_code_share_q0", "<", "MONOPOLY_SHARE", _last_top_code_share,
               words="(diverse; >= {MONOPOLY_SHARE:g} is a monopoly)"),
-    Criterion("last.outputs_diverse", "outputs.quality.convert.output_similarity", "<", None, _outputs_diverse,
-              against="corpus same-speaker similarity"),
-    Criterion("last.towards_target", "outputs.quality.convert.towards_target_margin", ">", "TOWARDS_TARGET_MARGIN",
-              _towards_target, words="(similarity to target above similarity to source)"),
+    Criterion("last.outputs_diverse", "outputs.quality.convert.controls.same_source_similarity", "<", None,
+              _outputs_diverse, against="corpus same-speaker similarity",
+              words="(one source to different targets; upper end of the 95 % interval)", question="conversion"),
+    Criterion("last.towards_target", "outputs.quality.convert.controls.towards_target", ">", "TOWARDS_TARGET_MARGIN",
+              _towards_target, words="(intended target minus the source's other targets; lower end of the 95 % interval)",
+              question="conversion"),
 )
 
 
@@ -671,8 +736,9 @@ class Evidence:
 
 
 def gather_evidence(criteria: list[dict], run: Run) -> Evidence:
+    """The codebook answer's evidence: only the codebook criteria decide its rows."""
     series = [(r, stage_value(run.cps[r], 0, "perplexity")) for r in run.present]
-    required = [c for c in criteria if not c["informational"]]
+    required = [c for c in criteria if not c["informational"] and c["question"] == "codebook"]
     return Evidence(
         criteria={c["id"]: c for c in criteria},
         series=[(r, p) for r, p in series if p is not None],
@@ -724,6 +790,20 @@ def _low_perplexity(ev: Evidence, used: list[dict]) -> tuple[bool | None, str]:
                                     f"improves {last > first}, stays < {PERPLEXITY_MIN_1K:g} {stays}")
 
 
+def _stage0_declines(ev: Evidence, used: list[dict]) -> tuple[bool | None, str]:
+    """Stage 0 unstable from 1k to 2k, or its usage below the note's 5 % at any checkpoint."""
+    judged = [c for c in used if c["passed"] is not None]
+    if not judged:
+        return None, "neither stage 0's stability nor its usage could be judged"
+    bad = [c for c in judged if c["passed"] is False]
+    return bool(bad), ("; ".join(f"{c['id']} {_fmt_measured(c['measured'])} ({c['threshold']})" for c in bad)
+                       or "stage 0 kept its perplexity and usage")
+
+
+def _fmt_measured(x: Any) -> str:
+    return "[" + ", ".join(_fmt(_num(v)) for v in x) + "]" if isinstance(x, list) else _fmt(_num(x))
+
+
 def _some_stages_collapsed(ev: Evidence, used: list[dict]) -> tuple[bool | None, str]:
     parts = []
     for c in used:
@@ -732,8 +812,11 @@ def _some_stages_collapsed(ev: Evidence, used: list[dict]) -> tuple[bool | None,
             parts.append((c["role"], healthy, len(c["measured"]) - healthy))
     if not parts:
         return None, f"no {'/'.join(c['role'] for c in used)} checkpoint with active-stage perplexities"
+    collapsed = [f"q{i} at {c['role']}" for c in used if c["measured"] is not None
+                 for i, p in enumerate(c["measured"]) if not p > HEALTHY_PERPLEXITY]
     return (any(h > 0 and g > 0 for _, h, g in parts),
-            "; ".join(f"{r}: {h} healthy, {g} collapsed" for r, h, g in parts))
+            "; ".join(f"{r}: {h} healthy, {g} collapsed" for r, h, g in parts)
+            + (f" (collapsed: {', '.join(collapsed)})" if collapsed else ""))
 
 
 def _anything_else(ev: Evidence, used: list[dict]) -> tuple[bool | None, str]:
@@ -753,16 +836,40 @@ class Row:
     otherwise: bool = False  # the catch-all: reported as matched only when no earlier row matched
 
 
-# The decision table of the module docstring, evaluated top to bottom; the first matching row wins.
+# The codebook answer's decision table, evaluated top to bottom; the first matching row wins.
+# Next-action templates: {command} the remedy ladder, {provisional} unevaluated criteria,
+# {reason} the row's own evidence, {beta} the commitment-cost advice, {advice} per failed criterion.
 DECISION_TABLE: tuple[Row, ...] = (
     Row("failure_flat_low", "failure", _flat_low, NEXT_FAILURE),
     Row("failure_monopoly", "failure", _monopoly, NEXT_FAILURE, uses=("last.top_code_share_q0",)),
     Row("success", "success", _no_required_failed, NEXT_SUCCESS + "{provisional}"),
-    Row("partial_low_perplexity", "partial", _low_perplexity, NEXT_LOW_PERPLEXITY),
+    Row("partial_low_perplexity", "partial", _low_perplexity, "{beta}"),
+    Row("partial_stage0_decline", "partial", _stage0_declines, NEXT_DECLINE,
+        uses=("2k.perplexity_q0_stable", "1k.usage_q0", "2k.usage_q0")),
     Row("partial_stage_collapse", "partial", _some_stages_collapsed, NEXT_STAGE_COLLAPSE,
         uses=("5k.perplexity_active_stages", "10k.perplexity_active_stages")),
-    Row("partial_other", "partial", _anything_else, "inspect: {failed}", otherwise=True),
+    Row("partial_other", "partial", _anything_else, "{advice}", otherwise=True),
 )
+
+# partial_other: what to do about each failed criterion (by the name after its role), in the verdict's order.
+ADVICE: dict[str, str] = {
+    "perplexity_q0": "stage 0 is under-used at 1k: run the remedy ladder ({command})",
+    "usage_q0": "stage 0 uses under 5 % of its codebook: run the remedy ladder ({command})",
+    "pre_rvq_std": "the RVQ input is not normalised: check model.pre_rvq_norm (utterance or causal)",
+    "pre_rvq_frame_scale": "the per-frame norm is off the codebook's scale: check model.pre_rvq_norm and the "
+                           "pre_rvq_frame statistics in the report",
+    "loss_stft_falling": "the spectral loss does not fall by 1k: check train.lr and the warm-up in the log",
+    "not_silent": "outputs are silent: listen to the samples and check the decoder's loss terms",
+    "loss_stft_undisturbed": "adding stage 1 disturbed the loss: lengthen the progressive interval "
+                             "(model.rvq.progressive_steps)",
+    "perplexity_q0_stable": "stage 0 declines from 1k to 2k: run the remedy ladder ({command})",
+    "perplexity_active_stages": "every active stage collapsed: run the remedy ladder ({command})",
+    "top_code_share_q0": "one code takes half of stage 0: run the remedy ladder ({command})",
+    "usage_active_stages": "a later stage uses under 5 % of its codebook: run the remedy ladder ({command})",
+    "loss_stft_improving": "the spectral loss rose beyond its noise allowance: train longer or check train.lr",
+    "loss_l1_improving": "the waveform L1 rose beyond its noise allowance: train longer or check train.lr",
+    "audio_quality_improving": "DNSMOS fell from 5k to 10k: listen to the samples (report/samples.html)",
+}
 CLASS_OF_BRANCH = {row.branch: row.verdict_class for row in DECISION_TABLE}
 
 
@@ -779,15 +886,161 @@ def apply_decision_table(ev: Evidence) -> tuple[list[dict], Row, str]:
     return branches, *chosen
 
 
-def next_action(row: Row, ev: Evidence, ladder_command: str) -> str:
+def beta_advice(ab: dict | None, ab_command: str) -> str:
+    """partial_low_perplexity's advice: raise β only when the commitment-cost A/B supports it.
+    ``ab``: ``{"supports": bool, "evidence": str}`` read from the A/B, or None when it was not built."""
+    if ab is None:
+        return (f"build the commitment-cost A/B first ({ab_command}) and raise commitment cost to 1.0 "
+                "(phase1_beta1) only if it raises perplexity_q0")
+    if ab["supports"]:
+        return f"raise commitment cost to 1.0 (phase1_beta1): the A/B supports it ({ab['evidence']})"
+    return f"do not raise commitment cost: the A/B contradicts it ({ab['evidence']}); run the remedy ladder"
+
+
+def failed_advice(ev: Evidence, ladder_command: str) -> str:
+    """One piece of advice per distinct remedy, each naming the failed criteria it answers."""
+    if not ev.failed:
+        return "metrics incomplete: no codebook criterion could be evaluated; rebuild the metrics"
+    grouped: dict[str, list[str]] = {}
+    for cid in ev.failed:
+        text = ADVICE.get(cid.split(".", 1)[1], f"{cid} failed: see its note").format(command=ladder_command)
+        grouped.setdefault(text, []).append(cid)
+    return "; ".join(f"{text} [{', '.join(ids)}]" for text, ids in grouped.items())
+
+
+def next_action(row: Row, ev: Evidence, ladder_command: str, reason: str = "", ab: dict | None = None,
+                ab_command: str = AB_COMMAND_DEFAULT) -> str:
     return row.next_action.format(
         command=ladder_command,
         provisional=f" (provisional: not evaluated: {', '.join(ev.unevaluated)})" if ev.unevaluated else "",
-        failed=", ".join(ev.failed) if ev.failed else "metrics incomplete, no criterion evaluated",
+        reason=reason,
+        beta=beta_advice(ab, ab_command),
+        advice=failed_advice(ev, ladder_command),
     )
 
 
-def verdict_warnings(plan: dict, ev: Evidence, checkpoints: list[dict], reference: dict | None) -> list[str]:
+# --------------------------------------------------------------------------- the conversion answer
+
+CLASS_ORDER = ("failure", "partial", "success")  # worse to better: the top-level class is the worse answer
+NOT_EVALUABLE = "not_evaluable"
+
+
+class Precondition(NamedTuple):
+    """Something the conversion criteria need before they mean anything."""
+
+    id: str
+    words: str  # the threshold as the verdict states it
+    read: Callable[[dict | None, dict | None], tuple[float | None, float | None]]  # (cp, reference) -> (measured, limit)
+    failure: str  # next action when it is not met; {measured}, {limit}, {step}
+
+
+def _model_speaker_auc(cp: dict | None, reference: dict | None) -> tuple[float | None, float | None]:
+    return _num(_get(cp, "speaker_embedding", "auc")), MODEL_SPEAKER_MIN_AUC
+
+
+def _reconstruction_resemblance(cp: dict | None, reference: dict | None) -> tuple[float | None, float | None]:
+    return (_num(_get(cp, "outputs", "quality", "reconstruct", "speaker_similarity_source")),
+            _num(_get(reference, "speaker", "different_mean")))
+
+
+PRECONDITIONS: tuple[Precondition, ...] = (
+    Precondition("speaker_embedding_separates", f">= {MODEL_SPEAKER_MIN_AUC:g} AUC (same vs different held-out speaker)",
+                 _model_speaker_auc,
+                 "fix the speaker path first: the model's own speaker embedding separates held-out speakers at AUC "
+                 "{measured} at step {step} (< {limit:g}), so every output has one voice whatever the target"),
+    Precondition("reconstructions_resemble_source", "> the corpus's different-speaker similarity",
+                 _reconstruction_resemblance,
+                 "the decoder does not reproduce a voice: reconstructions resemble their own source at {measured} at "
+                 "step {step}, not above the corpus's different-speaker level {limit}; train longer before judging "
+                 "conversion"),
+)
+NEXT_CONVERSION = {
+    "success": "the model converts: listen to report/samples.html",
+    "partial": "the conversions follow the target only in part ({failed}): see the criteria's notes",
+    "failure": "the decoder does not follow the target voice ({failed}) although its speaker embedding separates "
+               "speakers: check the FiLM path and the pitch statistics",
+}
+
+
+def check_preconditions(run: Run) -> list[dict]:
+    """Each precondition at the last available checkpoint: measured, limit, met (None: not measured)."""
+    last = run.present[-1]
+    cp, step = run.cps[last], run.info[last][0]
+    checked = []
+    for pre in PRECONDITIONS:
+        measured, limit = pre.read(cp, run.reference)
+        met = None if measured is None or limit is None else (
+            measured >= limit if pre.id == "speaker_embedding_separates" else measured > limit)
+        checked.append({"id": pre.id, "role": last, "step": step, "threshold": pre.words, "measured": measured,
+                        "limit": limit, "met": met,
+                        "next_action": None if met else pre.failure.format(measured=_fmt(measured), limit=limit or 0,
+                                                                           step=step)})
+    return checked
+
+
+def conversion_answer(criteria: list[dict], run: Run) -> dict:
+    """The conversion question's class: ``not_evaluable`` (with the reason) unless every
+    precondition holds; then success when every conversion criterion passes, failure when
+    none does, else partial."""
+    ids = [c["id"] for c in criteria if c["question"] == "conversion"]
+    judged = [c for c in criteria if c["question"] == "conversion" and c["passed"] is not None]
+    pre = check_preconditions(run)
+    unmet = [p for p in pre if p["met"] is not True]
+    failed = [c["id"] for c in judged if not c["passed"]]
+    if unmet:
+        reason = "; ".join(f"{p['id']}: " + ("not measured" if p["met"] is None else f"{_fmt(p['measured'])} not "
+                                              f"{p['threshold']}") for p in unmet)
+        action = next((p["next_action"] for p in unmet if p["met"] is False), None) or (
+            "re-evaluate with the speaker measure on (evaluation.quality_measures) and this version's evaluate, "
+            "which measures the model's speaker embedding")
+        klass = NOT_EVALUABLE
+    elif not judged:
+        klass, reason, action = NOT_EVALUABLE, "no conversion criterion could be evaluated", "rebuild the metrics"
+    else:
+        klass = "success" if not failed else "failure" if len(failed) == len(judged) else "partial"
+        reason = f"failed: {', '.join(failed)}" if failed else "every conversion criterion passed"
+        action = NEXT_CONVERSION[klass].format(failed=", ".join(failed))
+    return {"class": klass, "reason": reason, "next_action": action, "preconditions": pre, "criteria": ids,
+            "failed_checks": failed}
+
+
+def answers(verdict: dict) -> tuple[str | None, str | None]:
+    """(codebook class, conversion class) of a verdict file; one written before the two answers
+    existed gives its one class as the codebook's and None for the conversion."""
+    if "codebook" in verdict:
+        return verdict["codebook"].get("class"), (verdict.get("conversion") or {}).get("class")
+    return verdict.get("class"), None
+
+
+def overall_class(codebook: str, conversion: str) -> str:
+    """The one rule for the top-level class: the worse of the two answers, where a conversion
+    answer that is not evaluable leaves the codebook's class as it is (it is reported beside it)."""
+    if conversion == NOT_EVALUABLE:
+        return codebook
+    return min(codebook, conversion, key=CLASS_ORDER.index)
+
+
+def checkpoint_warnings(run: Run) -> list[str]:
+    """The preconditions at every judged checkpoint, each naming it: a content encoder not above
+    chance, a speaker embedding that does not separate speakers."""
+    warnings = []
+    for role in run.present:
+        cp, step = run.cps[role], run.info[role][0]
+        content = _get(cp, "content_labels", "valid")
+        if isinstance(content, dict) and content.get("accuracy") is not None and content.get("chance"):
+            if content["accuracy"] < CONTENT_LEARNT_FACTOR * content["chance"]:
+                warnings.append(
+                    f"{role} (step {step}): the content encoder's validation label accuracy {_fmt(content['accuracy'])} "
+                    f"is below {CONTENT_LEARNT_FACTOR:g} x chance ({_fmt(content['chance'])}): it has not learnt its "
+                    "frame labels, so this checkpoint's codebook criteria judge a barely trained encoder's features")
+        auc = _num(_get(cp, "speaker_embedding", "auc"))
+        if auc is not None and auc < MODEL_SPEAKER_MIN_AUC:
+            warnings.append(f"{role} (step {step}): the model's speaker embedding separates held-out speakers at AUC "
+                            f"{_fmt(auc)} (< {MODEL_SPEAKER_MIN_AUC:g}): conversions cannot follow the target")
+    return warnings
+
+
+def verdict_warnings(plan: dict, ev: Evidence, run: Run, reference: dict | None) -> list[str]:
     """The scale warnings, a frame scale off while pre_rvq_std passes, the content encoder, the speaker measure."""
     warnings = list(plan["warnings"])
     for role in ("1k", "2k"):
@@ -798,7 +1051,7 @@ def verdict_warnings(plan: dict, ev: Evidence, checkpoints: list[dict], referenc
                 f"{_fmt(scale_c['measured'])} is outside [{FRAME_SCALE_BAND[0]:g}, {FRAME_SCALE_BAND[1]:g}]: "
                 "the per-channel std is 1 by construction, the vectors the codebook sees are not at its scale"
             )
-    return warnings + [w for w in (content_warning(checkpoints), speaker_warning(reference)) if w]
+    return warnings + checkpoint_warnings(run) + [w for w in (speaker_warning(reference),) if w]
 
 
 # --------------------------------------------------------------------------- decide
@@ -806,7 +1059,7 @@ def verdict_warnings(plan: dict, ev: Evidence, checkpoints: list[dict], referenc
 
 def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int,
            reference: dict | None = None, ladder_command: str = LADDER_COMMAND_DEFAULT,
-           scale: float | None = None) -> dict:
+           scale: float | None = None, ab: dict | None = None, ab_command: str = AB_COMMAND_DEFAULT) -> dict:
     """The verdict of one experiment (pure): the checkpoint table judged, then the decision table.
 
     ``checkpoints``: the metrics dicts that exist, in step order. ``steps``: the configured
@@ -825,14 +1078,32 @@ def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int,
     criteria = [judge(criterion, run) for criterion in CRITERIA]
     evidence = gather_evidence(criteria, run)
     branches, row, reason = apply_decision_table(evidence)
-    return {
-        "experiment": next((cp.get("experiment") for cp in checkpoints if cp.get("experiment")), None),
+    codebook = {
         "class": row.verdict_class,
         "branch": row.branch,
-        "next_action": next_action(row, evidence, ladder_command),
+        "next_action": next_action(row, evidence, ladder_command, reason, ab, ab_command),
         "reason": reason,
         "complete": not evidence.unevaluated,
         "failed_checks": evidence.failed,
+        "criteria": [c["id"] for c in criteria if c["question"] == "codebook"],
+        "branches": branches,
+    }
+    conversion = conversion_answer(criteria, run)
+    top = overall_class(codebook["class"], conversion["class"])
+    action = codebook["next_action"] + ("" if conversion["class"] == "success"
+                                        else f"; conversion ({conversion['class']}): {conversion['next_action']}")
+    return {
+        "experiment": next((cp.get("experiment") for cp in checkpoints if cp.get("experiment")), None),
+        "class": top,
+        "class_rule": "the worse of the codebook and conversion answers; a not-evaluable conversion leaves the "
+                      "codebook's class",
+        "codebook": codebook,
+        "conversion": conversion,
+        "branch": row.branch,
+        "next_action": action,
+        "reason": reason,
+        "complete": not evidence.unevaluated,
+        "failed_checks": evidence.failed + [c for c in conversion["failed_checks"] if c not in evidence.failed],
         "criteria": criteria,
         "scaled": plan["scaled"],
         "scale": plan["scale"],
@@ -841,6 +1112,6 @@ def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int,
         "checkpoints": summary,
         "missing": missing,
         "ignored_steps": ignored,
-        "warnings": verdict_warnings(plan, evidence, checkpoints, reference),
+        "warnings": verdict_warnings(plan, evidence, run, reference),
         "branches": branches,
     }

@@ -1,0 +1,87 @@
+"""Controls that a target-blind model must fail, built from the conversions of one evaluation.
+
+Each held-out source is converted to several held-out targets (``evaluate.conversion_pairs``),
+and every output is compared with the reference of *every* target of its source. Two
+controls follow, both pure functions of the similarities, summarised per source (the
+outputs of one source are not independent) with a two-sided 95 % Student-t interval over
+sources:
+
+* **shuffled target** (``towards_target``): per output, its similarity to the intended
+  target's reference minus its mean similarity to the source's other targets' references.
+  A model that ignores the target gives every target of a source the same output, so the
+  per-source mean of this difference is exactly 0; a model that copies its source does too.
+  The criterion passes only when the interval's lower end is above 0.
+* **same source, different targets** (``same_source_similarity``): the speaker similarity
+  between two outputs of one source converted to different targets. Near 1 for a model that
+  ignores the target or copies its source; a converting model brings it down to the corpus's
+  different-speaker level. The criterion compares the interval's upper end with the
+  corpus's same-speaker level.
+
+``identification``: how often the intended target is the most similar of the source's
+targets, against chance (1 / number of targets)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+CONFIDENCE = 0.95  # two-sided: a blind model passes a lower-bound > 0 rule with probability <= 2.5 %
+
+
+def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> dict | None:
+    """Mean and two-sided Student-t interval of ``values`` (one per source); None when empty.
+    With one value, or none spread, the interval is the mean itself widened by nothing but
+    reported with ``num`` so the reader sees how little it rests on."""
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    if x.size == 0:
+        return None
+    mean = float(x.mean())
+    if x.size == 1:
+        return {"mean": mean, "low": -math.inf, "high": math.inf, "num": 1, "confidence": confidence}
+    half = float(scipy_stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    return {"mean": mean, "low": mean - half, "high": mean + half, "num": int(x.size), "confidence": confidence}
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def target_controls(outputs: Sequence[Mapping]) -> dict:
+    """The controls of the module docstring from ``outputs``: one mapping per conversion with
+    ``source`` (utterance id), ``target`` (speaker), ``embedding`` (the output's, or None) and
+    ``to_targets`` ({target speaker: similarity of the output to that target's reference})."""
+    by_source: dict[str, list[Mapping]] = {}
+    for o in outputs:
+        if o.get("embedding") is not None and o.get("to_targets"):
+            by_source.setdefault(o["source"], []).append(o)
+    shuffled, alike, hits, trials, num_targets = [], [], 0, 0, []
+    for source in sorted(by_source):
+        group = [o for o in by_source[source] if len(o["to_targets"]) >= 2]
+        if not group:
+            continue
+        differences = []
+        for o in group:
+            own = o["to_targets"][o["target"]]
+            others = [s for t, s in o["to_targets"].items() if t != o["target"]]
+            differences.append(own - float(np.mean(others)))
+            hits += int(max(o["to_targets"], key=o["to_targets"].get) == o["target"])
+            trials += 1
+            num_targets.append(len(o["to_targets"]))
+        shuffled.append(float(np.mean(differences)))
+        pairs = [_cosine(a["embedding"], b["embedding"]) for a, b in itertools.combinations(group, 2)
+                 if a["target"] != b["target"]]
+        if pairs:
+            alike.append(float(np.mean(pairs)))
+    return {
+        "towards_target": mean_interval(shuffled),
+        "same_source_similarity": mean_interval(alike),
+        "identification": None if not trials else {
+            "rate": hits / trials, "chance": float(np.mean([1 / k for k in num_targets])), "num_outputs": trials},
+        "num_sources": len(shuffled),
+        # fewer than 2: the corpus holds out too few speakers for any control (not the model's failure)
+        "targets_per_source": max((len(o["to_targets"] or {}) for o in outputs), default=0),
+    }
