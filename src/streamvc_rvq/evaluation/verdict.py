@@ -139,6 +139,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 from streamvc_rvq import tags
 from streamvc_rvq.config import schema_default
+from streamvc_rvq.evaluation.conversion_controls import mean_interval
 
 ROLES: tuple[tuple[str, int], ...] = (("1k", 1000), ("2k", 2000), ("5k", 5000), ("10k", 10000))
 ROLE_ORDER = {role: i for i, (role, _) in enumerate(ROLES)}
@@ -534,8 +535,6 @@ def paired_change(before: Sequence[float] | None, after: Sequence[float] | None)
     """Mean relative change of paired per-utterance losses (after / before - 1) and its 95 %
     Student-t interval over utterances: the noise of comparing two checkpoints on one finite
     validation set. None when the two lists do not pair up."""
-    from streamvc_rvq.evaluation.conversion_controls import mean_interval
-
     if not before or not after or len(before) != len(after):
         return None
     return mean_interval([a / b - 1.0 for a, b in zip(after, before) if b and b > 0])
