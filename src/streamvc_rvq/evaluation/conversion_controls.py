@@ -29,13 +29,14 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import stats as scipy_stats
 
+from streamvc_rvq.evaluation.speaker_similarity import cosine
+
 CONFIDENCE = 0.95  # two-sided: a blind model passes a lower-bound > 0 rule with probability <= 2.5 %
 
 
 def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> dict | None:
     """Mean and two-sided Student-t interval of ``values`` (one per source); None when empty.
-    With one value, or none spread, the interval is the mean itself widened by nothing but
-    reported with ``num`` so the reader sees how little it rests on."""
+    One value gives an unbounded interval: a single source proves nothing either way."""
     x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
     if x.size == 0:
         return None
@@ -44,10 +45,6 @@ def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> di
         return {"mean": mean, "low": -math.inf, "high": math.inf, "num": 1, "confidence": confidence}
     half = float(scipy_stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
     return {"mean": mean, "low": mean - half, "high": mean + half, "num": int(x.size), "confidence": confidence}
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def target_controls(outputs: Sequence[Mapping]) -> dict:
@@ -72,7 +69,7 @@ def target_controls(outputs: Sequence[Mapping]) -> dict:
             trials += 1
             num_targets.append(len(o["to_targets"]))
         shuffled.append(float(np.mean(differences)))
-        pairs = [_cosine(a["embedding"], b["embedding"]) for a, b in itertools.combinations(group, 2)
+        pairs = [cosine(a["embedding"], b["embedding"]) for a, b in itertools.combinations(group, 2)
                  if a["target"] != b["target"]]
         if pairs:
             alike.append(float(np.mean(pairs)))

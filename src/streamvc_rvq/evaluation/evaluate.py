@@ -9,7 +9,6 @@ trained with (:func:`checkpoint_stages`); a stage that becomes active at N is li
 
 from __future__ import annotations
 
-import itertools
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -26,7 +25,7 @@ from streamvc_rvq.evaluation.curves import around_step, curve_facts
 from streamvc_rvq.evaluation.conversion_controls import target_controls
 from streamvc_rvq.evaluation.quality import KINDS, QualityScorer, quality_line
 from streamvc_rvq.evaluation.reference_levels import spread_over_speakers
-from streamvc_rvq.evaluation.speaker_similarity import cosine, verification
+from streamvc_rvq.evaluation.speaker_similarity import cosine, verification_of
 from streamvc_rvq.inference import convert, load_trained_model, num_active_at
 from streamvc_rvq.provenance import provenance as run_provenance
 from streamvc_rvq.quantization import stats
@@ -187,18 +186,14 @@ def conversion_pairs(heldout, count: int, targets_per_source: int = TARGETS_PER_
 
 @torch.inference_mode()
 def speaker_embedding_separation(model, utterances, device) -> dict | None:
-    """How well the model's own speaker embedding separates speakers: same- vs
-    different-speaker cosine over every pair of ``utterances`` (:func:`verification`), with
-    the embeddings' mean pairwise cosine (near 1: a constant embedding)."""
+    """How well the model's own speaker embedding separates speakers: :func:`verification_of`
+    over every pair of ``utterances`` (AUC near 0.5: a constant embedding)."""
     if len({u.speaker for u in utterances}) < 2:
         return None
     embeddings = [(u.speaker, model.speaker_encoder(u.audio.unsqueeze(0).to(device))[0].float().cpu().numpy())
                   for u in utterances if u.audio.numel() >= model.hop_length]
-    same, different = [], []
-    for (sa, ea), (sb, eb) in itertools.combinations(embeddings, 2):
-        (same if sa == sb else different).append(cosine(ea, eb))
-    result = verification([s for s in same if s is not None], [d for d in different if d is not None])
-    return {**result, "num_utterances": len(embeddings), "num_speakers": len({s for s, _ in embeddings})}
+    return {**verification_of(embeddings), "num_utterances": len(embeddings),
+            "num_speakers": len({s for s, _ in embeddings})}
 
 
 def write_samples(model, valid, heldout, num_active: int, count: int, samples_dir: Path, sample_rate: int,

@@ -6,7 +6,6 @@ speakers conversions and reconstructions come from), in the same way as the outp
 
 from __future__ import annotations
 
-import itertools
 import sys
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Sequence
 from streamvc_rvq.data.dataset import Utterance, load_utterances
 from streamvc_rvq.evaluation import dnsmos, recognition
 from streamvc_rvq.evaluation.quality import MEASURES
-from streamvc_rvq.evaluation.speaker_similarity import cosine, speaker_embedding, verification
+from streamvc_rvq.evaluation.speaker_similarity import speaker_embedding, verification_of
 
 SPLITS = ("heldout", "valid")
 
@@ -38,13 +37,7 @@ def spread_over_speakers(utterances: Sequence[Utterance], count: int) -> list[Ut
 
 def speaker_levels(utterances: Sequence[Utterance], sample_rate: int) -> dict:
     """Same- and different-speaker similarity over every pair, and :func:`verification`."""
-    embeddings = [(u.speaker, speaker_embedding(u.audio, sample_rate)) for u in utterances]
-    same, different = [], []
-    for (sa, ea), (sb, eb) in itertools.combinations(embeddings, 2):
-        similarity = cosine(ea, eb)
-        if similarity is not None:
-            (same if sa == sb else different).append(similarity)
-    return verification(same, different)
+    return verification_of([(u.speaker, speaker_embedding(u.audio, sample_rate)) for u in utterances])
 
 
 def reference_levels(manifest: Path, *, measures: Sequence[str], max_utterances: int, sample_rate: int) -> dict:

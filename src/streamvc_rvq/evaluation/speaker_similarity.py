@@ -9,6 +9,7 @@ LSTM; the same on every machine, so similarities compare across devices)."""
 from __future__ import annotations
 
 import functools
+import itertools
 import warnings
 from typing import Sequence
 
@@ -82,3 +83,14 @@ def verification(same: Sequence[float], different: Sequence[float]) -> dict:
         "num_same": int(s.size),
         "num_different": int(d.size),
     }
+
+
+def verification_of(embeddings: Sequence[tuple[str, np.ndarray | None]]) -> dict:
+    """:func:`verification` over every pair of ``(speaker, embedding)``: same- vs
+    different-speaker cosine (pairs with a missing embedding are left out)."""
+    same, different = [], []
+    for (sa, ea), (sb, eb) in itertools.combinations(embeddings, 2):
+        similarity = cosine(ea, eb)
+        if similarity is not None:
+            (same if sa == sb else different).append(similarity)
+    return verification(same, different)

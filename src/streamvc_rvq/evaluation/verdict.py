@@ -541,7 +541,7 @@ def paired_change(before: Sequence[float] | None, after: Sequence[float] | None)
 
 
 def _loss_improving(loss: str, since: str, run: Run, c: Criterion) -> Measurement:
-    """Lower than at ``since``, or within the noise allowance: a rise smaller than the upper end
+    """Lower than at ``since``, or within the noise allowance: a rise no larger than the half-width
     of the 95 % interval of the paired per-utterance change counts as kept (as 2k's stability
     reads "kept" with a tolerance). Older metrics without per-utterance losses: strictly lower."""
     before = _num(_get(run.cps[since], "validation", loss))
@@ -621,8 +621,7 @@ def _no_control(last: str, controls: dict | None) -> tuple[str, bool | None]:
     corpus with too few held-out speakers, or metrics from before the controls, do not)."""
     if controls is None:
         return f"at {last}: no target-blind control in the metrics (re-evaluate with this version)", None
-    if (controls.get("targets_per_source") or 0) < 2 and controls.get("targets_per_source") is not None \
-            and controls["targets_per_source"] > 0:
+    if 0 < (controls.get("targets_per_source") or 0) < 2:
         return f"at {last}: each source has one target (the corpus holds out 2 speakers): no control", None
     return f"at {last}: no source converted to two targets with a voice (no control)", False
 
@@ -928,6 +927,7 @@ class Precondition(NamedTuple):
     """Something the conversion criteria need before they mean anything."""
 
     id: str
+    op: str  # measured <op> limit (a key of _OPS)
     words: str  # the threshold as the verdict states it
     read: Callable[[dict | None, dict | None], tuple[float | None, float | None]]  # (cp, reference) -> (measured, limit)
     failure: str  # next action when it is not met; {measured}, {limit}, {step}
@@ -943,11 +943,11 @@ def _reconstruction_resemblance(cp: dict | None, reference: dict | None) -> tupl
 
 
 PRECONDITIONS: tuple[Precondition, ...] = (
-    Precondition("speaker_embedding_separates", f">= {MODEL_SPEAKER_MIN_AUC:g} AUC (same vs different held-out speaker)",
+    Precondition("speaker_embedding_separates", ">=", f">= {MODEL_SPEAKER_MIN_AUC:g} AUC (same vs different held-out speaker)",
                  _model_speaker_auc,
                  "fix the speaker path first: the model's own speaker embedding separates held-out speakers at AUC "
                  "{measured} at step {step} (< {limit:g}), so every output has one voice whatever the target"),
-    Precondition("reconstructions_resemble_source", "> the corpus's different-speaker similarity",
+    Precondition("reconstructions_resemble_source", ">", "> the corpus's different-speaker similarity",
                  _reconstruction_resemblance,
                  "the decoder does not reproduce a voice: reconstructions resemble their own source at {measured} at "
                  "step {step}, not above the corpus's different-speaker level {limit}; train longer before judging "
@@ -968,8 +968,7 @@ def check_preconditions(run: Run) -> list[dict]:
     checked = []
     for pre in PRECONDITIONS:
         measured, limit = pre.read(cp, run.reference)
-        met = None if measured is None or limit is None else (
-            measured >= limit if pre.id == "speaker_embedding_separates" else measured > limit)
+        met = None if measured is None or limit is None else _OPS[pre.op](measured, limit)
         checked.append({"id": pre.id, "role": last, "step": step, "threshold": pre.words, "measured": measured,
                         "limit": limit, "met": met,
                         "next_action": None if met else pre.failure.format(measured=_fmt(measured), limit=limit or 0,
