@@ -8,6 +8,7 @@ from shlex import quote as shell_quote
 
 from streamvc_rvq.config import (
     ConfigError,
+    ab_target,
     check_corpus,
     check_references,
     compare_dir,
@@ -236,5 +237,5 @@ def table_inputs(wildcards):
 
 def default_targets():
     targets = [f"{RESULTS}/{config['verdict']['experiment']}/verdict.json"]
-    targets += expand("{results}/ab/{comparison}.json", results=RESULTS, comparison=list(config.get("ab", {})))
+    targets += [ab_target(config, comparison) for comparison in config.get("ab", {})]
     return targets

@@ -44,7 +44,7 @@ rule ab_comparison:
     input:
         unpack(ab_inputs),
     output:
-        comparison=f"{RESULTS}/ab/{{comparison}}.json",
+        comparison=ab_target(config, "{comparison}"),
         report=report(
             f"{RESULTS}/ab/{{comparison}}.md",
             caption="report/ab.rst",

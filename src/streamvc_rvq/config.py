@@ -348,13 +348,23 @@ def ladder_target(config: dict) -> str:
     return f"{compare_dir(config)}/remedies.json"
 
 
-def ladder_command(config: dict) -> str:
-    """The command line that builds :func:`ladder_target` (targets first: ``--configfile``
-    swallows what follows it)."""
-    command = f"snakemake --cores all {ladder_target(config)}"
+def ab_target(config: dict, name: str) -> str:
+    """The A/B comparison ``name`` (a key of the config's ``ab`` section)."""
+    return f"{results_dir(config)}/ab/{name}.json"
+
+
+def snakemake_command(config: dict, target: str) -> str:
+    """The command line that builds ``target`` under this config (targets first:
+    ``--configfile`` swallows what follows it)."""
+    command = f"snakemake --cores all {target}"
     if config.get("preset", DEFAULT_PRESET) != DEFAULT_PRESET or config["corpus"]["name"] != DEFAULT_CORPUS:
         command += " --configfile <this run's config files>"
     return command
+
+
+def ladder_command(config: dict) -> str:
+    """The command line that builds :func:`ladder_target`."""
+    return snakemake_command(config, ladder_target(config))
 
 
 def data_dir(corpus_name: str) -> str:

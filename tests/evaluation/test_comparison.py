@@ -5,7 +5,7 @@ import statistics
 
 import pytest
 
-from streamvc_rvq.evaluation.comparison import compare_arms, control_comparison
+from streamvc_rvq.evaluation.comparison import candidate_decision, compare_arms, control_comparison, decision_advice
 from streamvc_rvq.evaluation.verdict import decide
 
 STEPS = [1000, 2000]
@@ -80,6 +80,40 @@ def test_step_only_one_arm_has(make_cp):
     rows = compare_arms(arms, {})["steps"]
     assert rows[0]["better_arm"] == "a" and rows[0]["difference"] == pytest.approx(2.0)
     assert set(rows[1]["arms"]) == {"a"} and rows[1]["better_arm"] is None and rows[1]["difference"] is None
+
+
+def one_seed_ab(make_cp, control_ppl, candidate_ppl):
+    arms = {"phase1": {0: [make_cp(s, [p], experiment="phase1") for s, p in zip(STEPS, control_ppl)]},
+            "phase1_beta1": {0: [make_cp(s, [p], experiment="phase1_beta1") for s, p in zip(STEPS, candidate_ppl)]}}
+    verdicts = {arm: {0: decide(runs[0], steps=STEPS, progressive_steps=2000)} for arm, runs in arms.items()}
+    return compare_arms(arms, verdicts)
+
+
+def test_candidate_supported_when_higher_at_1k_and_2k(make_cp):
+    d = candidate_decision(one_seed_ab(make_cp, (76.0, 70.0), (80.0, 75.0)))
+    assert (d["control"], d["candidate"], d["supports"]) == ("phase1", "phase1_beta1", True)
+    assert "perplexity_q0 at 1k: phase1 76.0, phase1_beta1 80.0" in d["evidence"] and "one seed" in d["evidence"]
+    assert decision_advice(d).startswith("the A/B supports phase1_beta1 over phase1: adopt it")
+
+
+def test_candidate_contradicted_when_lower_at_one_focus_step(make_cp):
+    """The project's measured case: β = 1.0 lower at 2k (56.7 against 76.0)."""
+    d = candidate_decision(one_seed_ab(make_cp, (86.0, 76.0), (90.0, 56.7)))
+    assert d["supports"] is False and "phase1_beta1 higher at 1 of 2 checkpoints" in d["evidence"]
+    advice = decision_advice(d)
+    assert advice.startswith("the A/B contradicts phase1_beta1: keep phase1") and "remedy ladder" in advice
+
+
+def test_candidate_within_seed_noise_is_not_supported(ab):
+    """Higher means at 1k and 2k, but at 2k by less than the seeds' spread (2.0 < sd 1.4 + 2.1)."""
+    arms, verdicts = ab
+    d = candidate_decision(compare_arms(arms, verdicts))
+    assert d["supports"] is False and "seed sd allowance 3.5" in d["evidence"] and "one seed" not in d["evidence"]
+
+
+def test_no_shared_focus_step_decides_nothing(make_cp):
+    cmp = compare_arms({"a": {0: [make_cp(1000, [7.0])]}, "b": {0: [make_cp(1000, [9.0])]}}, {})
+    assert candidate_decision(cmp) is None and "nothing to decide" in decision_advice(None)
 
 
 def test_control_reproduced_collapse(make_cp, hist):

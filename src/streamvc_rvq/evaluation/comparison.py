@@ -4,6 +4,8 @@
   or more seeds): per checkpoint step, mean and standard deviation over seeds of every
   stage's perplexity and usage and of the validation losses; each seed's verdict class;
   and which arm has the higher mean perplexity_q0 at that step.
+* :func:`candidate_decision` — whether the A/B's second arm beats its first where the note
+  compares them (perplexity_q0 at 1k and 2k), with the evidence; :func:`decision_advice`.
 * :func:`control_comparison` — the fixed model against the pre-fix control (baseline): did
   the control reproduce the collapse, and by how much does the fix differ at each step.
 
@@ -97,6 +99,45 @@ def compare_arms(
             "difference": diff,
         })
     return {"arms": names, "per_arm": per_arm, "steps": rows}
+
+
+def candidate_decision(comparison: dict) -> dict | None:
+    """Does the A/B's second arm (the candidate, e.g. β = 1.0) beat its first (the control)?
+
+    The note compares perplexity_q0 at 1k and 2k: the candidate is supported only when its
+    mean is higher at every such step both arms have, and, with two or more seeds per arm,
+    higher by more than the two arms' seed standard deviations together (one seed gives no
+    allowance, and the evidence says so). None when no focus step has both arms."""
+    control, candidate = comparison["arms"][:2]
+    rows = [r for r in comparison["steps"] if r["focus"] and {control, candidate} <= set(r["perplexity_q0"])]
+    if not rows:
+        return None
+    parts, supports, seeded = [], True, True
+    for r in rows:
+        a, b = r["perplexity_q0"][control], r["perplexity_q0"][candidate]
+        stds = [next((p["std"] for p in r["arms"][arm]["perplexity"] if p["stage"] == 0), None)
+                for arm in (control, candidate)]
+        allowance = sum(stds) if None not in stds else None
+        seeded = seeded and allowance is not None
+        supports = supports and b - a > (allowance or 0.0)
+        parts.append(f"perplexity_q0 at {r['nominal_step'] // 1000}k: {control} {a:.1f}, {candidate} {b:.1f}"
+                     + (f" (seed sd allowance {allowance:.1f})" if allowance is not None else ""))
+    higher = sum(1 for r in comparison["steps"] if r["better_arm"] == candidate)
+    parts.append(f"{candidate} higher at {higher} of {len(comparison['steps'])} checkpoints")
+    if not seeded:
+        parts.append("one seed: no seed-noise allowance")
+    return {"control": control, "candidate": candidate, "supports": supports, "evidence": "; ".join(parts)}
+
+
+def decision_advice(decision: dict | None) -> str:
+    """What to do with the A/B's result, in one line."""
+    if decision is None:
+        return "the arms share no 1k/2k checkpoint: nothing to decide; build both arms' protocol checkpoints"
+    control, candidate = decision["control"], decision["candidate"]
+    if decision["supports"]:
+        return f"the A/B supports {candidate} over {control}: adopt it ({decision['evidence']})"
+    return (f"the A/B contradicts {candidate}: keep {control} ({decision['evidence']}); "
+            "for a declining stage 0 run the remedy ladder")
 
 
 def _per_arm_verdicts(arms: Mapping[str, Mapping[int, Sequence[dict]]],

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from streamvc_rvq.atomic import write_json
-from streamvc_rvq.config import config_hash, ladder_command
+from streamvc_rvq.config import ab_target, config_hash, ladder_command, snakemake_command
 from streamvc_rvq.evaluation import plots
 from streamvc_rvq.evaluation import report as reporting
-from streamvc_rvq.evaluation.comparison import compare_arms, control_comparison
+from streamvc_rvq.evaluation.comparison import candidate_decision, compare_arms, control_comparison, decision_advice
 from streamvc_rvq.evaluation.confidence import scale_fidelity, seed_agreement
 from streamvc_rvq.config import arm_of
 from streamvc_rvq.training.scalars_file import read_segment_scalars, segment_experiment
@@ -20,7 +20,7 @@ from streamvc_rvq.evaluation.ladder_report import plot_quality as plot_ladder_qu
 from streamvc_rvq.evaluation.ladder_report import plot_stage_metric, write_ladder_report
 from streamvc_rvq.evaluation.remedy_ladder import rank_ladder
 from streamvc_rvq.evaluation.samples_page import write_samples_page
-from streamvc_rvq.evaluation.verdict import decide
+from streamvc_rvq.evaluation.verdict import COMMITMENT_COST_AB, decide
 
 
 def read_metrics(paths: Sequence[Path]) -> list[dict]:
@@ -37,7 +37,8 @@ def write_verdict(
     checkpoints = read_metrics(metrics)
     reference = json.loads(Path(reference_levels).read_text()) if reference_levels else None
     verdict = decide(checkpoints, steps=cfg["train"]["steps"], progressive_steps=cfg["model"]["rvq"]["progressive_steps"],
-                     reference=reference, ladder_command=ladder_command(cfg), scale=cfg["train"].get("scale"))
+                     reference=reference, ladder_command=ladder_command(cfg), scale=cfg["train"].get("scale"),
+                     ab_command=snakemake_command(cfg, ab_target(cfg, COMMITMENT_COST_AB)))
     verdict["reference_levels"] = reference
     verdict["experiment"] = cfg.get("experiment", verdict.get("experiment"))
     verdict["seed"] = cfg["train"].get("seed")
@@ -106,6 +107,8 @@ def write_ab(
         run_verdicts[arm_of(v["experiment"], arms)][seed_of[v["experiment"]]] = v
     comparison = compare_arms(runs, run_verdicts)
     comparison["name"] = name
+    comparison["decision"] = candidate_decision(comparison)
+    comparison["advice"] = decision_advice(comparison["decision"])
     plots_dir = Path(plots_dir)
     pngs = {"Perplexity per arm": plots.plot_ab(comparison, plots_dir / "perplexity.png")}
     reporting.write_ab_report(comparison, Path(report), pngs)

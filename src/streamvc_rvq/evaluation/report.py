@@ -393,6 +393,8 @@ def _ab_summary_lines(comparison: dict) -> list[str]:
             + (f"`{r['better_arm']}` higher by {fmt_value(r['difference'])}" if r["better_arm"]
                else "tie" if r["difference"] is not None else "not comparable")
             for r in focus) + ".", ""]
+    if comparison.get("advice"):
+        lines += [f"**Advice:** {comparison['advice']}.", ""]
     return lines
 
 

@@ -105,8 +105,8 @@ Codebook decision table (evaluated in this order; the first matching row wins)
    last available checkpoint. Next: the remedy ladder.
 2. ``success``: no required codebook criterion failed. Next: Phase 2.
 3. partial — ``partial_low_perplexity``: perplexity_q0 improves but stays ``< 5``; next:
-   raise β only when the commitment-cost A/B supports it (``ab``), else say it contradicts it,
-   or, without the A/B, build it first. ``partial_stage0_decline``: stage 0 unstable from 1k to
+   build the commitment-cost A/B (its ``advice`` says whether β = 1.0 raises perplexity_q0:
+   :func:`comparison.candidate_decision`), and raise β only if it does. ``partial_stage0_decline``: stage 0 unstable from 1k to
    2k or its usage under 5 % (the note's route to the Phase 2 remedies); next: the remedy ladder
    with the numbers. ``partial_stage_collapse``: at 5k or 10k some active stages healthy and
    some collapsed; next: the progressive interval, naming the stages. ``partial_other``: one
@@ -177,7 +177,9 @@ NEXT_FAILURE = (
 )
 LADDER_COMMAND_DEFAULT = "snakemake --cores all results/compare/remedies.json"
 NEXT_SUCCESS = "Phase 2: GAN on (phase2_gan), long training"
-AB_COMMAND_DEFAULT = "snakemake --cores all results/ab/commitment_cost.json"
+# the A/B of the config's ab section whose advice the low-perplexity branch defers to
+COMMITMENT_COST_AB = "commitment_cost"
+AB_COMMAND_DEFAULT = f"snakemake --cores all results/ab/{COMMITMENT_COST_AB}.json"
 NEXT_DECLINE = ("stage 0 declines ({reason}), the note's route to the Phase 2 remedies: run the remedy ladder: "
                 "{command}")
 NEXT_STAGE_COLLAPSE = "change the progressive interval (model.rvq.progressive_steps): {reason}"
@@ -884,15 +886,11 @@ def apply_decision_table(ev: Evidence) -> tuple[list[dict], Row, str]:
     return branches, *chosen
 
 
-def beta_advice(ab: dict | None, ab_command: str) -> str:
-    """partial_low_perplexity's advice: raise β only when the commitment-cost A/B supports it.
-    ``ab``: ``{"supports": bool, "evidence": str}`` read from the A/B, or None when it was not built."""
-    if ab is None:
-        return (f"build the commitment-cost A/B first ({ab_command}) and raise commitment cost to 1.0 "
-                "(phase1_beta1) only if it raises perplexity_q0")
-    if ab["supports"]:
-        return f"raise commitment cost to 1.0 (phase1_beta1): the A/B supports it ({ab['evidence']})"
-    return f"do not raise commitment cost: the A/B contradicts it ({ab['evidence']}); run the remedy ladder"
+def beta_advice(ab_command: str) -> str:
+    """partial_low_perplexity's advice. A verdict cannot read the A/B (the A/B reads the
+    verdicts), so it defers to the A/B's own ``advice``, which says supports or contradicts."""
+    return (f"build the commitment-cost A/B ({ab_command}) and raise commitment cost to 1.0 "
+            "(phase1_beta1) only if its advice says the A/B supports it (higher perplexity_q0 at 1k and 2k)")
 
 
 def failed_advice(ev: Evidence, ladder_command: str) -> str:
@@ -906,13 +904,13 @@ def failed_advice(ev: Evidence, ladder_command: str) -> str:
     return "; ".join(f"{text} [{', '.join(ids)}]" for text, ids in grouped.items())
 
 
-def next_action(row: Row, ev: Evidence, ladder_command: str, reason: str = "", ab: dict | None = None,
+def next_action(row: Row, ev: Evidence, ladder_command: str, reason: str = "",
                 ab_command: str = AB_COMMAND_DEFAULT) -> str:
     return row.next_action.format(
         command=ladder_command,
         provisional=f" (provisional: not evaluated: {', '.join(ev.unevaluated)})" if ev.unevaluated else "",
         reason=reason,
-        beta=beta_advice(ab, ab_command),
+        beta=beta_advice(ab_command),
         advice=failed_advice(ev, ladder_command),
     )
 
@@ -1057,13 +1055,15 @@ def verdict_warnings(plan: dict, ev: Evidence, run: Run, reference: dict | None)
 
 def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int,
            reference: dict | None = None, ladder_command: str = LADDER_COMMAND_DEFAULT,
-           scale: float | None = None, ab: dict | None = None, ab_command: str = AB_COMMAND_DEFAULT) -> dict:
+           scale: float | None = None, ab_command: str = AB_COMMAND_DEFAULT) -> dict:
     """The verdict of one experiment (pure): the checkpoint table judged, then the decision table.
 
     ``checkpoints``: the metrics dicts that exist, in step order. ``steps``: the configured
     ``train.steps``; ``progressive_steps``: ``model.rvq.progressive_steps``; ``reference``:
     the corpus's reference levels (``reference_levels.json``; None: the criteria that need
     them are unevaluated); ``ladder_command``: the command a failure's ``next_action`` names.
+    ``ab_command``: the command that builds the commitment-cost A/B, which the low-perplexity
+    branch names.
     ``scale``: ``train.scale`` (None: inferred from the steps, see :func:`protocol_scale`).
 
     Returns ``{"experiment", "criteria", "class", "branch", "next_action", "reason",
@@ -1079,7 +1079,7 @@ def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int,
     codebook = {
         "class": row.verdict_class,
         "branch": row.branch,
-        "next_action": next_action(row, evidence, ladder_command, reason, ab, ab_command),
+        "next_action": next_action(row, evidence, ladder_command, reason, ab_command),
         "reason": reason,
         "complete": not evidence.unevaluated,
         "failed_checks": evidence.failed,
