@@ -71,7 +71,11 @@ def _make_cp(step, ppl=(20.0,), usage=None, share=None, *, counts=None, std=1.0,
             # the target-blind controls (conversion_controls.target_controls): intervals over 8 sources
             "controls": {"towards_target": {"mean": margin, "low": margin - 0.05, "high": margin + 0.05, "num": 8},
                          "same_source_similarity": {"mean": alike, "low": alike - 0.05, "high": alike + 0.05, "num": 8},
-                         "identification": {"rate": 0.9, "chance": 1 / 3, "num_outputs": 24}, "num_sources": 8}},
+                         "identification": {"rate": 0.9, "chance": 1 / 3, "num_outputs": 24}, "num_sources": 8},
+            "pitch_level": {"correlation_with_target": 0.9, "correlation_with_source": 0.1,
+                            "median_error_semitones": 1.0, "num_conversions": 24},
+            "content_labels": {"output": {"accuracy": 0.5, "chance": 0.1, "num_frames": 2000},
+                               "source": {"accuracy": 0.6, "chance": 0.1, "num_frames": 800}}},
             "reconstruct": {"speaker_similarity_source": 0.85}}
         cp["speaker_embedding"] = {"auc": speaker_auc, "eer": 0.1, "num_utterances": 32, "num_speakers": 4}
     if curve:

@@ -7,6 +7,7 @@ import pytest
 from streamvc_rvq.evaluation.plots import (
     plot_ab,
     plot_codebook,
+    plot_conversion,
     plot_fidelity,
     plot_losses,
     plot_pre_rvq_std,
@@ -77,3 +78,19 @@ def test_quality_plot(tmp_path, healthy_run, reference):
     cps = healthy_run()
     assert_png(plot_quality(cps, reference, tmp_path / "quality.png"))
     assert_png(plot_quality(cps, None, tmp_path / "quality_no_reference.png"))
+
+
+def test_conversion_plot_draws_every_measure_and_survives_missing_ones(tmp_path, healthy_run, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    cps = healthy_run()
+    drawn = []
+    original = plt.Axes.plot
+    monkeypatch.setattr(plt.Axes, "plot", lambda self, *a, **k: drawn.append(k.get("label")) or original(self, *a, **k))
+    assert_png(plot_conversion(cps, tmp_path / "conversion.png"))
+    monkeypatch.undo()
+    assert {"model speaker embedding AUC", "target identified", "with the target's", "with the source's",
+            "on the conversions", "on their sources"} <= set(drawn)
+    for cp in cps:
+        cp["outputs"]["quality"]["convert"].pop("pitch_level"), cp.pop("speaker_embedding")
+    assert_png(plot_conversion(cps, tmp_path / "conversion_partial.png"))

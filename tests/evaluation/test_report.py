@@ -3,7 +3,7 @@
 import re
 
 from streamvc_rvq.evaluation.comparison import compare_arms, control_comparison
-from streamvc_rvq.evaluation.report import quality_table, write_ab_report, write_verdict_report
+from streamvc_rvq.evaluation.report import conversion_table, quality_table, write_ab_report, write_verdict_report
 from streamvc_rvq.evaluation.verdict import decide
 
 STEPS = [1000, 2000, 5000, 10000]
@@ -134,3 +134,14 @@ def test_ab_report_tie_and_not_comparable(tmp_path, make_cp):
     md = write_ab_report(compare_arms(arms, verdicts), tmp_path / "ab.md").read_text()
     assert "step 1000 (1k): tie; step 2000 (2k): not comparable." in md
     assert "perplexity_q0: tie." in md
+
+
+def test_conversion_table_shows_every_measure_and_a_dash_where_one_is_missing(healthy_run, reference):
+    cps = healthy_run()
+    del cps[0]["outputs"]["quality"]["convert"]["pitch_level"]
+    lines = conversion_table(cps, reference)
+    rows = {line.split(" | ")[0].strip("| "): line for line in lines[2:] if line}
+    assert rows[str(cps[3]["step"])] == (f"| {cps[3]['step']} | 0.95 / 0.1 | 90% of 24 (33%) | 0.9 / 0.1 | "
+                                          "0.5 / 0.6 (0.1) | 0.85 |")
+    assert " | — / — | " in rows[str(cps[0]["step"])]
+    assert rows["corpus"].endswith("same speaker 0.9 / different 0.65 |")

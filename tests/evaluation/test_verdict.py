@@ -43,6 +43,9 @@ EXPECTED_IDS = [
     "last.top_code_share_q0",
     "last.outputs_diverse",
     "last.towards_target",
+    "last.target_identified",
+    "last.pitch_follows_target",
+    "last.content_kept",
 ]
 
 REFERENCE = {"speaker": {"same_mean": 0.9, "different_mean": 0.65, "auc": 0.99, "eer": 0.05},
@@ -498,7 +501,8 @@ def test_healthy_run_answers_both_questions(healthy_run):
     v = run(healthy_run())
     assert (v["codebook"]["class"], v["conversion"]["class"], v["class"]) == ("success", "success", "success")
     assert {c["question"] for c in v["criteria"]} == {"codebook", "conversion"}
-    assert v["conversion"]["criteria"] == ["last.outputs_diverse", "last.towards_target"]
+    assert v["conversion"]["criteria"] == ["last.outputs_diverse", "last.towards_target", "last.target_identified",
+                                            "last.pitch_follows_target", "last.content_kept"]
     assert set(v["codebook"]["criteria"]) | set(v["conversion"]["criteria"]) == {c["id"] for c in v["criteria"]}
     assert [p["met"] for p in v["conversion"]["preconditions"]] == [True, True]
 
@@ -534,13 +538,24 @@ def test_old_metrics_without_the_model_speaker_measure_are_not_evaluable_and_say
     assert v["conversion"]["class"] == "not_evaluable" and "not measured" in v["conversion"]["reason"]
 
 
+def blind(cp):
+    """A target-blind model that lost the content too: every conversion criterion's failing input."""
+    _controls(cp, towards_target={"mean": 0.0, "low": -0.03, "high": 0.03, "num": 8},
+              same_source_similarity={"mean": 0.98, "low": 0.97, "high": 0.99, "num": 8},
+              identification={"rate": 1 / 3, "chance": 1 / 3, "num_outputs": 24})
+    convert = cp["outputs"]["quality"]["convert"]
+    convert["pitch_level"].update(correlation_with_target=None, correlation_with_source=None)
+    convert["content_labels"]["output"]["accuracy"] = 0.1
+    return cp
+
+
 def test_top_class_is_the_worse_of_two_evaluated_answers(healthy_run):
     cps = healthy_run()
-    _controls(cps[3], towards_target={"mean": 0.0, "low": -0.03, "high": 0.03, "num": 8},
-              same_source_similarity={"mean": 0.98, "low": 0.97, "high": 0.99, "num": 8})
+    blind(cps[3])
     v = run(cps)
     assert (v["codebook"]["class"], v["conversion"]["class"], v["class"]) == ("success", "failure", "failure")
-    assert v["conversion"]["failed_checks"] == ["last.outputs_diverse", "last.towards_target"]
+    assert v["conversion"]["failed_checks"] == ["last.outputs_diverse", "last.towards_target", "last.target_identified",
+                                                "last.pitch_follows_target", "last.content_kept"]
     _controls(cps[3], same_source_similarity={"mean": 0.6, "low": 0.55, "high": 0.65, "num": 8})
     assert (run(cps)["conversion"]["class"], run(cps)["class"]) == ("partial", "partial")
     from streamvc_rvq.evaluation.verdict import overall_class
@@ -724,6 +739,11 @@ def test_threshold_texts_read_as_before_the_tables_were_data(healthy_run):
         "last.outputs_diverse": "< corpus same-speaker similarity (one source to different targets; upper end of the "
                                 "95 % interval) = 0.9",
         "last.towards_target": "> 0 (intended target minus the source's other targets; lower end of the 95 % interval)",
+        "last.target_identified": ">= 0.75 (Resemblyzer picks the intended target among the source's targets)",
+        "last.pitch_follows_target": ">= 0.8 (median log-F0 over conversions, and above the correlation with the "
+                                     "source's)",
+        "last.content_kept": ">= 0.5 (content-head accuracy on the conversions above chance, as a share of that on "
+                             "the sources)",
     }
 
 
@@ -800,8 +820,47 @@ def test_decision_row_constants_reach_the_decision(make_cp, monkeypatch, name, v
 
 def test_a_corpus_with_two_held_out_speakers_leaves_the_controls_unevaluated_not_failed(healthy_run):
     cps = healthy_run()
-    _controls(cps[3], towards_target=None, same_source_similarity=None, targets_per_source=1)
+    _controls(cps[3], towards_target=None, same_source_similarity=None, identification=None, targets_per_source=1)
     v = run(cps)
-    for cid in ("last.outputs_diverse", "last.towards_target"):
+    for cid in ("last.outputs_diverse", "last.towards_target", "last.target_identified"):
         assert crit(v, cid)["passed"] is None and "holds out 2 speakers" in crit(v, cid)["note"]
-    assert v["conversion"]["class"] == "not_evaluable"
+    assert v["conversion"]["class"] == "success" and not v["conversion"]["failed_checks"]  # pitch and content judged
+    for convert in (cp["outputs"]["quality"]["convert"] for cp in cps):
+        convert.pop("pitch_level"), convert.pop("content_labels")
+    assert run(cps)["conversion"]["class"] == "not_evaluable"
+
+
+@pytest.mark.parametrize("rate,passed", [(0.75, True), (0.70, False), (1 / 3, False)])
+def test_target_identification_bound(healthy_run, rate, passed):
+    cps = healthy_run()
+    _controls(cps[3], identification={"rate": rate, "chance": 1 / 3, "num_outputs": 24})
+    c = crit(run(cps), "last.target_identified")
+    assert (c["measured"], c["passed"]) == (rate, passed) and "chance 33%" in c["note"]
+
+
+@pytest.mark.parametrize("target,source,passed", [
+    (0.9, 0.1, True),
+    (0.79, 0.1, False),   # below the bound
+    (0.85, 0.95, False),  # follows the source's level more than the target's: a source copy
+    (None, None, False),  # one pitch level for every target: a pitch-flat model
+])
+def test_pitch_follows_target_fails_a_flat_or_source_copying_model(healthy_run, target, source, passed):
+    cps = healthy_run()
+    cps[3]["outputs"]["quality"]["convert"]["pitch_level"].update(correlation_with_target=target,
+                                                                  correlation_with_source=source)
+    assert crit(run(cps), "last.pitch_follows_target")["passed"] is passed
+
+
+@pytest.mark.parametrize("output,source,kept,passed", [
+    (0.5, 0.6, 0.8, True),
+    (0.3, 0.6, 0.4, False),  # lost more than half of what the head reads above chance
+    (0.1, 0.6, 0.0, False),  # at chance: the words are gone
+    (0.1, 0.1, None, None),  # the head is at chance on the sources too: not judged
+])
+def test_content_kept_against_the_sources_and_chance(healthy_run, output, source, kept, passed):
+    cps = healthy_run()
+    labels = cps[3]["outputs"]["quality"]["convert"]["content_labels"]
+    labels["output"]["accuracy"], labels["source"]["accuracy"] = output, source
+    c = crit(run(cps), "last.content_kept")
+    assert c["passed"] is passed
+    assert (c["measured"] is None) if kept is None else c["measured"] == pytest.approx(kept)

@@ -101,3 +101,32 @@ def test_bad_settings_are_rejected():
         PitchEnergy(whitening="global")
     with pytest.raises(ValueError, match="fmin"):
         PitchEnergy(fmin=500.0, fmax=60.0)
+
+
+def test_reference_statistics_give_the_reference_level():
+    pitch = PitchEnergy()
+    stats = pitch.reference_statistics(harmonic_tone(200.0))  # 1 x K x 2
+    assert stats.shape == (1, 3, 2)
+    torch.testing.assert_close(stats[0, :, 0], torch.full((3,), math.log(200.0) - pitch.log_f0_centre), atol=0.02, rtol=0)
+    assert float(stats[0, :, 1].max()) < 0.05  # a steady tone: the std is at its floor
+    silent = pitch.reference_statistics(torch.zeros(1, SR))
+    assert float(silent[0, :, 0].abs().max()) == 0.0 and torch.isfinite(silent).all()
+
+
+def test_retarget_moves_the_contour_to_the_reference_level():
+    """The appended channel is the source's whitened contour at the reference's level: a low
+    and a high reference give levels log(240/120) apart; with target none nothing is appended."""
+    pitch = PitchEnergy()
+    source = voiced(1.0, 150.0)
+    features = pitch(source)
+    low, high = (pitch.retarget(features, pitch.reference_statistics(voiced(1.0, f0, seed=3))) for f0 in (120.0, 240.0))
+    assert low.shape == (1, pitch.num_features, 50) and pitch.num_features == 4 * 3 + 1
+    torch.testing.assert_close(low[:, : pitch.base_features], features)
+    voiced_frames = features[0, 1] == 0
+    gap = (high[0, pitch.base_features] - low[0, pitch.base_features])[voiced_frames]
+    assert abs(float(gap.mean()) - math.log(2.0)) < 0.05
+    assert bool((low[0, pitch.base_features][~voiced_frames] == 0).all())
+    flat = PitchEnergy(target="none")
+    assert flat.num_features == flat.base_features and flat.retarget(features, None) is features
+    with pytest.raises(ValueError, match="target"):
+        PitchEnergy(target="speaker")

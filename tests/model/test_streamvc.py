@@ -155,7 +155,8 @@ def test_streaming_with_cosine_codes_and_each_streamable_norm(norm, speech_like)
 
 def test_streaming_equals_offline_at_paper_size(speech_like):
     model = StreamVC({"pre_rvq_norm": "causal", "pitch": {"whitening": "running"}}).eval()
-    assert sum(p.numel() for p in model.parameters()) > 30_000_000
+    # paper size: 27.5 M parameters (31.4 M with the waveform speaker encoder of 4.7 M; the log-mel one is 0.8 M)
+    assert sum(p.numel() for p in model.parameters()) > 27_000_000
     source, reference = speech_like[:, : 2 * SR], voiced(1.0, 210.0, seed=7)
     with torch.no_grad():
         offline = model(source, reference).audio

@@ -196,6 +196,12 @@ def speaker_embedding_separation(model, utterances, device) -> dict | None:
             "num_speakers": len({s for s, _ in embeddings})}
 
 
+@torch.inference_mode()
+def _label_logits(model, audio: torch.Tensor, device) -> torch.Tensor:
+    """The content head's logits ``1 x L x F`` on 1-D ``audio`` (a conversion or its source)."""
+    return model.content_encoder(audio.unsqueeze(0).to(device))[1]
+
+
 def write_samples(model, valid, heldout, num_active: int, count: int, samples_dir: Path, sample_rate: int,
                   silence_std: float, device, measures: tuple[str, ...] = ()) -> dict:
     """Writes ``count`` conversions between held-out speakers and ``count`` reconstructions of
@@ -210,8 +216,15 @@ def write_samples(model, valid, heldout, num_active: int, count: int, samples_di
             targets_of.setdefault(src.utterance_id, {})[ref.speaker] = ref
     entries, by_kind = [], {kind: ([], [], [], []) for kind in KINDS}
     controls = []
+    content = {"output": LabelAccuracy(), "source": LabelAccuracy()}  # is the source's content still there?
+    sources_read: set[str] = set()
     for kind, name, src, ref in jobs:
         out = convert(model, src.audio.to(device), ref.audio.to(device), num_active).float().cpu()
+        if kind == "convert" and _labelled(model, [src]):
+            content["output"].update(_label_logits(model, out, device), src.labels, model.warmup_frames)
+            if src.utterance_id not in sources_read:
+                sources_read.add(src.utterance_id)
+                content["source"].update(_label_logits(model, src.audio, device), src.labels, model.warmup_frames)
         save_wav(samples_dir / f"{name}.wav", out, sample_rate)
         measured, embedding = scorer.score(kind, src, ref, out)
         entry = {"name": name, "kind": kind, "source": src.utterance_id, "target_reference": ref.utterance_id,
@@ -228,6 +241,7 @@ def write_samples(model, valid, heldout, num_active: int, count: int, samples_di
     quality = {kind: scorer.summarise(*by_kind[kind]) for kind in KINDS}
     if "speaker" in measures:
         quality["convert"]["controls"] = target_controls(controls)
+    quality["convert"]["content_labels"] = {which: acc.result() for which, acc in content.items()}
     quality["measures"] = list(measures)
     quality["seconds"] = {**scorer.seconds, "total": sum(scorer.seconds.values())}
     stds = [e["std"] for e in entries]
@@ -256,7 +270,7 @@ def evaluate_checkpoint(
     valid = load_utterances(manifest, "valid", labels=labels)
     if cap:
         valid = valid[:cap]
-    heldout = load_utterances(manifest, "heldout", labels=None)
+    heldout = load_utterances(manifest, "heldout", labels=labels)  # labels: the conversions' content measure
     print(f"evaluating {checkpoint} (step {step}, {num_active} active stages) on {len(valid)} validation utterances", file=sys.stderr, flush=True)
     metrics = {
         "experiment": cfg.get("experiment"),

@@ -78,6 +78,8 @@ def write_verdict(
     if any((cp.get("outputs") or {}).get("quality") for cp in checkpoints):
         pngs["Conversion quality against the corpus's levels"] = plots.plot_quality(
             checkpoints, reference, plots_dir / "quality.png")
+        pngs["Does it convert? Speaker, pitch level and content per checkpoint"] = plots.plot_conversion(
+            checkpoints, plots_dir / "conversion.png")
     if samples_page is not None:
         if len(samples_dirs) != len(metrics) or manifest is None:
             raise ValueError("the samples page needs --manifest and one --samples-dirs entry per --metrics file, in the same order")

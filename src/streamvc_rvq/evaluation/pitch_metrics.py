@@ -1,4 +1,6 @@
-"""Does a conversion keep the source's intonation? Log-F0 correlation and voicing agreement.
+"""Does a conversion keep the source's intonation, at the target's pitch level? Log-F0
+correlation and voicing agreement with the source (per conversion), and how far the median F0
+of the conversions follows the target's (:func:`pitch_level_following`, over conversions).
 
 Both use the project's own Yin (:class:`~streamvc_rvq.model.pitch.PitchEnergy`, threshold
 0.10, 60-500 Hz) on the 20 ms frames of the source and of the conversion. The correlation is
@@ -9,11 +11,15 @@ contour. Voicing agreement is the share of frames whose voiced/unvoiced decision
 
 from __future__ import annotations
 
+import math
+from typing import Mapping, Sequence
+
 import torch
 
 from streamvc_rvq.model.pitch import PitchEnergy
 
 MIN_VOICED_FRAMES = 3  # fewer frames voiced in both: no correlation (None)
+MIN_CONVERSIONS = 3  # fewer conversions with a pitch level each: no level correlation (None)
 
 
 def f0_track(audio: torch.Tensor, sample_rate: int = 16000, hop_length: int = 320) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,4 +58,38 @@ def pitch_preservation(source: torch.Tensor, output: torch.Tensor, sample_rate: 
         "log_f0_correlation": log_f0_correlation(f0_s, v_s, f0_o, v_o),
         "voicing_agreement": voicing_agreement(v_s, v_o),
         "voiced_frames": int((v_s[:n] & v_o[:n]).sum()),
+    }
+
+
+def median_f0(audio: torch.Tensor, sample_rate: int = 16000, hop_length: int = 320) -> float | None:
+    """Median F0 (Hz) over the voiced frames of 1-D ``audio``: its pitch level; None with fewer
+    than ``MIN_VOICED_FRAMES`` voiced frames."""
+    f0, voiced = f0_track(audio, sample_rate, hop_length)
+    return float(f0[voiced].median()) if int(voiced.sum()) >= MIN_VOICED_FRAMES else None
+
+
+def _pearson(a: Sequence[float], b: Sequence[float]) -> float | None:
+    x, y = torch.tensor(a, dtype=torch.float32), torch.tensor(b, dtype=torch.float32)
+    x, y = x - x.mean(), y - y.mean()
+    denominator = float(x.norm() * y.norm())
+    return float((x * y).sum()) / denominator if denominator > 1e-12 else None
+
+
+def pitch_level_following(levels: Sequence[Mapping[str, float | None]]) -> dict:
+    """Does the conversions' pitch level follow the target's? ``levels``: one
+    ``{"output", "target", "source"}`` median F0 (Hz) per conversion. Pearson correlation over
+    conversions of log median F0 with the target's and, as the control that a model copying its
+    source passes, with the source's; the median error to the target in semitones. A flat
+    output level (one voice for every target) has no correlation: None."""
+    rows = [r for r in levels if None not in (r.get("output"), r.get("target"), r.get("source"))]
+    if len(rows) < MIN_CONVERSIONS:
+        return {"correlation_with_target": None, "correlation_with_source": None,
+                "median_error_semitones": None, "num_conversions": len(rows)}
+    log = {key: [math.log(r[key]) for r in rows] for key in ("output", "target", "source")}
+    errors = sorted(abs(o - t) * 12 / math.log(2) for o, t in zip(log["output"], log["target"]))
+    return {
+        "correlation_with_target": _pearson(log["output"], log["target"]),
+        "correlation_with_source": _pearson(log["output"], log["source"]),
+        "median_error_semitones": errors[len(errors) // 2],
+        "num_conversions": len(rows),
     }

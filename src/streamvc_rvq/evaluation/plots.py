@@ -263,6 +263,52 @@ def plot_quality(checkpoints: Sequence[dict], reference: dict | None, out_png: s
     return _save(fig, out_png)
 
 
+def plot_conversion(checkpoints: Sequence[dict], out_png: str | os.PathLike) -> Path:
+    """Does it convert, per checkpoint: the model's own speaker-embedding AUC, the share of
+    conversions whose intended target Resemblyzer picks (with chance), the median-F0
+    correlation with the targets' (and the sources', the control), and the content head's
+    accuracy on the conversions and on their sources, with the verdict's bounds dashed."""
+    from streamvc_rvq.evaluation import verdict as rules
+
+    fig, axes = _new_figure(3)
+    cps = sorted(checkpoints, key=lambda c: int(c["step"]))
+    steps = [int(c["step"]) for c in cps]
+
+    def line(ax, values, label, style="o-", color=None):
+        xs, ys = _known(zip(steps, values))
+        if xs:
+            ax.plot(xs, ys, style, label=label, color=color, markeredgecolor="k")
+
+    ax = axes[0]
+    line(ax, [(c.get("speaker_embedding") or {}).get("auc") for c in cps], "model speaker embedding AUC", color="C0")
+    line(ax, [_quality(c, "convert", "controls", "identification", "rate") for c in cps], "target identified", color="C2")
+    line(ax, [_quality(c, "convert", "controls", "identification", "chance") for c in cps], "chance", ":", "k")
+    ax.axhline(rules.TARGET_IDENTIFICATION_MIN, ls="--", color="C2", lw=1.0, label="identification bound")
+    ax.axhline(rules.MODEL_SPEAKER_MIN_AUC, ls="--", color="C0", lw=1.0, label="AUC precondition")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("speaker: the model's own embedding and the conversions' target")
+    ax = axes[1]
+    line(ax, [_quality(c, "convert", "pitch_level", "correlation_with_target") for c in cps], "with the target's", color="C2")
+    line(ax, [_quality(c, "convert", "pitch_level", "correlation_with_source") for c in cps], "with the source's",
+         "s--", "C3")
+    ax.axhline(rules.PITCH_LEVEL_MIN_CORRELATION, ls="--", color="C2", lw=1.0, label="bound")
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_title("pitch level: correlation of the conversions' median log-F0")
+    ax = axes[2]
+    line(ax, [_quality(c, "convert", "content_labels", "output", "accuracy") for c in cps], "on the conversions",
+         color="C2")
+    line(ax, [_quality(c, "convert", "content_labels", "source", "accuracy") for c in cps], "on their sources",
+         color="C0")
+    line(ax, [_quality(c, "convert", "content_labels", "source", "chance") for c in cps], "chance", ":", "k")
+    ax.set_title("content: the model's content head, frame-label accuracy")
+    for ax in axes:
+        _mark_checkpoints(ax, checkpoints)
+        ax.set_xlabel("step")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    return _save(fig, out_png)
+
+
 # --------------------------------------------------------------------------- A/B comparison
 
 

@@ -1,6 +1,7 @@
 """Conversion quality by measures independent of the model, per sample and summarised per
 kind (``convert``, ``reconstruct``): speaker similarity (to the target reference and to the
-source), DNSMOS, log-F0 correlation and voicing agreement with the source, recognition error
+source), DNSMOS, log-F0 correlation and voicing agreement with the source, the conversions'
+pitch level against the target's, recognition error
 against the source's text next to the same error on the source audio, and for
 reconstructions SI-SDR and mel-cepstral distortion against their input.
 
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from streamvc_rvq.evaluation import dnsmos, recognition, signal_metrics
-from streamvc_rvq.evaluation.pitch_metrics import pitch_preservation
+from streamvc_rvq.evaluation.pitch_metrics import median_f0, pitch_level_following, pitch_preservation
 from streamvc_rvq.evaluation.speaker_similarity import cosine, speaker_embedding
 
 MEASURES = ("speaker", "dnsmos", "recognition")
@@ -42,6 +43,7 @@ class QualityScorer:
         self.measures, self.sample_rate = tuple(measures), sample_rate
         self._embeddings: dict[str, np.ndarray | None] = {}
         self._transcripts: dict[str, dict] = {}
+        self._levels: dict[str, float | None] = {}
         self.seconds = {measure: 0.0 for measure in ("pitch", *MEASURES, "signal")}
 
     @contextmanager
@@ -54,6 +56,12 @@ class QualityScorer:
         if utt.utterance_id not in self._embeddings:
             self._embeddings[utt.utterance_id] = speaker_embedding(utt.audio, self.sample_rate)
         return self._embeddings[utt.utterance_id]
+
+    def utterance_level(self, utt) -> float | None:
+        """The median F0 of a corpus utterance (Hz), once per utterance."""
+        if utt.utterance_id not in self._levels:
+            self._levels[utt.utterance_id] = median_f0(utt.audio, self.sample_rate)
+        return self._levels[utt.utterance_id]
 
     def utterance_errors(self, utt) -> dict | None:
         if not utt.text:
@@ -70,6 +78,9 @@ class QualityScorer:
         src = source.audio[: output.numel()]
         with self.timed("pitch"):
             entry = {"finite": finite, **pitch_preservation(src, output, self.sample_rate)}
+            if kind == "convert":
+                entry["median_f0"] = {"output": median_f0(output, self.sample_rate),
+                                      "target": self.utterance_level(reference), "source": self.utterance_level(source)}
         embedding = None
         if "speaker" in self.measures:
             with self.timed("speaker"):
@@ -96,6 +107,8 @@ class QualityScorer:
             "log_f0_correlation": _mean([e["log_f0_correlation"] for e in entries]),
             "voicing_agreement": _mean([e["voicing_agreement"] for e in entries]),
         }
+        if any("median_f0" in e for e in entries):
+            summary["pitch_level"] = pitch_level_following([e["median_f0"] for e in entries if "median_f0" in e])
         if "speaker" in self.measures:
             summary["speaker_similarity_source"] = _mean([e["speaker_similarity_source"] for e in entries])
             if any("speaker_similarity_target" in e for e in entries):
@@ -137,6 +150,10 @@ def quality_line(quality: dict) -> str:
     if "towards_target_margin" in c:
         parts.append(f"similarity to target {_f(c['speaker_similarity_target'])} to source {_f(c['speaker_similarity_source'])} "
                      f"outputs alike {_f(c['output_similarity'])}")
+    if "pitch_level" in c:
+        level = c["pitch_level"]
+        parts.append(f"median F0 corr with target {_f(level['correlation_with_target'])} "
+                     f"with source {_f(level['correlation_with_source'])}")
     if "dnsmos" in c:
         parts.append(f"DNSMOS OVRL {_f(c['dnsmos']['ovrl'], 2)} ({c['dnsmos']['num_segments']} segments)")
     if "recognition" in c:

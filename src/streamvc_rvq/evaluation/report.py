@@ -267,6 +267,33 @@ def quality_table(checkpoints: Sequence[dict], reference: dict | None) -> list[s
     return lines + [""]
 
 
+def conversion_table(checkpoints: Sequence[dict], reference: dict | None) -> list[str]:
+    """Per checkpoint, does the model convert: its own speaker embedding on held-out speakers,
+    the target identified among a source's targets, the pitch level followed, the content kept,
+    and reconstructions' similarity to their source next to the corpus's levels."""
+    speaker = (reference or {}).get("speaker") or {}
+    lines = ["| step | model speaker AUC / EER | target identified (chance) | median F0 corr with target / source | "
+             "content head on conversions / sources (chance) | reconstruction similarity to source |",
+             "|---|---|---|---|---|---|"]
+    for cp in sorted(checkpoints, key=lambda c: int(c["step"])):
+        quality = (cp.get("outputs") or {}).get("quality") or {}
+        convert, own = quality.get("convert") or {}, cp.get("speaker_embedding") or {}
+        ident = (convert.get("controls") or {}).get("identification")
+        level = convert.get("pitch_level") or {}
+        labels = convert.get("content_labels") or {}
+        out, src = labels.get("output"), labels.get("source")
+        content = (f"{fmt_value(out['accuracy'])} / {fmt_value(src['accuracy'])} ({fmt_value(src['chance'])})"
+                   if out and src else "—")
+        lines.append(
+            f"| {cp['step']} | {fmt_value(own.get('auc'))} / {fmt_value(own.get('eer'))} | "
+            + (f"{ident['rate']:.0%} of {ident['num_outputs']} ({ident['chance']:.0%})" if ident else "—")
+            + f" | {fmt_value(level.get('correlation_with_target'))} / {fmt_value(level.get('correlation_with_source'))}"
+            f" | {content} | {fmt_value((quality.get('reconstruct') or {}).get('speaker_similarity_source'))} |")
+    lines.append(f"| corpus | Resemblyzer AUC {fmt_value(speaker.get('auc'))} | — | — | — | same speaker "
+                 f"{fmt_value(speaker.get('same_mean'))} / different {fmt_value(speaker.get('different_mean'))} |")
+    return lines + [""]
+
+
 def _quality_section(checkpoints: Sequence[dict], reference: dict | None, samples_page: str | os.PathLike | None,
                      control: dict | None, control_checkpoints: Sequence[dict] | None) -> list[str]:
     """Conversion quality next to the corpus's levels (and the control's, when given)."""
@@ -275,6 +302,11 @@ def _quality_section(checkpoints: Sequence[dict], reference: dict | None, sample
              "Measured on each checkpoint's held-out conversions and validation reconstructions by models "
              "independent of ours (Resemblyzer, DNSMOS, pocketsphinx), next to the same measures on the "
              "corpus's own audio." + listen, ""] + quality_table(checkpoints, reference)
+    lines += ["Does it convert? The model's own speaker embedding on held-out speakers (AUC 0.5: a constant), "
+              "how often Resemblyzer picks the intended target among a source's targets, how far the "
+              "conversions' median F0 follows the target's (and, as the control, the source's), the model's "
+              "content head on the conversions against the same head on their sources:", ""]
+    lines += conversion_table(checkpoints, reference)
     if control_checkpoints:
         name = (control or {}).get("experiment") or "control"
         lines += [f"Control `{name}`:", ""] + quality_table(control_checkpoints, None)

@@ -84,7 +84,15 @@ Every criterion belongs to one ``question``.
   target-blind model's per-source difference is exactly 0; measured false-pass rate of a
   noisy blind stand-in 2.5 % over 200 seeds). ``last.outputs_diverse``: one source's outputs for
   different targets (the control a source-copying model fails), the upper end of their
-  similarity's interval below the corpus's same-speaker similarity. The answer is
+  similarity's interval below the corpus's same-speaker similarity. ``last.target_identified``:
+  Resemblyzer picks the intended target among the source's targets in >= 75 % of the
+  conversions (a blind model scores exactly 1 / targets). ``last.pitch_follows_target``: the
+  conversions' median log-F0 correlates with the targets' >= 0.8 over conversions and more
+  than with the sources' (a pitch-flat model has no correlation and fails; a source copy fails
+  the second part). ``last.content_kept``: the model's content head, run on the conversions,
+  keeps >= half of its above-chance frame-label accuracy on their sources (a content measure
+  that means something on eSpeak voices, where a recogniser scores even the sources at WER
+  ~0.9). The answer is
   ``not_evaluable`` (with the reason and what to fix) unless its :data:`PRECONDITIONS` hold at the
   last checkpoint: the model's own speaker embedding separates held-out speakers (AUC >=
   :data:`MODEL_SPEAKER_MIN_AUC`) and reconstructions resemble their own source above the
@@ -163,6 +171,15 @@ COLLAPSED_PERPLEXITY = 2.0  # failure: perplexity_q0 < 2 ...
 FLAT_FACTOR = 1.1  # ... and flat: last <= 1.1 x first
 MONOPOLY_SHARE = 0.5  # failure: top_code_share_q0 >= 0.5
 TOWARDS_TARGET_MARGIN = 0.0  # towards_target: similarity to target - to source > 0
+# target_identified: Resemblyzer picks the intended target among a source's targets this often
+# (chance 1/3 with 3 targets; a target-blind model scores exactly 1/3: every target gets one output)
+TARGET_IDENTIFICATION_MIN = 0.75
+# pitch_follows_target: the conversions' median log-F0 correlates with the target's at least
+# this much (over conversions), and more than with the source's (a source copy fails that)
+PITCH_LEVEL_MIN_CORRELATION = 0.8
+# content_kept: the content head on the conversions scores at least this share of its accuracy
+# on the sources above chance (an output that lost the words scores chance)
+CONTENT_KEPT_SHARE = 0.5
 # The speaker criteria mean something only when the speaker measure separates the corpus's own
 # speakers; below this AUC (reference levels), a warning says so.
 SPEAKER_SEPARATION_MIN_AUC = 0.9
@@ -668,6 +685,52 @@ def _towards_target(run: Run, c: Criterion) -> Measurement:
                        passed=towards["low"] > TOWARDS_TARGET_MARGIN, at=last)
 
 
+def _target_identified(run: Run, c: Criterion) -> Measurement:
+    last, controls = _controls(run)
+    if not _speaker_ran(run.cps[last]):
+        return Measurement(None, _NO_SPEAKER, passed=None, at=last)
+    ident = _get(controls, "identification")
+    if ident is None:
+        note, passed = _no_control(last, controls)
+        return Measurement(None, note, passed=passed, at=last)
+    return Measurement(ident["rate"], f"at {last}: intended target picked in {ident['rate']:.0%} of "
+                       f"{ident['num_outputs']} conversions (chance {ident['chance']:.0%})", at=last)
+
+
+def _pitch_follows_target(run: Run, c: Criterion) -> Measurement:
+    last = run.present[-1]
+    level = _get(run.cps[last], "outputs", "quality", "convert", "pitch_level")
+    if level is None:
+        return Measurement(None, f"at {last}: no pitch level of the conversions in the metrics (re-evaluate with "
+                           "this version)", passed=None, at=last)
+    target, source = level["correlation_with_target"], level["correlation_with_source"]
+    note = (f"at {last}: median log-F0 of {level['num_conversions']} conversions, correlation with the target's "
+            f"{_fmt(target)}, with the source's {_fmt(source)}; median error {_fmt(level['median_error_semitones'])} "
+            "semitones")
+    if target is None:
+        return Measurement(None, note + " (no correlation: one pitch level for every target, or too few voiced)",
+                           passed=False, at=last)
+    return Measurement(target, note, passed=target >= PITCH_LEVEL_MIN_CORRELATION and (source is None or target > source),
+                       at=last)
+
+
+def _content_kept(run: Run, c: Criterion) -> Measurement:
+    last = run.present[-1]
+    labels = _get(run.cps[last], "outputs", "quality", "convert", "content_labels") or {}
+    out, src = labels.get("output"), labels.get("source")
+    if out is None or src is None:
+        return Measurement(None, f"at {last}: no content-label accuracy of the conversions (no frame labels, or "
+                           "metrics from before this measure)", passed=None, at=last)
+    chance = src["chance"]
+    note = (f"at {last}: content head on the conversions {out['accuracy']:.3f}, on their sources "
+            f"{src['accuracy']:.3f}, chance {chance:.3f}")
+    if src["accuracy"] <= chance:
+        return Measurement(None, note + " (the content head is at chance on the sources: nothing to keep yet)",
+                           passed=None, at=last)
+    kept = (out["accuracy"] - chance) / (src["accuracy"] - chance)
+    return Measurement(kept, note + f"; kept {kept:.2f} of the above-chance accuracy", at=last)
+
+
 # The checkpoint table of the module docstring, in the verdict's order:
 # Criterion(id, metric, comparator, threshold constant, measurement, [against=, words=, informational=]).
 def _still_healthy(role: str, previous: str) -> tuple[Criterion, ...]:
@@ -717,6 +780,16 @@ CRITERIA: tuple[Criterion, ...] = (
               words="(one source to different targets; upper end of the 95 % interval)", question="conversion"),
     Criterion("last.towards_target", "outputs.quality.convert.controls.towards_target", ">", "TOWARDS_TARGET_MARGIN",
               _towards_target, words="(intended target minus the source's other targets; lower end of the 95 % interval)",
+              question="conversion"),
+    Criterion("last.target_identified", "outputs.quality.convert.controls.identification.rate", ">=",
+              "TARGET_IDENTIFICATION_MIN", _target_identified,
+              words="(Resemblyzer picks the intended target among the source's targets)", question="conversion"),
+    Criterion("last.pitch_follows_target", "outputs.quality.convert.pitch_level.correlation_with_target", ">=",
+              "PITCH_LEVEL_MIN_CORRELATION", _pitch_follows_target,
+              words="(median log-F0 over conversions, and above the correlation with the source's)",
+              question="conversion"),
+    Criterion("last.content_kept", "outputs.quality.convert.content_labels", ">=", "CONTENT_KEPT_SHARE", _content_kept,
+              words="(content-head accuracy on the conversions above chance, as a share of that on the sources)",
               question="conversion"),
 )
 

@@ -29,6 +29,17 @@ Features (``num_features = 3 * len(thresholds) + 1`` channels, in this order):
     for each threshold: whitened log-f0 (0 on unvoiced frames), unvoiced flag (1/0),
     CMND value at the chosen lag; then the log energy ``log(var(frame) + 1e-6)``.
 
+Target pitch level (``target: reference``, :meth:`PitchEnergy.retarget`): whitening removes
+the source's pitch level, as it should, but then nothing tells the decoder the *target's*
+level except the speaker embedding (measured: every conversion's median f0 was 75 Hz for
+targets at 76-310 Hz). So the reference's voiced log-f0 mean and std
+(:meth:`PitchEnergy.reference_statistics`, once per reference, like the embedding) turn the
+source's whitened contour into the target's: ``white * std_ref + mean_ref`` (centred log-f0,
+0 on unvoiced frames), one more channel per threshold after the features above
+(``num_features = 4 * len(thresholds) + 1``). In training the reference is another
+utterance of the source's speaker, so the channel is the source's own level; converting, it
+is the target's.
+
 Whitening of log-f0, over *voiced* frames only (SPEC section 3 item 6):
     ``utterance``: mean and std of the whole utterance -- offline only (uses the future).
     ``running``: causal cumulative mean and variance of the voiced frames up to and
@@ -49,9 +60,10 @@ from torch import Tensor
 
 from streamvc_rvq.modules.conv import StreamingModule
 
-__all__ = ["PitchEnergy", "YinOutput", "WHITENING_MODES"]
+__all__ = ["PitchEnergy", "YinOutput", "WHITENING_MODES", "TARGET_MODES"]
 
 WHITENING_MODES = ("utterance", "running")
+TARGET_MODES = ("reference", "none")
 ENERGY_FLOOR = 1e-6
 LOGF0_VAR_FLOOR = 1e-4
 
@@ -67,7 +79,8 @@ class YinOutput:
 
 
 class PitchEnergy(StreamingModule):
-    """``forward(audio: B x T) -> features: B x num_features x (T // hop)`` (no parameters)."""
+    """``forward(audio: B x T) -> features: B x base_features x (T // hop)`` (no parameters);
+    with ``target: reference`` :meth:`retarget` appends the target-level channels."""
 
     def __init__(
         self,
@@ -77,10 +90,14 @@ class PitchEnergy(StreamingModule):
         fmin: float = 60.0,
         fmax: float = 500.0,
         whitening: str = "utterance",
+        target: str = "reference",
     ):
         super().__init__()
         if whitening not in WHITENING_MODES:
             raise ValueError(f"pitch whitening must be one of {WHITENING_MODES}, got {whitening!r}")
+        if target not in TARGET_MODES:
+            raise ValueError(f"pitch target must be one of {TARGET_MODES}, got {target!r}")
+        self.target = target
         if not 0 < fmin < fmax < sample_rate / 2:
             raise ValueError(f"need 0 < fmin < fmax < sample_rate / 2, got fmin={fmin}, fmax={fmax}")
         if not thresholds:
@@ -95,7 +112,8 @@ class PitchEnergy(StreamingModule):
         self.segment = self.window + self.max_lag + 1  # lags 0 .. max_lag + 1
         self.n_fft = 1 << (self.segment - 1).bit_length()
         self.log_f0_centre = 0.5 * (math.log(fmin) + math.log(fmax))
-        self.num_features = 3 * len(self.thresholds) + 1
+        self.base_features = 3 * len(self.thresholds) + 1
+        self.num_features = self.base_features + (len(self.thresholds) if target == "reference" else 0)
         lags = torch.arange(self.max_lag + 2)
         L, W = self.segment, self.window
         self.register_buffer("_lags", lags.to(torch.float32), persistent=False)
@@ -195,6 +213,28 @@ class PitchEnergy(StreamingModule):
             count, s1, s2 = voiced.cumsum(-1), x.cumsum(-1), (x * x).cumsum(-1)
         return self._features(yin, self._whiten(x, voiced, count, s1, s2))
 
+    # -- the target's pitch level ----------------------------------------------------------
+    @torch.no_grad()
+    def reference_statistics(self, reference: Tensor) -> Tensor:
+        """Voiced centred log-f0 mean and std of ``reference: B x T`` per threshold, ``B x K x 2``
+        (a reference without voiced frames: mean 0, the std floor)."""
+        x, voiced = self._centred_log_f0(self.yin(reference))
+        n = voiced.sum(-1).clamp_min(1.0)
+        mean = x.sum(-1) / n
+        var = ((x * x).sum(-1) / n - mean * mean).clamp_min(0.0)
+        return torch.stack((mean, torch.sqrt(var + LOGF0_VAR_FLOOR)), dim=-1)
+
+    def retarget(self, features: Tensor, statistics: Tensor) -> Tensor:
+        """``features: B x base_features x F`` -> ``B x num_features x F``: the whitened contour at
+        the reference's level appended (unchanged with ``target: none``)."""
+        if self.target == "none":
+            return features
+        k = len(self.thresholds)
+        per_threshold = features[:, : 3 * k].reshape(features.shape[0], k, 3, -1)
+        white, voiced = per_threshold[:, :, 0], 1.0 - per_threshold[:, :, 1]
+        level = (white * statistics[..., 1:] + statistics[..., :1]) * voiced
+        return torch.cat((features, level), dim=1)
+
     # -- streaming -------------------------------------------------------------------------
     def _reset_own_stream(self, keep_weights: bool = False) -> None:
         self._history = None
@@ -202,7 +242,7 @@ class PitchEnergy(StreamingModule):
 
     @torch.no_grad()
     def stream_step(self, chunk: Tensor) -> Tensor:
-        """Next ``chunk: B x (n * hop)`` samples -> features ``B x num_features x n``."""
+        """Next ``chunk: B x (n * hop)`` samples -> features ``B x base_features x n`` (then :meth:`retarget`)."""
         if not self.streamable:
             raise ValueError(
                 "pitch whitening 'utterance' uses whole-utterance statistics and cannot stream; "

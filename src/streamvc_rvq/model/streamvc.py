@@ -62,6 +62,7 @@ class StreamVCOutput:
     content_features: Tensor  # B x D x F (before the stop-gradient)
     rvq_input: Tensor  # B x d x F, detached: what the codebooks see
     valid: Tensor  # B x F bool: the frames fit to be measured
+    speaker: Tensor  # B x S: the reference's speaker embedding (what FiLM reads)
 
 
 def resolve_model_config(model_cfg: dict) -> dict:
@@ -79,9 +80,10 @@ class StreamVC(nn.Module):
         ce, se, pc = cfg["content_encoder"], cfg["speaker_encoder"], cfg["pitch"]
         self.stop_gradient = ce["stop_gradient"]
         self.content_encoder = ContentEncoder(ce["channels"], ce["dim"], cfg["strides"], ce["num_labels"])
-        self.speaker_encoder = SpeakerEncoder(se["channels"], se["dim"], cfg["strides"])
+        self.speaker_encoder = SpeakerEncoder(se["channels"], se["dim"], cfg["strides"], se["front_end"], se["pooling"],
+                                              se["n_mels"], self.sample_rate)
         self.pitch = PitchEnergy(
-            self.sample_rate, self.hop_length, pc["thresholds"], pc["fmin"], pc["fmax"], pc["whitening"]
+            self.sample_rate, self.hop_length, pc["thresholds"], pc["fmin"], pc["fmax"], pc["whitening"], pc["target"]
         )
         self.decoder = Decoder(
             cfg["decoder"]["channels"],
@@ -136,14 +138,18 @@ class StreamVC(nn.Module):
         source = self._prepare(source)
         reference = reference.to(source.dtype)
         content, logits, stats, valid = self._encode(source, lengths)
-        pitch = self.pitch(source)
+        pitch = self.pitch.retarget(self.pitch(source), self.pitch_statistics(reference))
         speaker = self.speaker_encoder(reference)
         decoder_input = content.detach() if self.stop_gradient else content
         audio, rvq_out, z = self.decoder(decoder_input, pitch, speaker, num_active_quantizers, stats, valid)
         z = z.detach()
         picked = z.transpose(1, 2)[valid]
         pre_rvq_std = picked.std() if picked.numel() > 1 else z.std()
-        return StreamVCOutput(audio, logits, rvq_out, pre_rvq_std, content, z, valid)
+        return StreamVCOutput(audio, logits, rvq_out, pre_rvq_std, content, z, valid, speaker)
+
+    def pitch_statistics(self, reference: Tensor) -> Tensor | None:
+        """The reference's pitch level for :meth:`PitchEnergy.retarget` (None with ``pitch.target: none``)."""
+        return self.pitch.reference_statistics(reference) if self.pitch.target == "reference" else None
 
     def streamable_error(self) -> str | None:
         """Why this configuration cannot stream, or None if it can."""
@@ -174,7 +180,7 @@ class StreamingConverter:
 
     Output chunk ``n`` is the offline output for the samples of input chunk ``n``
     (:attr:`algorithmic_delay_samples` = one chunk). At construction the converter takes a
-    snapshot of the model for inference: the speaker embedding and FiLM coefficients of the
+    snapshot of the model for inference: the speaker embedding, FiLM coefficients and pitch level of the
     reference, and every layer's folded weight (primed on one silent chunk, so the first
     real chunk costs no more than the others). :meth:`reset` restarts the stream from
     silence and keeps that snapshot; after changing the weights, make a new converter.
@@ -195,6 +201,7 @@ class StreamingConverter:
         with torch.no_grad():
             speaker = model.speaker_encoder(reference.to(self.dtype))
             self.films = [(g.detach(), b.detach()) for g, b in model.decoder.film_coefficients(speaker)]
+            self.pitch_statistics = model.pitch_statistics(reference.to(self.dtype))
         reset_streams(model)  # fold the current weights
         model._active_stream = weakref.ref(self)
         self.process(torch.zeros(self.batch, self.hop, dtype=self.dtype, device=reference.device))
@@ -216,6 +223,6 @@ class StreamingConverter:
         with torch.inference_mode():
             chunk = chunk.to(self.dtype)
             content = model.content_encoder.stream_step(chunk)
-            pitch = model.pitch.stream_step(chunk)
+            pitch = model.pitch.retarget(model.pitch.stream_step(chunk), self.pitch_statistics)
             quantized = model.decoder.quantize_step(content, self.num_active)
             return model.decoder.synthesize_step(torch.cat((quantized, pitch), dim=1), self.films)

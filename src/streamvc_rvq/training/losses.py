@@ -194,6 +194,36 @@ def content_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int = -1
     )
 
 
+SPEAKER_TEMPERATURE = 0.1  # cosine logits / 0.1: SupCon's and SimCLR's usual temperature
+
+
+def speaker_contrastive(anchors: Tensor, references: Tensor, speakers: Sequence[str],
+                        temperature: float = SPEAKER_TEMPERATURE) -> Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020) between two views per row: row
+    ``i``'s anchor embedding (its source crop) against every row's reference embedding,
+    the references of the same speaker the positives. Pushes same-speaker embeddings
+    together and different speakers apart, with no speaker count in the model (any corpus).
+    Offset by ``log |positives|`` so that 0 is the best a row can reach.
+
+    ``anchors, references: B x D``; ``speakers``: the ``B`` speaker names. Rows whose
+    speaker is the whole batch's have nothing to be told apart from and are left out
+    (0 when every row is the same speaker)."""
+    if anchors.shape != references.shape or anchors.shape[0] != len(speakers):
+        raise ValueError(f"need B x D anchors and references and B speakers, got {tuple(anchors.shape)}, "
+                         f"{tuple(references.shape)}, {len(speakers)}")
+    logits = F.normalize(anchors, dim=-1) @ F.normalize(references, dim=-1).T / temperature
+    ids = {name: i for i, name in enumerate(dict.fromkeys(speakers))}
+    labels = torch.tensor([ids[name] for name in speakers], device=anchors.device)
+    positive = labels.unsqueeze(1) == labels.unsqueeze(0)
+    has_negative = ~positive.all(dim=1)
+    if not bool(has_negative.any()):
+        return logits.sum() * 0.0
+    count = positive.sum(1)
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    per_row = -log_prob.masked_fill(~positive, 0.0).sum(1) / count - torch.log(count.float())
+    return per_row[has_negative].mean()
+
+
 def label_accuracy(logits: Tensor, labels: Tensor, ignore_index: int = -100) -> float:
     """Share of scored frames (label != ``ignore_index``) whose argmax class is the label;
     NaN when no frame is scored. Shapes as in :func:`content_cross_entropy`."""

@@ -239,6 +239,9 @@ class Trainer:
             logits = out.content_logits.float()
             terms.add("content_ce", losses.content_cross_entropy(logits, labels))
             label_accuracy = losses.label_accuracy(logits.detach(), labels)
+        if weights["speaker"] > 0:  # the source crop's embedding against the batch's references
+            anchors = state.model.speaker_encoder(source[:, scored:])
+            terms.add("speaker", losses.speaker_contrastive(anchors.float(), out.speaker.float(), batch.speakers))
         disc_loss = None
         if state.discriminator is not None:
             disc_loss = self._discriminator_step(target, audio, step)
@@ -320,7 +323,7 @@ class Progress:
             f"step {step + 1}/{self.end} [{100 * (step + 1 - self.start) / max(1, self.end - self.start):5.1f}%] "
             f"{rate:.2f} steps/s {rate * self.audio:.1f} audio-s/s ETA {eta:.0f}s | "
             f"loss {scalars[tags.LOSS_TOTAL]:.4f} stft {scalars[tags.LOSS_STFT]:.4f} "
-            f"l1 {scalars[tags.LOSS_L1]:.4f}{_content(scalars)} ppl_q0 {scalars.get(tags.stage('perplexity', 0), float('nan')):.2f} "
+            f"l1 {scalars[tags.LOSS_L1]:.4f}{_content(scalars)}{_speaker(scalars)} ppl_q0 {scalars.get(tags.stage('perplexity', 0), float('nan')):.2f} "
             f"pre_rvq_std {scalars[tags.PRE_RVQ_STD]:.3f} frame_scale {scalars[tags.train('pre_rvq_frame_scale')]:.3f} "
             f"active {int(scalars[tags.NUM_ACTIVE])}",
             file=sys.stderr,
@@ -338,6 +341,11 @@ def _content(scalars: dict[str, float]) -> str:
         return " content_ce off"
     return (f" content_ce {scalars[tags.train('loss_content_ce')]:.3f} "
             f"label_acc {scalars[tags.train('content_label_accuracy')]:.3f}")
+
+
+def _speaker(scalars: dict[str, float]) -> str:
+    value = scalars.get(tags.train("loss_speaker"))
+    return "" if value is None else f" speaker {value:.3f}"
 
 
 def check_content_supervision(cfg: dict, utterances) -> None:
