@@ -6,7 +6,8 @@ The path (SPEC section 3, "where the quantizer sits"):
         --PreRVQNorm (statistics over valid frames)--> RVQ (per frame; valid frames counted)
         --> quantized B x d x F ++ pitch/energy B x P x F --conv7--> B x 2^n C x F
         --> n decoder blocks, upsampling by reversed(strides) (8, 5, 4, 2), channels halving,
-            each followed by FiLM from the speaker vector
+            each followed by FiLM from the speaker vector; the last block's input also gets the
+            harmonic excitation at the target's f0 (1x1 conv, :mod:`streamvc_rvq.model.excitation`)
         --> ELU --> conv7 --> waveform B x (F * hop)       (linear output, no tanh/clamp)
 
 The RVQ runs at the frame rate: one code vector per 20 ms frame and stage (the origin
@@ -45,6 +46,7 @@ class Decoder(StreamingModule):
         rvq: dict,
         pre_rvq_norm: str = "utterance",
         pre_rvq_encoder: dict | None = None,
+        excitation_harmonics: int = 0,
     ):
         super().__init__()
         code_dim = rvq["codebook_dim"]
@@ -57,6 +59,9 @@ class Decoder(StreamingModule):
         self.blocks = nn.ModuleList(DecoderBlock(widths[i], widths[i + 1], s) for i, s in enumerate(up))
         self.films = nn.ModuleList(FiLM(speaker_dim, widths[i + 1]) for i in range(len(up)))
         self.output_conv = CausalConv1d(channels, 1, KERNEL)
+        # the harmonic excitation enters the last block's input, at its rate (sample rate / last stride)
+        self.excitation_rate_divisor = up[-1]
+        self.source_conv = CausalConv1d(excitation_harmonics, widths[-2], 1) if excitation_harmonics else None
         self._fast_rvq: list | None = None
 
     # -- offline -------------------------------------------------------------------------
@@ -82,8 +87,9 @@ class Decoder(StreamingModule):
         """``(gamma, beta)`` of every FiLM layer for ``speaker: B x S``."""
         return [film.coefficients(speaker) for film in self.films]
 
-    def synthesize(self, quantized: Tensor, pitch: Tensor, speaker: Tensor) -> Tensor:
-        """Frame features (``B x d x F`` codes, ``B x P x F`` pitch) -> waveform ``B x (F * hop)``.
+    def synthesize(self, quantized: Tensor, pitch: Tensor, speaker: Tensor, excitation: Tensor | None = None) -> Tensor:
+        """Frame features (``B x d x F`` codes, ``B x P x F`` pitch) -> waveform ``B x (F * hop)``;
+        ``excitation``: the harmonic source at the last block's input rate (``B x H x T'``).
 
         Always float32, also inside an autocast region: in bfloat16 the decoder's backward
         shrank the gradient reaching its input conv to 0.25 x and its output conv to 0.61 x of
@@ -92,17 +98,20 @@ class Decoder(StreamingModule):
         the range of three float32 seeds."""
         with torch.autocast(device_type=quantized.device.type, enabled=False):
             x = self.input_conv(torch.cat((quantized.float(), pitch.float()), dim=1))
-            for block, (gamma, beta) in zip(self.blocks, self.film_coefficients(speaker.float())):
+            last = len(self.blocks) - 1
+            for i, (block, (gamma, beta)) in enumerate(zip(self.blocks, self.film_coefficients(speaker.float()))):
+                if i == last and self.source_conv is not None:
+                    x = x + self.source_conv(excitation.float())
                 x = FiLM.modulate(block(x), gamma, beta)
             return self.output_conv(F.elu(x)).squeeze(1)
 
     def forward(
         self, content: Tensor, pitch: Tensor, speaker: Tensor, num_active: int | None = None,
-        stats_mask: Tensor | None = None, valid: Tensor | None = None,
+        stats_mask: Tensor | None = None, valid: Tensor | None = None, excitation: Tensor | None = None,
     ) -> tuple[Tensor, RVQOutput, Tensor]:
         """-> ``(audio B x (F * hop), RVQ output, RVQ input z)``."""
         rvq_out, z = self.quantize(content, num_active, stats_mask, valid)
-        return self.synthesize(rvq_out.quantized, pitch, speaker), rvq_out, z
+        return self.synthesize(rvq_out.quantized, pitch, speaker, excitation), rvq_out, z
 
     # -- streaming -------------------------------------------------------------------------
     def _reset_own_stream(self, keep_weights: bool = False) -> None:
@@ -152,9 +161,13 @@ class Decoder(StreamingModule):
         quantized = latents + (total - latents)  # the RVQ's straight-through value
         return quantized.view(batch, frames, dim).transpose(1, 2)
 
-    def synthesize_step(self, frames: Tensor, films: list[tuple[Tensor, Tensor]]) -> Tensor:
-        """Next decoder input frames ``B x (d + P) x n`` -> waveform ``B x (n * hop)``."""
+    def synthesize_step(self, frames: Tensor, films: list[tuple[Tensor, Tensor]],
+                        excitation: Tensor | None = None) -> Tensor:
+        """Next decoder input frames ``B x (d + P) x n`` (and their excitation) -> waveform ``B x (n * hop)``."""
         x = self.input_conv.stream_step(frames)
-        for block, (gamma, beta) in zip(self.blocks, films):
+        last = len(self.blocks) - 1
+        for i, (block, (gamma, beta)) in enumerate(zip(self.blocks, films)):
+            if i == last and self.source_conv is not None:
+                x = x + self.source_conv.stream_step(excitation)
             x = FiLM.modulate(block.stream_step(x), gamma, beta)
         return self.output_conv.stream_step(F.elu(x)).reshape(frames.shape[0], -1)

@@ -43,8 +43,8 @@ is the target's.
 Whitening of log-f0, over *voiced* frames only (SPEC section 3 item 6):
     ``utterance``: mean and std of the whole utterance -- offline only (uses the future).
     ``running``: causal cumulative mean and variance of the voiced frames up to and
-    including frame ``n``; a stream carries the three running sums, so streamed features
-    equal offline ones up to float32 rounding of the sums.
+    including frame ``n``; a stream carries the three running sums and continues them in the
+    offline order, so streamed features equal offline ones exactly (on the CPU).
     Both divide by ``sqrt(var + 1e-4)`` (a 1 % floor on the std of log-f0), so a steady
     tone whitens to 0 instead of amplified jitter.
 """
@@ -66,6 +66,20 @@ WHITENING_MODES = ("utterance", "running")
 TARGET_MODES = ("reference", "none")
 ENERGY_FLOOR = 1e-6
 LOGF0_VAR_FLOOR = 1e-4
+
+
+def running_sum(x: Tensor, start: Tensor | None = None) -> Tensor:
+    """Cumulative sum over the last dimension, one frame after the other from ``start``
+    (``... x 1``; default 0). ``torch.cumsum`` rounds in an order of its own, so a stream that
+    continues it chunk by chunk would differ from the offline sums in the last bits, and the
+    harmonic excitation, which integrates the f0 they whiten, would drift; added in this one
+    order, streamed and offline sums are equal."""
+    total = torch.zeros_like(x[..., :1]) if start is None else start
+    sums = []
+    for n in range(x.shape[-1]):
+        total = total + x[..., n : n + 1]
+        sums.append(total)
+    return torch.cat(sums, dim=-1) if sums else x
 
 
 @dataclass
@@ -210,7 +224,7 @@ class PitchEnergy(StreamingModule):
         if self.whitening == "utterance":
             count, s1, s2 = voiced.sum(-1, keepdim=True), x.sum(-1, keepdim=True), (x * x).sum(-1, keepdim=True)
         else:
-            count, s1, s2 = voiced.cumsum(-1), x.cumsum(-1), (x * x).cumsum(-1)
+            count, s1, s2 = (running_sum(v) for v in (voiced, x, x * x))
         return self._features(yin, self._whiten(x, voiced, count, s1, s2))
 
     # -- the target's pitch level ----------------------------------------------------------
@@ -234,6 +248,15 @@ class PitchEnergy(StreamingModule):
         white, voiced = per_threshold[:, :, 0], 1.0 - per_threshold[:, :, 1]
         level = (white * statistics[..., 1:] + statistics[..., :1]) * voiced
         return torch.cat((features, level), dim=1)
+
+    def target_f0(self, features: Tensor) -> Tensor:
+        """The target-level f0 in Hz ``B x F`` (0 on unvoiced frames) from :meth:`retarget`'s
+        output, at the middle threshold: what the harmonic excitation follows."""
+        if self.target != "reference":
+            raise ValueError("the target f0 needs pitch.target: reference")
+        k = len(self.thresholds) // 2
+        voiced = 1.0 - features[:, 3 * k + 1]
+        return torch.exp(features[:, self.base_features + k] + self.log_f0_centre) * voiced
 
     # -- streaming -------------------------------------------------------------------------
     def _reset_own_stream(self, keep_weights: bool = False) -> None:
@@ -262,9 +285,6 @@ class PitchEnergy(StreamingModule):
         self._history = buf[..., used:]
         yin = self.yin_segments(segments)
         x, voiced = self._centred_log_f0(yin)
-        count, s1, s2 = self._sums
-        count = count + voiced.cumsum(-1)
-        s1 = s1 + x.cumsum(-1)
-        s2 = s2 + (x * x).cumsum(-1)
+        count, s1, s2 = (running_sum(v, carried) for carried, v in zip(self._sums, (voiced, x, x * x)))
         self._sums = torch.stack((count[..., -1:], s1[..., -1:], s2[..., -1:]))
         return self._features(yin, self._whiten(x, voiced, count, s1, s2))

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from streamvc_rvq.config import hop_length, load_schema, validate
 from streamvc_rvq.model.content_encoder import ContentEncoder
 from streamvc_rvq.model.decoder import Decoder
+from streamvc_rvq.model.excitation import HarmonicSource
 from streamvc_rvq.model.pitch import PitchEnergy
 from streamvc_rvq.model.speaker_encoder import SpeakerEncoder
 from streamvc_rvq.model.valid_frames import valid_mask, warmup_frames
@@ -94,7 +95,13 @@ class StreamVC(nn.Module):
             cfg["rvq"],
             cfg["pre_rvq_norm"],
             cfg["pre_rvq_encoder"],
+            pc["excitation_harmonics"],
         )
+        if pc["excitation_harmonics"] and pc["target"] != "reference":
+            raise ValueError("model.pitch.excitation_harmonics needs pitch.target: reference (the excitation follows "
+                             "the target's f0); set excitation_harmonics: 0 with target: none")
+        self.excitation = (HarmonicSource(self.sample_rate, self.hop_length, self.decoder.excitation_rate_divisor,
+                                          pc["excitation_harmonics"]) if pc["excitation_harmonics"] else None)
         field = receptive_field(self.content_encoder.encoder) + (receptive_field(self.decoder.pre_rvq) - 1) * self.hop_length
         self.content_warmup_frames = warmup_frames(field, self.hop_length)
         self.decoder.norm.stats_start = self.content_warmup_frames
@@ -141,7 +148,8 @@ class StreamVC(nn.Module):
         pitch = self.pitch.retarget(self.pitch(source), self.pitch_statistics(reference))
         speaker = self.speaker_encoder(reference)
         decoder_input = content.detach() if self.stop_gradient else content
-        audio, rvq_out, z = self.decoder(decoder_input, pitch, speaker, num_active_quantizers, stats, valid)
+        excitation = self.excitation(self.pitch.target_f0(pitch)) if self.excitation is not None else None
+        audio, rvq_out, z = self.decoder(decoder_input, pitch, speaker, num_active_quantizers, stats, valid, excitation)
         z = z.detach()
         picked = z.transpose(1, 2)[valid]
         pre_rvq_std = picked.std() if picked.numel() > 1 else z.std()
@@ -225,4 +233,6 @@ class StreamingConverter:
             content = model.content_encoder.stream_step(chunk)
             pitch = model.pitch.retarget(model.pitch.stream_step(chunk), self.pitch_statistics)
             quantized = model.decoder.quantize_step(content, self.num_active)
-            return model.decoder.synthesize_step(torch.cat((quantized, pitch), dim=1), self.films)
+            excitation = (model.excitation.stream_step(model.pitch.target_f0(pitch))
+                          if model.excitation is not None else None)
+            return model.decoder.synthesize_step(torch.cat((quantized, pitch), dim=1), self.films, excitation)
