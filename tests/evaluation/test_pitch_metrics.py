@@ -93,3 +93,20 @@ def test_a_flat_output_level_has_no_correlation():
     assert level["median_error_semitones"] > 0
     assert pitch_level_following(rows[:2])["correlation_with_target"] is None  # too few conversions
     assert pitch_level_following([{"output": None, "target": 100.0, "source": 100.0}] * 5)["num_conversions"] == 0
+
+
+def test_a_periodicity_above_fmax_is_not_read_as_a_500_hz_voice():
+    """Yin's first dip for a 1 kHz tone is at 32 samples (two periods): 500 Hz, the top of the
+    range. The tracker calls such frames unvoiced; a 450 Hz voice stays voiced."""
+    t = torch.arange(SR) / SR
+    assert median_f0(0.3 * torch.sin(2 * math.pi * 1000.0 * t)) is None
+    assert median_f0(0.3 * torch.sin(2 * math.pi * 450.0 * t)) == pytest.approx(450.0, rel=0.01)
+
+
+def test_more_conversions_without_pitch_than_with_gives_no_correlation():
+    following = [{"output": t * 1.01, "target": t, "source": 150.0} for t in (90.0, 130.0, 200.0, 300.0)]
+    assert pitch_level_following(following)["correlation_with_target"] > 0.99
+    lost = following + [{"output": None, "target": 120.0, "source": 150.0}] * 5
+    level = pitch_level_following(lost)
+    assert level["correlation_with_target"] is None and level["num_without_pitch"] == 5
+    assert pitch_level_following(following + lost[4:8])["correlation_with_target"] > 0.99  # 4 of 8: still judged

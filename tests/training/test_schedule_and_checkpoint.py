@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from streamvc_rvq.model.streamvc import StreamVC, resolve_model_config
 from streamvc_rvq.training.checkpoint import (
     CheckpointError,
     check_model_config,
@@ -62,6 +63,33 @@ def test_a_checkpoint_from_before_a_model_key_existed_counts_at_its_default(tmp_
     check_model_config(ckpt, {"rvq": {"codebook_size": 1024, "projection_dim": 0, "implementation": "native"}}, path)
     with pytest.raises(CheckpointError, match=r"rvq\.projection_dim \(0 in checkpoint, 8 in config\)"):
         check_model_config(ckpt, {"rvq": {"codebook_size": 1024, "projection_dim": 8}}, path)
+
+
+def test_a_checkpoint_from_before_the_speaker_path_change_loads_as_the_model_it_was(tmp_path):
+    """Its resolved config lacks speaker_encoder.front_end/pooling and pitch.target/
+    excitation_harmonics: they read as the waveform encoder with attention pooling and no
+    pitch level, its parameters renamed, so it loads and evaluates; today's config is refused."""
+    tiny = {"content_encoder": {"channels": 4, "dim": 8, "num_labels": 5}, "speaker_encoder": {"channels": 4, "dim": 8},
+            "decoder": {"channels": 4}, "rvq": {"num_quantizers": 3, "codebook_size": 16, "codebook_dim": 8}}
+    legacy = resolve_model_config({**tiny, "speaker_encoder": {"channels": 4, "dim": 8, "front_end": "waveform",
+                                                               "pooling": "attention"},
+                                   "pitch": {"target": "none", "excitation_harmonics": 0}})
+    model = StreamVC(legacy)
+    state = {}
+    for name, tensor in model.state_dict().items():  # the names it had before
+        state[name.replace("speaker_encoder.front_end.", "speaker_encoder.").replace("speaker_encoder.pooling.",
+                                                                                     "speaker_encoder.")] = tensor
+    for section, key in (("speaker_encoder", "front_end"), ("speaker_encoder", "pooling"), ("pitch", "target"),
+                         ("pitch", "excitation_harmonics")):
+        del legacy[section][key]
+    path = tmp_path / "step_5.pt"
+    save_checkpoint(path, {"model": state, "step": 5, "config": {"model": legacy}})
+    ckpt = load_checkpoint(path)
+    assert ckpt["config"]["model"]["speaker_encoder"]["front_end"] == "waveform"
+    assert ckpt["config"]["model"]["pitch"]["excitation_harmonics"] == 0
+    StreamVC(ckpt["config"]["model"]).load_state_dict(ckpt["model"])  # every parameter found
+    with pytest.raises(CheckpointError, match=r"speaker_encoder\.front_end \('waveform' in checkpoint, 'log_mel' in config\)"):
+        check_model_config(ckpt, tiny, path)
 
 
 def test_truncated_checkpoint_is_one_clear_error(tmp_path):

@@ -23,9 +23,16 @@ MIN_CONVERSIONS = 3  # fewer conversions with a pitch level each: no level corre
 
 
 def f0_track(audio: torch.Tensor, sample_rate: int = 16000, hop_length: int = 320) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(f0 in Hz [F], voiced [F] bool)`` of 1-D ``audio`` at Yin threshold 0.10."""
-    yin = PitchEnergy(sample_rate, hop_length, thresholds=(0.10,)).yin(audio.reshape(1, -1).float())
-    return yin.f0[0, 0], ~yin.unvoiced[0, 0]
+    """``(f0 in Hz [F], voiced [F] bool)`` of 1-D ``audio`` at Yin threshold 0.10.
+
+    A frame whose dip is at the shortest lag searched is not voiced here: its periodicity is at
+    or above fmax (a 1 kHz tone's dips at 16, 32, ... samples read as "500 Hz"), not a voice's
+    pitch. Measured: a quick-budget decoder's 50 Hz comb (the frame rate, spectral peaks at
+    every multiple of 50 Hz) read as exactly 500 Hz in most of its outputs."""
+    tracker = PitchEnergy(sample_rate, hop_length, thresholds=(0.10,))
+    yin = tracker.yin(audio.reshape(1, -1).float())
+    f0 = yin.f0[0, 0]
+    return f0, ~yin.unvoiced[0, 0] & (f0 < sample_rate / (tracker.min_lag + 0.5))
 
 
 def log_f0_correlation(f0_a: torch.Tensor, voiced_a: torch.Tensor, f0_b: torch.Tensor,
@@ -80,11 +87,14 @@ def pitch_level_following(levels: Sequence[Mapping[str, float | None]]) -> dict:
     ``{"output", "target", "source"}`` median F0 (Hz) per conversion. Pearson correlation over
     conversions of log median F0 with the target's and, as the control that a model copying its
     source passes, with the source's; the median error to the target in semitones. A flat
-    output level (one voice for every target) has no correlation: None."""
+    output level (one voice for every target) has no correlation: None; so has a set where more
+    conversions have no measurable pitch (no voiced frame in range) than have one: the few
+    left would say little about the rest."""
     rows = [r for r in levels if None not in (r.get("output"), r.get("target"), r.get("source"))]
-    if len(rows) < MIN_CONVERSIONS:
+    unpitched = sum(1 for r in levels if r.get("output") is None and None not in (r.get("target"), r.get("source")))
+    if len(rows) < MIN_CONVERSIONS or unpitched > len(rows):
         return {"correlation_with_target": None, "correlation_with_source": None,
-                "median_error_semitones": None, "num_conversions": len(rows)}
+                "median_error_semitones": None, "num_conversions": len(rows), "num_without_pitch": unpitched}
     log = {key: [math.log(r[key]) for r in rows] for key in ("output", "target", "source")}
     errors = sorted(abs(o - t) * 12 / math.log(2) for o, t in zip(log["output"], log["target"]))
     return {
@@ -92,4 +102,5 @@ def pitch_level_following(levels: Sequence[Mapping[str, float | None]]) -> dict:
         "correlation_with_source": _pearson(log["output"], log["source"]),
         "median_error_semitones": errors[len(errors) // 2],
         "num_conversions": len(rows),
+        "num_without_pitch": unpitched,
     }

@@ -59,6 +59,45 @@ def _refused(path: Path, why: str) -> CheckpointError:
     return CheckpointError(f"{path} is not a checkpoint of this project and was not loaded: {why}")
 
 
+# Model keys that changed the model when they were added, with the value that reproduces a
+# checkpoint written before they existed (not today's default): (section, key, legacy value).
+LEGACY_MODEL_KEYS = (
+    ("speaker_encoder", "front_end", "waveform"),
+    ("speaker_encoder", "pooling", "attention"),
+    ("pitch", "target", "none"),
+    ("pitch", "excitation_harmonics", 0),
+)
+# parameter names of the speaker encoder before it had a front end and a pooling module
+LEGACY_PARAMETER_PREFIXES = (
+    ("speaker_encoder.encoder.", "speaker_encoder.front_end.encoder."),
+    ("speaker_encoder.score.", "speaker_encoder.pooling.score."),
+    ("speaker_encoder.value.", "speaker_encoder.pooling.value."),
+)
+
+
+def upgrade_legacy(payload: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint from before the speaker path and pitch-level changes, read as the model it
+    is: a key its (resolved) config section lacks at its legacy value, its speaker-encoder
+    parameters renamed. A section it lacks altogether counts at today's defaults."""
+    model = payload["config"].get("model", {})
+    legacy = False
+    for section, key, value in LEGACY_MODEL_KEYS:
+        part = model.get(section)
+        if isinstance(part, dict) and key not in part:
+            part[key] = value
+            legacy = True
+    if legacy:
+        renamed = {}
+        for name, tensor in payload["model"].items():
+            for old, new in LEGACY_PARAMETER_PREFIXES:
+                if name.startswith(old):
+                    name = new + name[len(old):]
+                    break
+            renamed[name] = tensor
+        payload["model"] = renamed
+    return payload
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The checkpoint's payload; anything else is refused in one line, unread beyond what
     ``torch.load(weights_only=True)`` needs to see that it holds more than tensors."""
@@ -81,7 +120,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     missing = [k for k in REQUIRED_KEYS if not isinstance(payload, dict) or k not in payload]
     if missing:
         raise _refused(path, f"a PyTorch file without {', '.join(missing)}")
-    return payload
+    return upgrade_legacy(payload)
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
