@@ -668,17 +668,26 @@ def _outputs_diverse(run: Run, c: Criterion) -> Measurement:
                        at=last)
 
 
+def _control(run: Run, key: str) -> tuple[str, dict | None, Measurement | None]:
+    """(last role, control ``key`` at the last checkpoint, or None and the measurement that says
+    why it is missing)."""
+    last, controls = _controls(run)
+    if not _speaker_ran(run.cps[last]):
+        return last, None, Measurement(None, _NO_SPEAKER, passed=None, at=last)
+    value = _get(controls, key)
+    if value is None:
+        note, passed = _no_control(last, controls)
+        return last, None, Measurement(None, note, passed=passed, at=last)
+    return last, value, None
+
+
 def _towards_target(run: Run, c: Criterion) -> Measurement:
     """Shuffled-target control: similarity to the intended target minus to the source's other
     targets; the interval's lower end must be above the margin (0)."""
-    last, controls = _controls(run)
-    if not _speaker_ran(run.cps[last]):
-        return Measurement(None, _NO_SPEAKER, passed=None, at=last)
-    towards = _get(controls, "towards_target")
-    if towards is None:
-        note, passed = _no_control(last, controls)
-        return Measurement(None, note, passed=passed, at=last)
-    ident = _get(controls, "identification") or {}
+    last, towards, missing = _control(run, "towards_target")
+    if missing:
+        return missing
+    ident = _get(_controls(run)[1], "identification") or {}
     return Measurement(towards["mean"], f"at {last}: intended minus other targets {towards['mean']:+.4f}, 95 % interval "
                        f"{towards['low']:+.4f} .. {towards['high']:+.4f} over {towards['num']} sources (its lower end "
                        f"is compared); intended target picked {_fmt(ident.get('rate'))} (chance {_fmt(ident.get('chance'))})",
@@ -686,13 +695,9 @@ def _towards_target(run: Run, c: Criterion) -> Measurement:
 
 
 def _target_identified(run: Run, c: Criterion) -> Measurement:
-    last, controls = _controls(run)
-    if not _speaker_ran(run.cps[last]):
-        return Measurement(None, _NO_SPEAKER, passed=None, at=last)
-    ident = _get(controls, "identification")
-    if ident is None:
-        note, passed = _no_control(last, controls)
-        return Measurement(None, note, passed=passed, at=last)
+    last, ident, missing = _control(run, "identification")
+    if missing:
+        return missing
     return Measurement(ident["rate"], f"at {last}: intended target picked in {ident['rate']:.0%} of "
                        f"{ident['num_outputs']} conversions (chance {ident['chance']:.0%})", at=last)
 
