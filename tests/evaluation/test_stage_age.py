@@ -50,6 +50,13 @@ def test_evaluation_at_step_n_uses_the_stages_of_step_n_minus_1(micro_manifest, 
     assert quality["convert"]["recognition"]["source"]["wer"] is not None
     assert quality["convert"]["output_similarity"] is not None  # two conversions to different targets
     assert metrics["content_labels"]["valid"]["chance"] > 0  # the micro corpus's eSpeak labels
+    # the conversions' content (the content head on them and on their sources) and pitch level
+    content = quality["convert"]["content_labels"]
+    assert content["output"]["num_frames"] > 0 and content["source"]["chance"] > 0
+    level = quality["convert"]["pitch_level"]
+    assert set(level) >= {"correlation_with_target", "correlation_with_source", "num_conversions", "num_without_pitch"}
+    assert all(set(s["median_f0"]) == {"output", "target", "source"} for s in metrics["outputs"]["samples"]
+               if s["kind"] == "convert")
     # each source goes to several held-out targets, and every output is compared with each of them
     converted = [s for s in metrics["outputs"]["samples"] if s["kind"] == "convert"]
     targets_of = {}
