@@ -35,6 +35,14 @@ def f0_track(audio: torch.Tensor, sample_rate: int = 16000, hop_length: int = 32
     return f0, ~yin.unvoiced[0, 0] & (f0 < sample_rate / (tracker.min_lag + 0.5))
 
 
+def pearson(x: torch.Tensor, y: torch.Tensor, floor: float = 0.0) -> float | None:
+    """Pearson correlation of two 1-D tensors; None when the product of their centred norms is
+    not above ``floor`` (a flat series has no correlation)."""
+    x, y = x - x.mean(), y - y.mean()
+    denominator = float(x.norm() * y.norm())
+    return float((x * y).sum()) / denominator if denominator > floor else None
+
+
 def log_f0_correlation(f0_a: torch.Tensor, voiced_a: torch.Tensor, f0_b: torch.Tensor,
                        voiced_b: torch.Tensor) -> float | None:
     """Pearson correlation of log F0 over the frames voiced in both tracks (trimmed to the
@@ -43,10 +51,7 @@ def log_f0_correlation(f0_a: torch.Tensor, voiced_a: torch.Tensor, f0_b: torch.T
     both = voiced_a[:n] & voiced_b[:n]
     if int(both.sum()) < MIN_VOICED_FRAMES:
         return None
-    a, b = torch.log(f0_a[:n][both]), torch.log(f0_b[:n][both])
-    a, b = a - a.mean(), b - b.mean()
-    denominator = float(a.norm() * b.norm())
-    return float((a * b).sum()) / denominator if denominator > 0 else None
+    return pearson(torch.log(f0_a[:n][both]), torch.log(f0_b[:n][both]))
 
 
 def voicing_agreement(voiced_a: torch.Tensor, voiced_b: torch.Tensor) -> float:
@@ -75,13 +80,6 @@ def median_f0(audio: torch.Tensor, sample_rate: int = 16000, hop_length: int = 3
     return float(f0[voiced].median()) if int(voiced.sum()) >= MIN_VOICED_FRAMES else None
 
 
-def _pearson(a: Sequence[float], b: Sequence[float]) -> float | None:
-    x, y = torch.tensor(a, dtype=torch.float32), torch.tensor(b, dtype=torch.float32)
-    x, y = x - x.mean(), y - y.mean()
-    denominator = float(x.norm() * y.norm())
-    return float((x * y).sum()) / denominator if denominator > 1e-12 else None
-
-
 def pitch_level_following(levels: Sequence[Mapping[str, float | None]]) -> dict:
     """Does the conversions' pitch level follow the target's? ``levels``: one
     ``{"output", "target", "source"}`` median F0 (Hz) per conversion. Pearson correlation over
@@ -95,11 +93,12 @@ def pitch_level_following(levels: Sequence[Mapping[str, float | None]]) -> dict:
     if len(rows) < MIN_CONVERSIONS or unpitched > len(rows):
         return {"correlation_with_target": None, "correlation_with_source": None,
                 "median_error_semitones": None, "num_conversions": len(rows), "num_without_pitch": unpitched}
-    log = {key: [math.log(r[key]) for r in rows] for key in ("output", "target", "source")}
-    errors = sorted(abs(o - t) * 12 / math.log(2) for o, t in zip(log["output"], log["target"]))
+    log = {key: torch.log(torch.tensor([r[key] for r in rows], dtype=torch.float32))
+           for key in ("output", "target", "source")}
+    errors = sorted(float(abs(o - t)) * 12 / math.log(2) for o, t in zip(log["output"], log["target"]))
     return {
-        "correlation_with_target": _pearson(log["output"], log["target"]),
-        "correlation_with_source": _pearson(log["output"], log["source"]),
+        "correlation_with_target": pearson(log["output"], log["target"], floor=1e-12),
+        "correlation_with_source": pearson(log["output"], log["source"], floor=1e-12),
         "median_error_semitones": errors[len(errors) // 2],
         "num_conversions": len(rows),
         "num_without_pitch": unpitched,
