@@ -77,3 +77,18 @@ def test_speaker_contrastive_gradient_pulls_same_speaker_together():
         optimiser.step()
     after = torch.nn.functional.cosine_similarity(anchors, references).mean()
     assert float(after) > float(before) + 0.3
+
+
+def test_speaker_contrastive_with_asked_speakers_fails_a_conversion_that_keeps_the_source_voice():
+    """The consistency form: anchors labelled with the voice asked for. A conversion that
+    sounds like its target scores ~0; one that keeps its source's voice (target-blind) scores high."""
+    references = torch.eye(4)  # rows a, b, c, d
+    speakers = ["a", "b", "c", "d"]
+    asked = ["d", "a", "b", "c"]  # row i converted to row i-1's voice
+    converted = references[[3, 0, 1, 2]]
+    kept_source = references.clone()
+    good = speaker_contrastive(converted, references, asked, reference_speakers=speakers)
+    blind = speaker_contrastive(kept_source, references, asked, reference_speakers=speakers)
+    assert float(good) < 0.01 and float(blind) > 5.0
+    with pytest.raises(ValueError, match="B speakers"):
+        speaker_contrastive(converted, references, asked, reference_speakers=speakers[:3])

@@ -64,6 +64,8 @@ class StreamVCOutput:
     rvq_input: Tensor  # B x d x F, detached: what the codebooks see
     valid: Tensor  # B x F bool: the frames fit to be measured
     speaker: Tensor  # B x S: the reference's speaker embedding (what FiLM reads)
+    source_pitch: Tensor  # B x base_features x F: the source's pitch and energy, before retargeting
+    pitch_level: Tensor | None  # B x K x 2: the reference's pitch level (None with pitch.target: none)
 
 
 def resolve_model_config(model_cfg: dict) -> dict:
@@ -145,15 +147,28 @@ class StreamVC(nn.Module):
         source = self._prepare(source)
         reference = reference.to(source.dtype)
         content, logits, stats, valid = self._encode(source, lengths)
-        pitch = self.pitch.retarget(self.pitch(source), self.pitch_statistics(reference))
+        source_pitch, level = self.pitch(source), self.pitch_statistics(reference)
+        pitch = self.pitch.retarget(source_pitch, level)
         speaker = self.speaker_encoder(reference)
         decoder_input = content.detach() if self.stop_gradient else content
-        excitation = self.excitation(self.pitch.target_f0(pitch)) if self.excitation is not None else None
-        audio, rvq_out, z = self.decoder(decoder_input, pitch, speaker, num_active_quantizers, stats, valid, excitation)
+        audio, rvq_out, z = self.decoder(decoder_input, pitch, speaker, num_active_quantizers, stats, valid,
+                                         self._excitation(pitch))
         z = z.detach()
         picked = z.transpose(1, 2)[valid]
         pre_rvq_std = picked.std() if picked.numel() > 1 else z.std()
-        return StreamVCOutput(audio, logits, rvq_out, pre_rvq_std, content, z, valid, speaker)
+        return StreamVCOutput(audio, logits, rvq_out, pre_rvq_std, content, z, valid, speaker, source_pitch, level)
+
+    def _excitation(self, pitch: Tensor) -> Tensor | None:
+        return self.excitation(self.pitch.target_f0(pitch)) if self.excitation is not None else None
+
+    def reconvert(self, out: StreamVCOutput, order: Tensor) -> Tensor:
+        """Row ``i``'s codes in the voice of row ``order[i]``'s reference (its speaker vector
+        and pitch level): a conversion inside a training batch, for the speaker-consistency
+        loss. The codes are detached, so this path teaches the decoder and the speaker
+        encoder, never the quantizer (the codebook question stays the reconstruction's)."""
+        level = None if out.pitch_level is None else out.pitch_level[order]
+        pitch = self.pitch.retarget(out.source_pitch, level)
+        return self.decoder.synthesize(out.rvq.quantized.detach(), pitch, out.speaker[order], self._excitation(pitch))
 
     def pitch_statistics(self, reference: Tensor) -> Tensor | None:
         """The reference's pitch level for :meth:`PitchEnergy.retarget` (None with ``pitch.target: none``)."""

@@ -198,30 +198,35 @@ SPEAKER_TEMPERATURE = 0.1  # cosine logits / 0.1: SupCon's and SimCLR's usual te
 
 
 def speaker_contrastive(anchors: Tensor, references: Tensor, speakers: Sequence[str],
-                        temperature: float = SPEAKER_TEMPERATURE) -> Tensor:
+                        temperature: float = SPEAKER_TEMPERATURE,
+                        reference_speakers: Sequence[str] | None = None) -> Tensor:
     """Supervised contrastive loss (Khosla et al. 2020) between two views per row: row
     ``i``'s anchor embedding (its source crop) against every row's reference embedding,
     the references of the same speaker the positives. Pushes same-speaker embeddings
     together and different speakers apart, with no speaker count in the model (any corpus).
     Offset by ``log |positives|`` so that 0 is the best a row can reach.
 
-    ``anchors, references: B x D``; ``speakers``: the ``B`` speaker names. Rows whose
-    speaker is the whole batch's have nothing to be told apart from and are left out
-    (0 when every row is the same speaker)."""
-    if anchors.shape != references.shape or anchors.shape[0] != len(speakers):
+    ``anchors, references: B x D``; ``speakers``: the anchors' ``B`` speaker names, and the
+    references' too unless ``reference_speakers`` names them (a conversion's anchor is the
+    voice it was asked for, not its source's). Rows whose speaker is the whole batch's have
+    nothing to be told apart from and are left out (0 when every row is the same speaker)."""
+    reference_speakers = speakers if reference_speakers is None else reference_speakers
+    if anchors.shape != references.shape or not anchors.shape[0] == len(speakers) == len(reference_speakers):
         raise ValueError(f"need B x D anchors and references and B speakers, got {tuple(anchors.shape)}, "
-                         f"{tuple(references.shape)}, {len(speakers)}")
+                         f"{tuple(references.shape)}, {len(speakers)}, {len(reference_speakers)}")
     logits = F.normalize(anchors, dim=-1) @ F.normalize(references, dim=-1).T / temperature
-    ids = {name: i for i, name in enumerate(dict.fromkeys(speakers))}
+    ids = {name: i for i, name in enumerate(dict.fromkeys([*speakers, *reference_speakers]))}
     labels = torch.tensor([ids[name] for name in speakers], device=anchors.device)
-    positive = labels.unsqueeze(1) == labels.unsqueeze(0)
-    has_negative = ~positive.all(dim=1)
-    if not bool(has_negative.any()):
-        return logits.sum() * 0.0
+    reference_labels = torch.tensor([ids[name] for name in reference_speakers], device=anchors.device)
+    positive = labels.unsqueeze(1) == reference_labels.unsqueeze(0)
     count = positive.sum(1)
+    scored = ~positive.all(dim=1) & (count > 0)
+    if not bool(scored.any()):
+        return logits.sum() * 0.0
+    count = count.clamp_min(1)
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
     per_row = -log_prob.masked_fill(~positive, 0.0).sum(1) / count - torch.log(count.float())
-    return per_row[has_negative].mean()
+    return per_row[scored].mean()
 
 
 def label_accuracy(logits: Tensor, labels: Tensor, ignore_index: int = -100) -> float:

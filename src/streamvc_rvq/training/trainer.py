@@ -242,6 +242,8 @@ class Trainer:
         if weights["speaker"] > 0:  # the source crop's embedding against the batch's references
             anchors = state.model.speaker_encoder(source[:, scored:])
             terms.add("speaker", losses.speaker_contrastive(anchors.float(), out.speaker.float(), batch.speakers))
+        if weights["speaker_consistency"] > 0:
+            terms.add("speaker_consistency", self.speaker_consistency(out, batch.speakers, scored))
         disc_loss = None
         if state.discriminator is not None:
             disc_loss = self._discriminator_step(target, audio, step)
@@ -288,6 +290,30 @@ class Trainer:
         on_device = [tag for tag, value in scalars.items() if isinstance(value, torch.Tensor)]
         scalars.update(zip(on_device, torch.stack([scalars[tag].detach().float() for tag in on_device]).tolist()))
         return scalars
+
+    def speaker_consistency(self, out, speakers: list[str], scored: int) -> torch.Tensor:
+        """Speaker-consistency loss (as YourTTS's): row ``i``'s codes converted to row ``i-1``'s
+        voice must be told, by the model's own speaker encoder, to be that speaker.
+
+        Self-reconstruction alone never asks the decoder to change a voice: it can rebuild
+        the timbre from the codes and pitch and leave FiLM idle. The encoder judges with its
+        weights held (it must not learn to accept what the decoder makes); the gradient reaches
+        the decoder and, through FiLM, the embedding it reads."""
+        model = self.state.model
+        order = torch.roll(torch.arange(len(speakers), device=out.speaker.device), 1)
+        converted = model.reconvert(out, order)[:, scored:]
+        encoder = model.speaker_encoder
+        held = [p for p in encoder.parameters() if p.requires_grad]
+        for p in held:
+            p.requires_grad_(False)
+        try:
+            anchors = encoder(converted)
+        finally:
+            for p in held:
+                p.requires_grad_(True)
+        asked = [speakers[i] for i in order.tolist()]
+        return losses.speaker_contrastive(anchors.float(), out.speaker.detach().float(), asked,
+                                          reference_speakers=speakers)
 
     def _discriminator_step(self, real: torch.Tensor, fake: torch.Tensor, step: int) -> float:
         state = self.state
