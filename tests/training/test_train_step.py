@@ -38,7 +38,7 @@ def _speaker_grad(micro_manifest, weights: dict) -> tuple[dict, float]:
 def test_speaker_loss_is_logged_and_alone_moves_the_speaker_encoder(micro_manifest):
     """The lever acts: with every other loss off, loss_speaker alone gives the speaker encoder a
     gradient; with its weight 0 too, nothing does (and the term is not logged)."""
-    off = {"stft": 0.0, "l1": 0.0, "rvq": 0.0, "content_ce": 0.0}
+    off = {"stft": 0.0, "l1": 0.0, "rvq": 0.0, "content_ce": 0.0, "speaker_consistency": 0.0}
     scalars, grad = _speaker_grad(micro_manifest, {**off, "speaker": 1.0})
     assert scalars["train/loss_speaker"] > 0 and grad > 0
     scalars, grad = _speaker_grad(micro_manifest, {**off, "rvq": 1.0, "speaker": 0.0})
@@ -68,6 +68,7 @@ def test_speaker_consistency_teaches_the_decoder_and_never_the_quantizer(micro_m
     assert all(p.requires_grad for p in state.model.speaker_encoder.parameters())  # held only for the judging pass
 
 
-def test_speaker_consistency_is_off_by_default(micro_manifest):
-    cfg = micro_config("phase1")
-    assert cfg["train"]["loss_weights"]["speaker_consistency"] == 0.0
+def test_speaker_consistency_is_on_in_every_arm_by_default():
+    """On in the control too: it never reaches the quantizer, so phase1 and baseline still differ by the RVQ fix alone."""
+    for arm in ("phase1", "baseline"):
+        assert micro_config(arm)["train"]["loss_weights"]["speaker_consistency"] == 1.0

@@ -370,8 +370,9 @@ def _content(scalars: dict[str, float]) -> str:
 
 
 def _speaker(scalars: dict[str, float]) -> str:
-    value = scalars.get(tags.train("loss_speaker"))
-    return "" if value is None else f" speaker {value:.3f}"
+    parts = [(label, scalars.get(tags.train(f"loss_{name}")))
+             for label, name in (("speaker", "speaker"), ("consistency", "speaker_consistency"))]
+    return "".join(f" {label} {value:.3f}" for label, value in parts if value is not None)
 
 
 def check_content_supervision(cfg: dict, utterances) -> None:
