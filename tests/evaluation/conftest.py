@@ -23,6 +23,7 @@ def stage_from_counts(index: int, counts) -> dict:
         "usage": stats.usage(c),
         "top_code_share": stats.top_code_share(c),
         "dead_codes": stats.dead_codes(c),
+        "codes_used": stats.codes_used(c),
     }
 
 

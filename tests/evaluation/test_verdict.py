@@ -74,6 +74,7 @@ def test_stats_on_small_histograms():
     assert stats.perplexity(one) == pytest.approx(1.0)
     assert stats.top_code_share(one) == 1.0
     assert stats.usage(one) == 0.25
+    assert stats.codes_used(c) == 2 and stats.codes_used(one) == 1 and stats.codes_used(torch.zeros(4)) == 0
 
 
 # ------------------------------------------------------------------ classes and branches
@@ -103,6 +104,10 @@ def test_success_from_code_histograms(make_cp, hist):
     assert v["class"] == "success"
     assert crit(v, "1k.perplexity_q0")["measured"] == pytest.approx(200.0, rel=1e-4)
     assert crit(v, "1k.usage_q0")["measured"] == pytest.approx(200 / 1024)
+    # the whole-pass code count, per active stage, next to perplexity in the checkpoint summary
+    by_role = {c["nominal_step"]: c for c in v["checkpoints"]}
+    assert by_role[2000]["codes_used"] == [200, 50] and by_role[10000]["codes_used"] == [200] * 6
+    assert by_role[2000]["perplexity"] == [pytest.approx(200.0, rel=1e-4), pytest.approx(50.0, rel=1e-4)]
 
 
 def test_ideal_perplexity_is_informational(healthy_run):

@@ -147,3 +147,54 @@ def test_settings_the_library_cannot_reproduce_are_refused():
         build_rvq({**EMA, "codebook_update": "gradient", "implementation": "vector_quantize_pytorch"})
     with pytest.raises(ValueError, match="projection_dim"):
         build_rvq({**EMA, "projection_dim": 2, "implementation": "vector_quantize_pytorch"})
+
+
+# --- rotation trick (straight_through: rotation) ---------------------------------------------
+
+
+def test_rotation_trick_is_q_forward_and_the_rotation_backward():
+    """Forward: exactly the code. Backward: (s R)^T g, with R mapping x's direction onto q's;
+    the straight-through estimator would pass g unchanged (the input on which it must differ)."""
+    from streamvc_rvq.quantization.rvq import rotation_trick
+
+    torch.manual_seed(0)
+    x = torch.randn(5, 4, requires_grad=True)
+    q = torch.randn(5, 4)
+    g = torch.randn(5, 4)
+    out = rotation_trick(x, q)
+    torch.testing.assert_close(out, q)
+    out.backward(g)
+    for i in range(5):
+        u, v = x[i].detach() / x[i].detach().norm(), q[i] / q[i].norm()
+        w = (u + v) / (u + v).norm()
+        R = torch.eye(4) - 2 * torch.outer(w, w) + 2 * torch.outer(v, u)
+        torch.testing.assert_close(R @ u, v)  # a rotation onto q's direction
+        torch.testing.assert_close(R.T @ R, torch.eye(4), atol=1e-5, rtol=0)  # orthogonal
+        s = q[i].norm() / x[i].detach().norm()
+        torch.testing.assert_close(x.grad[i], s * R.T @ g[i], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(x.grad, g, atol=1e-2)
+    # opposite directions (u = -v): still a map onto q
+    x2 = torch.tensor([[1.0, 0.0]], requires_grad=True)
+    torch.testing.assert_close(rotation_trick(x2, torch.tensor([[-2.0, 0.0]])), torch.tensor([[-2.0, 0.0]]))
+
+
+@pytest.mark.parametrize("projection_dim", [0, 3])
+def test_rotation_rvq_has_the_same_codes_and_value_but_another_input_gradient(projection_dim):
+    torch.manual_seed(2)
+    x = torch.randn(2, 6, 7)
+    grads, values = {}, {}
+    for mode in ("identity", "rotation"):
+        torch.manual_seed(3)
+        rvq = ResidualVectorQuantizer(num_quantizers=2, codebook_size=16, codebook_dim=6,
+                                      projection_dim=projection_dim, straight_through=mode).train()
+        xi = x.clone().requires_grad_(True)
+        out = rvq(xi)
+        out.quantized.pow(3).sum().backward()
+        grads[mode], values[mode] = xi.grad, out.quantized.detach()
+    torch.testing.assert_close(values["identity"], values["rotation"])
+    assert (grads["identity"] - grads["rotation"]).abs().max() > 1e-3
+
+
+def test_straight_through_mode_is_checked():
+    with pytest.raises(ValueError, match="straight_through"):
+        ResidualVectorQuantizer(num_quantizers=1, codebook_size=4, codebook_dim=2, straight_through="gumbel")

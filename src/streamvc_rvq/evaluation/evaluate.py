@@ -96,6 +96,8 @@ def codebook_and_losses(model, utterances, num_active: int, codebook_size: int, 
                 "index": i,
                 "perplexity": stats.perplexity(h),
                 "usage": stats.usage(h),
+                # codes used at least once over the whole pass: unlike batch perplexity, no batch-size effect
+                "codes_used": stats.codes_used(h),
                 "top_code_share": stats.top_code_share(h),
                 "dead_codes": stats.dead_codes(h),
                 "num_frames": int(h.sum()),

@@ -78,6 +78,7 @@ def seed_summary(verdict: dict, checkpoints: Sequence[dict]) -> dict:
         "last_step": int(last["step"]) if last else None,
         "perplexity": [stage_value(last, i, "perplexity") for i in range(n_active)],
         "usage_q0": stage_value(last, 0, "usage"),
+        "codes_used_q0": stage_value(last, 0, "codes_used"),
         "top_code_share_q0": stage_value(last, 0, "top_code_share"),
         "loss_stft": (last.get("validation") or {}).get("loss_stft"),
         "dnsmos_ovrl": _quality(last, "dnsmos", "ovrl"),
@@ -109,7 +110,7 @@ def arm_summary(arm: str, seeds: Mapping[int, dict]) -> dict:
         "last_step": max((r["last_step"] for r in runs if r["last_step"] is not None), default=None),
         "perplexity": [_mean([p[i] if i < len(p) else None for p in perplexities]) for i in range(stages)],
     }
-    for key in ("usage_q0", "top_code_share_q0", "loss_stft", "dnsmos_ovrl", "towards_target_margin",
+    for key in ("usage_q0", "codes_used_q0", "top_code_share_q0", "loss_stft", "dnsmos_ovrl", "towards_target_margin",
                 "output_similarity", "cer"):
         summary[key] = _mean([r[key] for r in runs])
     summary["perplexity_q0"] = summary["perplexity"][0] if summary["perplexity"] else None

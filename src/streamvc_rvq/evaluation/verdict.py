@@ -392,7 +392,10 @@ def place_checkpoints(checkpoints: list[dict], plan: dict, steps: Sequence[int],
                       else f"no metrics for step {step}")
             missing.append({"role": role, "nominal_step": nominal, "step": step, "reason": reason})
         summary.append({"role": role, "nominal_step": nominal, "step": step, "present": cp is not None,
-                        "num_active_quantizers": None if cp is None else cp.get("num_active_quantizers")})
+                        "num_active_quantizers": None if cp is None else cp.get("num_active_quantizers"),
+                        # per active stage, over the whole validation pass (batch perplexity depends on the batch)
+                        "perplexity": [stage_value(cp, s["index"], "perplexity") for s in active_stages(cp)],
+                        "codes_used": [stage_value(cp, s["index"], "codes_used") for s in active_stages(cp)]})
     present = [r for r, _ in ROLES if cps[r] is not None]
     if not present:
         raise ValueError(

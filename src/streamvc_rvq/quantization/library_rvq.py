@@ -6,8 +6,8 @@ disagrees. The settings map as follows (``model.rvq`` -> library):
 
 * ``distance: cosine`` -> ``use_cosine_sim``; ``commitment_cost`` -> ``commitment_weight``;
   ``ema_decay`` -> ``decay``; ``laplace_eps`` -> ``eps``; ``kmeans_init`` -> ``kmeans_init``
-  with the native number of Lloyd iterations; the straight-through estimator (the library's
-  rotation trick is off, as in the native quantizer).
+  with the native number of Lloyd iterations; ``straight_through: rotation`` ->
+  ``rotation_trick`` (off otherwise: the straight-through estimator, as in the native quantizer).
 * ``dead_code_threshold`` is relative (x the expected assignments per code per step); the
   library's ``threshold_ema_dead_code`` is absolute, so it is set before every training
   forward from that batch's valid frames, and a redrawn code restarts at the expected count,
@@ -69,7 +69,7 @@ class LibraryResidualVQ(QuantizerStack):
             # relative, rescaled per batch in forward; any positive value turns replacement on
             threshold_ema_dead_code=settings.dead_code_threshold,
             commitment_weight=settings.commitment_cost,
-            rotation_trick=False,
+            rotation_trick=settings.straight_through == "rotation",
             return_zeros_for_masked_padding=False,
         )
         self.layers = self.rvq.layers

@@ -10,6 +10,10 @@ Tricks used, each a config switch of the ``model.rvq`` section:
 * **Straight-through estimator** (VQ-VAE, van den Oord et al. 2017): the forward pass
   outputs the sum of the chosen codes, the backward pass treats quantization as identity
   (``d quantized / d x = I``). It is applied once, to the whole residual stack.
+* **Rotation trick** (Fifty et al. 2024): with ``straight_through: rotation`` the gradient
+  crosses the quantizer through the rotation and rescaling that map the input to its
+  quantized value (:func:`rotation_trick`), where it is taken (whole stack, or per stage
+  with projections); the forward value is the same.
 * **Residual quantization** (SoundStream/EnCodec): stage ``i`` quantizes its input residual
   ``r_i``; the next residual is ``r_i - sg(e_i)`` (the *detached* code). Each stage has its
   codebook term ``||sg(r_i) - e_i||^2`` and commitment term ``beta * ||r_i - sg(e_i)||^2``
@@ -75,6 +79,7 @@ from streamvc_rvq.quantization import stats as code_stats
 
 DISTANCES = ("euclidean", "cosine")
 CODEBOOK_UPDATES = ("gradient", "ema")
+STRAIGHT_THROUGH = ("identity", "rotation")
 KMEANS_ITERS = 10
 
 
@@ -98,12 +103,15 @@ class RVQSettings:
     kmeans_init_frames_per_code: int = 8  # used by the training loop (multi-batch k-means)
     projection_dim: int = 0  # d > 0: DAC-style low-dimensional codes
     implementation: str = "native"  # which class :func:`~.build.build_rvq` builds
+    straight_through: str = "identity"  # or "rotation" (Fifty et al. 2024)
 
     def __post_init__(self) -> None:
         if self.distance not in DISTANCES:
             raise ValueError(f"distance must be one of {DISTANCES}, got {self.distance!r}")
         if self.codebook_update not in CODEBOOK_UPDATES:
             raise ValueError(f"codebook_update must be one of {CODEBOOK_UPDATES}, got {self.codebook_update!r}")
+        if self.straight_through not in STRAIGHT_THROUGH:
+            raise ValueError(f"straight_through must be one of {STRAIGHT_THROUGH}, got {self.straight_through!r}")
         if self.num_quantizers < 1:
             raise ValueError(f"num_quantizers must be >= 1, got {self.num_quantizers}")
 
@@ -389,6 +397,33 @@ class VectorQuantizer(nn.Module):
         return StageOutput(r, e.detach(), codes, codebook_loss, commitment_loss, stage_stats)
 
 
+def rotation_trick(x: torch.Tensor, q: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """``q`` in the forward pass; in the backward pass the gradient reaches ``x: N x D``
+    through ``sg(s R)``, the rotation ``R`` taking ``x``'s direction to ``q``'s and the
+    rescaling ``s = |q| / |x|`` (Fifty et al. 2024, arXiv 2410.06424), instead of the
+    identity of the straight-through estimator. The gradient then depends on where the
+    input sits inside its code's cell (the angle between ``x`` and ``q``), which is what
+    pushes inputs apart and spreads them over more codes.
+
+    ``R = I - 2 w w^T + 2 v u^T`` with ``u = x / |x|``, ``v = q / |q|``, ``w = (u + v) / |u + v|``
+    (Householder form; ``u = -v`` gives ``w = 0`` and still ``R u = v``)."""
+    with torch.no_grad():
+        x_norm = x.norm(dim=-1, keepdim=True).clamp_min(eps)
+        q_norm = q.norm(dim=-1, keepdim=True).clamp_min(eps)
+        u, v = x / x_norm, q / q_norm
+        w = F.normalize(u + v, dim=-1)
+        scale = q_norm / x_norm
+    rotated = scale * (x - 2.0 * w * (w * x).sum(-1, keepdim=True) + 2.0 * v * (u * x).sum(-1, keepdim=True))
+    return rotated + (q - rotated).detach()  # exactly q forward, float rounding aside
+
+
+def straight_through(x: torch.Tensor, q: torch.Tensor, mode: str) -> torch.Tensor:
+    """The value ``q`` with the gradient of ``mode`` (``identity``: VQ-VAE's; ``rotation``: :func:`rotation_trick`)."""
+    if mode == "rotation":
+        return rotation_trick(x, q)
+    return x + (q - x).detach()
+
+
 # ----------------------------------------------------------------------------------------
 # The residual stack.
 
@@ -503,7 +538,7 @@ class ResidualVectorQuantizer(QuantizerStack):
         for index, layer in enumerate(self.layers[:n_q]):
             if self.projection_dim:
                 out = layer(self.in_projs[index](residual), flat_valid)
-                z_q = self.out_projs[index](out.inputs + (out.code_vectors - out.inputs).detach())  # per-stage ST
+                z_q = self.out_projs[index](straight_through(out.inputs, out.code_vectors, self.settings.straight_through))
                 quantized = quantized + z_q
                 residual = residual - z_q.detach()
             else:
@@ -516,7 +551,7 @@ class ResidualVectorQuantizer(QuantizerStack):
             stage_stats.append(out.stats)
 
         if not self.projection_dim:
-            quantized = latents + (quantized - latents).detach()  # straight-through estimator
+            quantized = straight_through(latents, quantized, self.settings.straight_through)  # whole stack
         loss = torch.stack(codebook_losses + commitment_losses).sum()
         return RVQOutput(
             quantized=_to_bdt(quantized, batch),

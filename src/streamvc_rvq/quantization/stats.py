@@ -50,6 +50,11 @@ def usage(counts: torch.Tensor) -> float:
     return float((counts > 0).sum()) / counts.numel()
 
 
+def codes_used(counts: torch.Tensor) -> int:
+    """How many codes were picked at least once."""
+    return int((counts > 0).sum())
+
+
 def top_code_share(counts: torch.Tensor) -> float:
     """Share of all assignments taken by the single most frequent code (1.0 = monopoly)."""
     _check_not_empty(counts, "top-code share")
