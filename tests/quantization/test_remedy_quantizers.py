@@ -198,3 +198,36 @@ def test_rotation_rvq_has_the_same_codes_and_value_but_another_input_gradient(pr
 def test_straight_through_mode_is_checked():
     with pytest.raises(ValueError, match="straight_through"):
         ResidualVectorQuantizer(num_quantizers=1, codebook_size=4, codebook_dim=2, straight_through="gumbel")
+
+
+# --- SimVQ (codebook_update: simvq) ------------------------------------------------------------
+
+
+def test_simvq_moves_every_code_while_a_gradient_codebook_moves_only_the_chosen():
+    """The input on which the plain codebook fails: frames that pick 2 of 64 codes. Its codebook
+    term reaches those 2 rows only; SimVQ's reaches the shared map, so all 64 codes move."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 1).expand(1, 4, 40).contiguous() + 0.01 * torch.randn(1, 4, 40)
+    moved = {}
+    for update in ("gradient", "simvq"):
+        torch.manual_seed(1)
+        rvq = ResidualVectorQuantizer(num_quantizers=1, codebook_size=64, codebook_dim=4,
+                                      codebook_update=update).train()
+        before = rvq.layers[0].lookup_codebook().detach().clone()
+        out = rvq(x)
+        out.loss.backward()
+        with torch.no_grad():
+            for p in rvq.parameters():
+                p -= 0.1 * p.grad
+        delta = (rvq.layers[0].lookup_codebook().detach() - before).norm(dim=-1)
+        moved[update] = int((delta > 1e-6).sum())
+        assert len(out.codes[0].unique()) <= 2
+    assert moved["gradient"] <= 2 and moved["simvq"] == 64
+    layer = ResidualVectorQuantizer(num_quantizers=1, codebook_size=8, codebook_dim=4, codebook_update="simvq").layers[0]
+    assert not isinstance(layer.codebook, torch.nn.Parameter) and layer.transform.weight.requires_grad
+
+
+def test_simvq_refuses_writes_into_its_frozen_base():
+    for bad in ({"kmeans_init": True}, {"dead_code_threshold": 0.4}):
+        with pytest.raises(ValueError, match="frozen"):
+            ResidualVectorQuantizer(num_quantizers=1, codebook_size=8, codebook_dim=4, codebook_update="simvq", **bad)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from micro import micro_config
@@ -72,3 +73,31 @@ def test_speaker_consistency_is_on_in_every_arm_by_default():
     """On in the control too: it never reaches the quantizer, so phase1 and baseline still differ by the RVQ fix alone."""
     for arm in ("phase1", "baseline"):
         assert micro_config(arm)["train"]["loss_weights"]["speaker_consistency"] == 1.0
+
+
+def test_codebook_lr_scale_moves_the_codebooks_that_much_slower(micro_manifest):
+    """The lever reaches the codebooks: after one AdamW step from the same state, a 0.1 scale
+    moves every codebook 0.1 x as far, and the rest of the model as far as with 1.0."""
+    moves = {}
+    for scale in (1.0, 0.1):
+        cfg = micro_config("phase1", model={"rvq": {"codebook_lr_scale": scale}})
+        state = build_state(cfg, torch.device("cpu"))
+        trainer = Trainer(cfg, state, torch.device("cpu"))
+        state.model.train()
+        rvq, decoder_conv = state.model.decoder.rvq, state.model.decoder.output_conv
+        before = [p.detach().clone() for p in rvq.codebook_parameters()] + [decoder_conv.weight.detach().clone()]
+        trainer.train_step(trainer.batch(load_utterances(micro_manifest, "train", labels="manifest"), 30), 30)
+        after = [p.detach() for p in rvq.codebook_parameters()] + [decoder_conv.weight.detach()]
+        moves[scale] = [float((a - b).abs().sum()) for a, b in zip(after, before)]
+        assert len(state.optimizer.param_groups) == (1 if scale == 1.0 else 2)
+    *codebooks, rest = zip(moves[1.0], moves[0.1])
+    stage0 = codebooks[0]
+    assert stage0[0] > 0 and stage0[1] / stage0[0] == pytest.approx(0.1, rel=0.05)
+    assert rest[1] == pytest.approx(rest[0], rel=1e-4)
+
+
+def test_codebook_lr_scale_needs_a_gradient_codebook():
+    from streamvc_rvq.quantization.rvq import ResidualVectorQuantizer
+
+    with pytest.raises(ValueError, match="codebook_update: gradient"):
+        ResidualVectorQuantizer(codebook_update="ema", codebook_lr_scale=0.1)

@@ -14,6 +14,14 @@ Tricks used, each a config switch of the ``model.rvq`` section:
   crosses the quantizer through the rotation and rescaling that map the input to its
   quantized value (:func:`rotation_trick`), where it is taken (whole stack, or per stage
   with projections); the forward value is the same.
+* **Codebook learning rate** (``codebook_lr_scale``): with the gradient update the
+  codebooks are parameters, and the trainer gives them the model's learning rate times this
+  factor (:meth:`QuantizerStack.codebook_parameters`), so they can move slower than the
+  encoder that feeds them.
+* **SimVQ** (Zhu et al. 2024, arXiv 2411.02038): with ``codebook_update: simvq`` each
+  stage's codebook is a frozen random base ``C`` through one learned linear map, ``C W``; the
+  codebook term trains ``W``, so a step moves every code, chosen or not, and no code is left
+  behind (no k-means, no dead-code redraws: both would write into the frozen base).
 * **Residual quantization** (SoundStream/EnCodec): stage ``i`` quantizes its input residual
   ``r_i``; the next residual is ``r_i - sg(e_i)`` (the *detached* code). Each stage has its
   codebook term ``||sg(r_i) - e_i||^2`` and commitment term ``beta * ||r_i - sg(e_i)||^2``
@@ -78,7 +86,7 @@ from torch import nn
 from streamvc_rvq.quantization import stats as code_stats
 
 DISTANCES = ("euclidean", "cosine")
-CODEBOOK_UPDATES = ("gradient", "ema")
+CODEBOOK_UPDATES = ("gradient", "ema", "simvq")
 STRAIGHT_THROUGH = ("identity", "rotation")
 KMEANS_ITERS = 10
 
@@ -104,6 +112,7 @@ class RVQSettings:
     projection_dim: int = 0  # d > 0: DAC-style low-dimensional codes
     implementation: str = "native"  # which class :func:`~.build.build_rvq` builds
     straight_through: str = "identity"  # or "rotation" (Fifty et al. 2024)
+    codebook_lr_scale: float = 1.0  # the codebooks' learning rate / the model's (gradient update)
 
     def __post_init__(self) -> None:
         if self.distance not in DISTANCES:
@@ -112,6 +121,14 @@ class RVQSettings:
             raise ValueError(f"codebook_update must be one of {CODEBOOK_UPDATES}, got {self.codebook_update!r}")
         if self.straight_through not in STRAIGHT_THROUGH:
             raise ValueError(f"straight_through must be one of {STRAIGHT_THROUGH}, got {self.straight_through!r}")
+        if self.codebook_lr_scale != 1.0 and self.codebook_update != "gradient":
+            raise ValueError(f"codebook_lr_scale {self.codebook_lr_scale:g} needs codebook_update: gradient "
+                             f"(an {self.codebook_update} codebook has no learning rate)")
+        if self.codebook_update == "simvq" and (self.kmeans_init or self.dead_code_threshold > 0):
+            raise ValueError("codebook_update: simvq keeps its base codebook frozen: kmeans_init and "
+                             "dead_code_threshold would write into it (set them to false / 0)")
+        if self.codebook_lr_scale <= 0:
+            raise ValueError(f"codebook_lr_scale must be > 0, got {self.codebook_lr_scale:g}")
         if self.num_quantizers < 1:
             raise ValueError(f"num_quantizers must be >= 1, got {self.num_quantizers}")
 
@@ -268,7 +285,11 @@ class VectorQuantizer(nn.Module):
 
         # N(0, 1) on purpose: the spec's collapse mechanism is encoder std 0.31 vs this std 1.0.
         init = torch.randn(self.codebook_size, self.codebook_dim)
-        if self.use_ema:
+        self.transform = None
+        if settings.codebook_update == "simvq":  # a frozen base; the learned map moves every code at once
+            self.register_buffer("codebook", init)
+            self.transform = nn.Linear(self.codebook_dim, self.codebook_dim, bias=False)
+        elif self.use_ema:
             self.register_buffer("codebook", init)
             self.register_buffer("embed_sum", init.clone())
         else:
@@ -279,7 +300,7 @@ class VectorQuantizer(nn.Module):
 
     def extra_repr(self) -> str:
         distance = "cosine" if self.cosine else "euclidean"
-        update = "ema" if self.use_ema else "gradient"
+        update = "ema" if self.use_ema else ("simvq" if self.transform is not None else "gradient")
         return (
             f"{self.codebook_size}x{self.codebook_dim}, distance={distance}, update={update}, "
             f"dead_code_threshold={self.dead_code_threshold}, kmeans_init={self.kmeans_init}, "
@@ -287,8 +308,10 @@ class VectorQuantizer(nn.Module):
         )
 
     def lookup_codebook(self) -> torch.Tensor:
-        """The codebook in code space (L2-normalised rows if cosine)."""
-        return F.normalize(self.codebook, dim=-1) if self.cosine else self.codebook
+        """The codebook in code space (L2-normalised rows if cosine); with SimVQ the frozen
+        base through the learned linear map."""
+        embed = self.codebook if self.transform is None else self.transform(self.codebook)
+        return F.normalize(embed, dim=-1) if self.cosine else embed
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Code vectors for integer ``codes`` of any shape (shape + ``[D]``)."""
@@ -465,6 +488,10 @@ class QuantizerStack(nn.Module):
         self.projection_dim = settings.projection_dim
         self.progressive_steps = settings.progressive_steps
         self.kmeans_init_frames = settings.kmeans_init_frames
+
+    def codebook_parameters(self) -> list[nn.Parameter]:
+        """The codebooks the optimiser moves (gradient update), for their own learning rate."""
+        return [layer.codebook for layer in getattr(self, "layers", []) if isinstance(layer.codebook, nn.Parameter)]
 
 
 class ResidualVectorQuantizer(QuantizerStack):

@@ -66,6 +66,8 @@ LEGACY_MODEL_KEYS = (
     ("speaker_encoder", "pooling", "attention"),
     ("pitch", "target", "none"),
     ("pitch", "excitation_harmonics", 0),
+    ("rvq", "straight_through", "identity"),
+    ("rvq", "codebook_lr_scale", 1.0),
 )
 # parameter names of the speaker encoder before it had a front end and a pooling module
 LEGACY_PARAMETER_PREFIXES = (
@@ -76,8 +78,8 @@ LEGACY_PARAMETER_PREFIXES = (
 
 
 def upgrade_legacy(payload: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint from before the speaker path and pitch-level changes, read as the model it
-    is: a key its (resolved) config section lacks at its legacy value, its speaker-encoder
+    """A checkpoint from before a model key existed (the speaker path, the pitch level, the
+    remedy ladder's quantizer switches), read as the model it is: a key its (resolved) config section lacks at its legacy value, its speaker-encoder
     parameters renamed. A section it lacks altogether counts at today's defaults."""
     model = payload["config"].get("model", {})
     legacy = False

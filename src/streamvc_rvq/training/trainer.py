@@ -77,13 +77,25 @@ def gan_enabled(train_cfg: dict) -> bool:
     return weights["adversarial"] > 0 or weights["feature_matching"] > 0
 
 
+def parameter_groups(model: StreamVC, lr: float) -> list[dict]:
+    """The optimiser's groups: everything at ``lr`` (first: the group whose rate is logged), and
+    the codebooks at ``lr x model.rvq.codebook_lr_scale`` when that is not 1."""
+    rvq = model.decoder.rvq
+    scale = rvq.settings.codebook_lr_scale
+    codebooks = rvq.codebook_parameters() if scale != 1.0 else []
+    ids = {id(p) for p in codebooks}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in ids]}]
+    return groups + ([{"params": codebooks, "lr": lr * scale}] if codebooks else [])
+
+
 def build_state(cfg: dict, device: torch.device) -> TrainState:
     """Fresh model and optimiser, initialised from ``train.seed`` alone."""
     train_cfg = cfg["train"]
     torch.manual_seed(train_cfg["seed"])
     model = StreamVC(cfg["model"]).to(device)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=train_cfg["lr"], betas=tuple(train_cfg["betas"]), weight_decay=train_cfg["weight_decay"]
+        parameter_groups(model, train_cfg["lr"]), lr=train_cfg["lr"], betas=tuple(train_cfg["betas"]),
+        weight_decay=train_cfg["weight_decay"],
     )
     total = train_cfg["steps"][-1]
     scheduler = torch.optim.lr_scheduler.LambdaLR(
