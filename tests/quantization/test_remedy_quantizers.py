@@ -231,3 +231,99 @@ def test_simvq_refuses_writes_into_its_frozen_base():
     for bad in ({"kmeans_init": True}, {"dead_code_threshold": 0.4}):
         with pytest.raises(ValueError, match="frozen"):
             ResidualVectorQuantizer(num_quantizers=1, codebook_size=8, codebook_dim=4, codebook_update="simvq", **bad)
+
+
+# --- residual FSQ (implementation: fsq) --------------------------------------------------------
+
+
+def _fsq(**kw):
+    settings = {"num_quantizers": 2, "codebook_size": 60, "codebook_dim": 6, "implementation": "fsq",
+                "fsq_levels": [5, 4, 3], **kw}
+    return build_rvq(settings)
+
+
+def test_fsq_codes_round_trip_and_cover_the_grid_on_uniform_input():
+    """No codebook to collapse: spread inputs use (nearly) every grid point of stage 0, and
+    codes decode to the forward value; a constant input uses one code (where usage must fail)."""
+    from streamvc_rvq.quantization import fsq
+
+    levels = torch.tensor([5.0, 4.0, 3.0])
+    every = torch.arange(60)
+    torch.testing.assert_close(fsq.codes_of(fsq.grid_of(every, levels), levels), every)
+    torch.manual_seed(0)
+    rvq = _fsq().eval()
+    with torch.no_grad():  # make project_in the identity on the first 3 channels, scaled wide
+        rvq.project_in.weight.zero_()
+        rvq.project_in.weight[:, :3] = 3.0 * torch.eye(3)
+        rvq.project_in.bias.zero_()
+    spread = torch.randn(4, 6, 500)
+    out = rvq(spread)
+    assert len(out.codes) == 2 and out.codes[0].max() < 60
+    assert float(out.stats[0]["usage"]) > 0.9
+    torch.testing.assert_close(out.quantized, rvq.decode(out.codes), atol=1e-5, rtol=1e-5)
+    constant = rvq(torch.ones(1, 6, 50))
+    assert float(constant.stats[0]["usage"]) == pytest.approx(1 / 60)
+    assert rvq.input_space_codebook(0).shape == (60, 6)
+
+
+def test_fsq_passes_gradients_straight_through_to_its_input():
+    rvq = _fsq().train()
+    x = torch.randn(2, 6, 9, requires_grad=True)
+    out = rvq(x)
+    out.quantized.sum().backward()
+    assert x.grad.abs().sum() > 0 and float(out.loss) == 0.0
+    assert rvq.project_in.weight.grad.abs().sum() > 0 and rvq.project_out.weight.grad.abs().sum() > 0
+
+
+def test_fsq_refuses_codebook_settings_and_a_wrong_size():
+    with pytest.raises(ValueError, match="product of fsq_levels"):
+        _fsq(codebook_size=64)
+    with pytest.raises(ValueError, match="does not apply to FSQ"):
+        _fsq(dead_code_threshold=0.4)
+
+
+# --- affine re-parameterisation (affine_codebook) ----------------------------------------------
+
+
+def test_affine_codebook_moves_unchosen_codes_towards_shifted_inputs():
+    """Inputs 5 units off the N(0, 1) codebook pick few codes; the plain codebook term moves only
+    those, the shared shift moves every code towards the inputs."""
+    torch.manual_seed(0)
+    x = 5.0 + 0.1 * torch.randn(1, 4, 64)
+    mean_distance = {}
+    for affine in (False, True):
+        torch.manual_seed(1)
+        rvq = ResidualVectorQuantizer(num_quantizers=1, codebook_size=32, codebook_dim=4, affine_codebook=affine).train()
+        before = rvq.layers[0].lookup_codebook().detach().clone()
+        opt = torch.optim.SGD(rvq.parameters(), lr=0.5)
+        for _ in range(20):
+            opt.zero_grad()
+            rvq(x).loss.backward()
+            opt.step()
+        after = rvq.layers[0].lookup_codebook().detach()
+        unchosen = (after - before).norm(dim=-1) < 1e-6
+        mean_distance[affine] = float((after - 5.0).norm(dim=-1).mean())
+        assert bool(unchosen.any()) != affine  # without affine some codes never moved
+    assert mean_distance[True] < mean_distance[False] - 1.0  # the whole codebook came a unit or more closer
+
+
+def test_affine_codebook_stores_kmeans_and_redrawn_vectors_through_the_inverse_map():
+    torch.manual_seed(0)
+    rvq = ResidualVectorQuantizer(num_quantizers=1, codebook_size=8, codebook_dim=3, affine_codebook=True,
+                                  dead_code_threshold=0.5)
+    layer = rvq.layers[0]
+    with torch.no_grad():
+        layer.affine["scale"].fill_(2.0)
+        layer.affine["shift"].fill_(-1.0)
+    samples = torch.randn(64, 3)
+    layer.init_codebook_(samples)
+    codes = nearest_codes(samples, layer.lookup_codebook(), cosine=False)
+    means = torch.stack([samples[codes == k].mean(0) if bool((codes == k).any()) else layer.lookup_codebook()[k]
+                         for k in range(8)])
+    assert (layer.lookup_codebook() - means).abs().max() < 1.0  # k-means centres, not 2x - 1 of them
+    layer.cluster_size.zero_()
+    layer.expire_codes_(samples)
+    looked_up = layer.lookup_codebook().detach()
+    assert all(bool((samples - row).norm(dim=-1).min() < 1e-5) for row in looked_up)  # each is a drawn sample
+    with pytest.raises(ValueError, match="affine_codebook needs"):
+        ResidualVectorQuantizer(codebook_update="ema", affine_codebook=True)

@@ -3,7 +3,8 @@
 ``implementation: native`` is :class:`~streamvc_rvq.quantization.rvq.ResidualVectorQuantizer`;
 ``vector_quantize_pytorch`` is the same interface around that library's ``ResidualVQ``
 (:mod:`streamvc_rvq.quantization.library_rvq`), an independent cross-check of the native
-quantizer's findings. The library is optional: :func:`library_available` says whether it can
+quantizer's findings; ``fsq`` is residual finite scalar quantization
+(:mod:`streamvc_rvq.quantization.fsq`), a quantizer without a codebook. The library is optional: :func:`library_available` says whether it can
 be imported, and asking for it when it cannot gives one line naming the package to install.
 """
 
@@ -15,7 +16,7 @@ from torch import nn
 
 from streamvc_rvq.quantization.rvq import ResidualVectorQuantizer
 
-IMPLEMENTATIONS = ("native", "vector_quantize_pytorch")
+IMPLEMENTATIONS = ("native", "vector_quantize_pytorch", "fsq")
 LIBRARY = "vector_quantize_pytorch"
 LIBRARY_REQUIREMENT = "vector-quantize-pytorch==1.32.0"
 
@@ -41,6 +42,10 @@ def build_rvq(rvq_cfg: dict) -> nn.Module:
     implementation = rvq_cfg.get("implementation", "native")
     if implementation == "native":
         return ResidualVectorQuantizer(**rvq_cfg)
+    if implementation == "fsq":
+        from streamvc_rvq.quantization.fsq import ResidualFSQ
+
+        return ResidualFSQ(**rvq_cfg)
     if implementation == LIBRARY:
         reason = unavailable_reason(rvq_cfg)
         if reason:

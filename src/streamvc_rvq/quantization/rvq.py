@@ -22,6 +22,11 @@ Tricks used, each a config switch of the ``model.rvq`` section:
   stage's codebook is a frozen random base ``C`` through one learned linear map, ``C W``; the
   codebook term trains ``W``, so a step moves every code, chosen or not, and no code is left
   behind (no k-means, no dead-code redraws: both would write into the frozen base).
+* **Affine re-parameterisation** (Huh et al. 2023, "Straightening out the straight-through
+  estimator"): with ``affine_codebook`` every stage's codes are ``scale * c_k + shift``, the
+  per-dimension scale and shift shared by all codes and trained by the codebook term, so the
+  codebook as a whole follows the input's moving statistics, unused codes included (k-means
+  and dead-code redraws store their vectors through the inverse map).
 * **Residual quantization** (SoundStream/EnCodec): stage ``i`` quantizes its input residual
   ``r_i``; the next residual is ``r_i - sg(e_i)`` (the *detached* code). Each stage has its
   codebook term ``||sg(r_i) - e_i||^2`` and commitment term ``beta * ||r_i - sg(e_i)||^2``
@@ -113,8 +118,11 @@ class RVQSettings:
     implementation: str = "native"  # which class :func:`~.build.build_rvq` builds
     straight_through: str = "identity"  # or "rotation" (Fifty et al. 2024)
     codebook_lr_scale: float = 1.0  # the codebooks' learning rate / the model's (gradient update)
+    fsq_levels: tuple[int, ...] = (8, 5, 5, 5)  # implementation: fsq (prod = codebook_size)
+    affine_codebook: bool = False  # codes = scale * c + shift, scale and shift shared (Huh et al. 2023)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "fsq_levels", tuple(int(v) for v in self.fsq_levels))  # a config's list
         if self.distance not in DISTANCES:
             raise ValueError(f"distance must be one of {DISTANCES}, got {self.distance!r}")
         if self.codebook_update not in CODEBOOK_UPDATES:
@@ -127,6 +135,9 @@ class RVQSettings:
         if self.codebook_update == "simvq" and (self.kmeans_init or self.dead_code_threshold > 0):
             raise ValueError("codebook_update: simvq keeps its base codebook frozen: kmeans_init and "
                              "dead_code_threshold would write into it (set them to false / 0)")
+        if self.affine_codebook and self.codebook_update != "gradient":
+            raise ValueError(f"affine_codebook needs codebook_update: gradient (the shared scale and shift learn "
+                             f"from the codebook term), got {self.codebook_update!r}")
         if self.codebook_lr_scale <= 0:
             raise ValueError(f"codebook_lr_scale must be > 0, got {self.codebook_lr_scale:g}")
         if self.num_quantizers < 1:
@@ -286,6 +297,10 @@ class VectorQuantizer(nn.Module):
         # N(0, 1) on purpose: the spec's collapse mechanism is encoder std 0.31 vs this std 1.0.
         init = torch.randn(self.codebook_size, self.codebook_dim)
         self.transform = None
+        self.affine = None
+        if settings.affine_codebook:  # shared per-dimension scale and shift, starting at the identity
+            self.affine = nn.ParameterDict({"scale": nn.Parameter(torch.ones(self.codebook_dim)),
+                                            "shift": nn.Parameter(torch.zeros(self.codebook_dim))})
         if settings.codebook_update == "simvq":  # a frozen base; the learned map moves every code at once
             self.register_buffer("codebook", init)
             self.transform = nn.Linear(self.codebook_dim, self.codebook_dim, bias=False)
@@ -311,7 +326,15 @@ class VectorQuantizer(nn.Module):
         """The codebook in code space (L2-normalised rows if cosine); with SimVQ the frozen
         base through the learned linear map."""
         embed = self.codebook if self.transform is None else self.transform(self.codebook)
+        if self.affine is not None:
+            embed = embed * self.affine["scale"] + self.affine["shift"]
         return F.normalize(embed, dim=-1) if self.cosine else embed
+
+    def _raw(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Code-space vectors as stored rows: what :meth:`lookup_codebook` maps back onto ``vectors``."""
+        if self.affine is None:
+            return vectors
+        return (vectors - self.affine["shift"]) / self.affine["scale"]
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Code vectors for integer ``codes`` of any shape (shape + ``[D]``)."""
@@ -331,7 +354,7 @@ class VectorQuantizer(nn.Module):
         # keeps its seeded position instead of being pulled to zero by the EMA division.
         expected = (frames_per_step or r.shape[0]) / self.codebook_size
         counts = counts.clamp_min(expected)
-        self.codebook.data.copy_(means)
+        self.codebook.data.copy_(self._raw(means))
         self.cluster_size.copy_(counts)
         if self.use_ema:
             self.embed_sum.copy_(means * counts.unsqueeze(-1))
@@ -355,7 +378,7 @@ class VectorQuantizer(nn.Module):
             return 0
         samples = sample_vectors(r, self.codebook_size)
         mask = expired.unsqueeze(-1)
-        self.codebook.data.copy_(torch.where(mask, samples, self.codebook))
+        self.codebook.data.copy_(torch.where(mask, self._raw(samples), self.codebook))
         self.cluster_size.masked_fill_(expired, expected)
         if self.use_ema:
             self.embed_sum.copy_(torch.where(mask, samples * expected, self.embed_sum))

@@ -68,6 +68,8 @@ LEGACY_MODEL_KEYS = (
     ("pitch", "excitation_harmonics", 0),
     ("rvq", "straight_through", "identity"),
     ("rvq", "codebook_lr_scale", 1.0),
+    ("rvq", "fsq_levels", [8, 5, 5, 5]),
+    ("rvq", "affine_codebook", False),
 )
 # parameter names of the speaker encoder before it had a front end and a pooling module
 LEGACY_PARAMETER_PREFIXES = (
