@@ -139,9 +139,11 @@ def test_ab_report_tie_and_not_comparable(tmp_path, make_cp):
 def test_conversion_table_shows_every_measure_and_a_dash_where_one_is_missing(healthy_run, reference):
     cps = healthy_run()
     del cps[0]["outputs"]["quality"]["convert"]["pitch_level"]
+    del cps[1]["outputs"]["quality"]["convert"]["identified_by_model"]
     lines = conversion_table(cps, reference)
     rows = {line.split(" | ")[0].strip("| "): line for line in lines[2:] if line}
-    assert rows[str(cps[3]["step"])] == (f"| {cps[3]['step']} | 0.95 / 0.1 | 90% of 24 (33%) | 0.9 / 0.1 | "
+    assert rows[str(cps[3]["step"])] == (f"| {cps[3]['step']} | 0.95 / 0.1 | 90% of 24 (33%) | 100% | 0.9 / 0.1 | "
                                           "0.5 / 0.6 (0.1) | 0.85 |")
     assert " | — / — | " in rows[str(cps[0]["step"])]
+    assert " | 90% of 24 (33%) | — | " in rows[str(cps[1]["step"])]
     assert rows["corpus"].endswith("same speaker 0.9 / different 0.65 |")

@@ -68,6 +68,8 @@ def test_evaluation_at_step_n_uses_the_stages_of_step_n_minus_1(micro_manifest, 
     assert all(len(t) == min(3, len(heldout) - 1) for t in targets_of.values())  # the micro corpus holds out 2
     controls = quality["convert"]["controls"]
     assert controls["targets_per_source"] == min(3, len(heldout) - 1) == 1 and controls["towards_target"] is None
+    # the model's own encoder judges the same conversions (no second target here: nothing to pick from)
+    assert "identified_by_model" in quality["convert"] and quality["convert"]["identified_by_model"] is None
     # the model's own speaker embedding, measured over pairs of held-out utterances
     separation = metrics["speaker_embedding"]
     assert separation["num_speakers"] >= 2 and 0.0 <= separation["auc"] <= 1.0

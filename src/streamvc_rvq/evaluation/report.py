@@ -272,24 +272,27 @@ def conversion_table(checkpoints: Sequence[dict], reference: dict | None) -> lis
     the target identified among a source's targets, the pitch level followed, the content kept,
     and reconstructions' similarity to their source next to the corpus's levels."""
     speaker = (reference or {}).get("speaker") or {}
-    lines = ["| step | model speaker AUC / EER | target identified (chance) | median F0 corr with target / source | "
-             "content head on conversions / sources (chance) | reconstruction similarity to source |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| step | model speaker AUC / EER | target identified (chance) | by the model's own encoder | "
+             "median F0 corr with target / source | content head on conversions / sources (chance) | "
+             "reconstruction similarity to source |",
+             "|---|---|---|---|---|---|---|"]
     for cp in sorted(checkpoints, key=lambda c: int(c["step"])):
         quality = (cp.get("outputs") or {}).get("quality") or {}
         convert, own = quality.get("convert") or {}, cp.get("speaker_embedding") or {}
         ident = (convert.get("controls") or {}).get("identification")
+        by_model = convert.get("identified_by_model")
         level = convert.get("pitch_level") or {}
         labels = convert.get("content_labels") or {}
         out, src = labels.get("output"), labels.get("source")
         content = (f"{fmt_value(out['accuracy'])} / {fmt_value(src['accuracy'])} ({fmt_value(src['chance'])})"
                    if out and src else "—")
+        identified = f"{ident['rate']:.0%} of {ident['num_outputs']} ({ident['chance']:.0%})" if ident else "—"
         lines.append(
-            f"| {cp['step']} | {fmt_value(own.get('auc'))} / {fmt_value(own.get('eer'))} | "
-            + (f"{ident['rate']:.0%} of {ident['num_outputs']} ({ident['chance']:.0%})" if ident else "—")
-            + f" | {fmt_value(level.get('correlation_with_target'))} / {fmt_value(level.get('correlation_with_source'))}"
+            f"| {cp['step']} | {fmt_value(own.get('auc'))} / {fmt_value(own.get('eer'))} | {identified} | "
+            f"{format(by_model['rate'], '.0%') if by_model else '—'} | "
+            f"{fmt_value(level.get('correlation_with_target'))} / {fmt_value(level.get('correlation_with_source'))}"
             f" | {content} | {fmt_value((quality.get('reconstruct') or {}).get('speaker_similarity_source'))} |")
-    lines.append(f"| corpus | Resemblyzer AUC {fmt_value(speaker.get('auc'))} | — | — | — | same speaker "
+    lines.append(f"| corpus | Resemblyzer AUC {fmt_value(speaker.get('auc'))} | — | — | — | — | same speaker "
                  f"{fmt_value(speaker.get('same_mean'))} / different {fmt_value(speaker.get('different_mean'))} |")
     return lines + [""]
 
