@@ -27,6 +27,7 @@ rule remedy_ladder:
         unpack(ladder_inputs),
     output:
         ladder=f"{COMPARE}/remedies.json",
+        phase2=f"{COMPARE}/phase2.yaml",
         report=report(f"{COMPARE}/remedies.md", caption="report/ladder.rst", category="Remedy ladder"),
         plots=report(
             directory(f"{COMPARE}/remedies_plots"),
@@ -47,4 +48,4 @@ rule remedy_ladder:
     shell:
         "streamvc-rvq ladder {params.flags} --verdicts {input.verdicts} --metrics {input.metrics} "
         "--reference-levels {input.reference} --experiments-table {input.table} --output {output.ladder} "
-        "--report {output.report} --plots-dir {output.plots} > {log} 2>&1"
+        "--report {output.report} --plots-dir {output.plots} --phase2 {output.phase2} > {log} 2>&1"

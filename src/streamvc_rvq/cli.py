@@ -210,8 +210,19 @@ def cmd_ladder(args: argparse.Namespace) -> None:
     write_ladder(
         arms=args.arms, verdicts=args.verdicts, metrics=args.metrics, output=args.output, report=args.report,
         plots_dir=args.plots_dir, reference_levels=args.reference_levels, skipped=skipped,
-        scalars=args.scalars, experiments_table=args.experiments_table,
+        scalars=args.scalars, experiments_table=args.experiments_table, phase2=args.phase2,
+        gan_loss_weights=_json_arg(args.gan_loss_weights, "--gan-loss-weights") if args.gan_loss_weights else None,
     )
+
+
+def _json_arg(text: str, flag: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{flag} takes a JSON object, got {text!r} ({err})") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{flag} takes a JSON object, got {text!r}")
+    return value
 
 
 def cmd_infer(args: argparse.Namespace) -> None:
@@ -347,6 +358,8 @@ def _add_judging_parsers(sub) -> None:
                    help="the training scalars files of one run, once per run (training curves in the plots)")
     p.add_argument("--skipped", nargs="*", default=[], metavar="ARM=REASON", help="arms left out of the ladder, with the reason")
     p.add_argument("--experiments-table", type=Path, help="the experiments table the report links to")
+    p.add_argument("--phase2", type=Path, help="phase2.yaml to write: the winner with the GAN losses on (a --configfile overlay)")
+    p.add_argument("--gan-loss-weights", help='the GAN loss weights phase2.yaml sets, as JSON (e.g. \'{"adversarial": 1.0}\')')
 
 
 def _add_tool_parsers(sub) -> None:

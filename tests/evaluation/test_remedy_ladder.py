@@ -124,3 +124,65 @@ def test_the_ladder_ranks_by_the_codebook_answer_not_the_top_level_class():
     }, reference="phase1")
     assert [s["arm"] for s in ladder["ranking"]] == ["phase2_encodec", "phase1"]
     assert ladder["ranking"][0]["classes"] == ["success"]
+
+
+# ------------------------------------------------------------------ Phase 2: the winner with the GAN on
+
+GAN = {"adversarial": 1.0, "feature_matching": 2.0}
+
+
+def _configs(**rvq_of_arm):
+    base = {"codebook_update": "gradient", "dead_code_threshold": 0.0, "codebook_size": 1024}
+    return {arm: {"model": {"rvq": {**base, **rvq}, "decoder": {"channels": 8}}, "train": {"seed": 0}}
+            for arm, rvq in rvq_of_arm.items()}
+
+
+def test_phase2_overlay_runs_the_winner_quantizer_with_the_gan_and_nothing_else():
+    from streamvc_rvq.evaluation.remedy_ladder import phase2_overlay
+
+    ladder = rank_ladder({"phase1": {0: run("partial", 10.0)}, "phase2_ema": {0: run("success", 40.0)}},
+                         reference="phase1")
+    configs = _configs(phase1={}, phase2_ema={"codebook_update": "ema"})
+    overlay = phase2_overlay(ladder, configs, GAN)
+    assert overlay == {"experiments": {"phase2": {"train": {"loss_weights": GAN},
+                                                  "model": {"rvq": {"codebook_update": "ema"}}}},
+                       "verdict": {"experiment": "phase2"}}
+    # the reference itself winning: the GAN on phase1's quantizer, no model change
+    ladder = rank_ladder({"phase1": {0: run("success", 40.0)}, "phase2_ema": {0: run("failure", 1.0)}},
+                         reference="phase1")
+    assert phase2_overlay(ladder, configs, GAN)["experiments"]["phase2"] == {"train": {"loss_weights": GAN}}
+
+
+def test_ranking_certainty_calls_a_first_place_within_the_seed_spread_a_tie():
+    two = lambda a, b: {0: run("partial", a), 1: run("partial", b)}  # noqa: E731
+    close = rank_ladder({"phase1": two(30.0, 50.0), "phase2_ema": two(38.0, 46.0)}, reference="phase1")
+    assert close["certainty"]["tie"] is True and "a tie" in close["certainty"]["text"]
+    clear = rank_ladder({"phase1": two(10.0, 11.0), "phase2_ema": two(80.0, 81.0)}, reference="phase1")
+    assert clear["certainty"]["tie"] is False and clear["certainty"]["top"] == "phase2_ema"
+    one = rank_ladder({"phase1": {0: run("partial", 10.0)}, "phase2_ema": {0: run("partial", 40.0)}}, reference="phase1")
+    assert one["certainty"]["tie"] is None and "no seed-noise allowance" in one["certainty"]["text"]
+
+
+def test_phase2_yaml_validates_and_trains_a_micro_checkpoint_with_the_gan_on(tmp_path, micro_manifest):
+    """The overlay the ladder writes is a --configfile the pipeline accepts: it validates, and a
+    micro run of its experiment builds a checkpoint with the discriminator in it."""
+    import torch
+    import yaml
+
+    from micro import CONFIG_FILES
+    from streamvc_rvq.config import load_config, resolve_experiment
+    from streamvc_rvq.evaluation.judge import write_phase2_overlay
+    from streamvc_rvq.training.trainer import train_to_step
+
+    ladder = rank_ladder({"phase1": {0: run("partial", 10.0)}, "phase2_simvq": {0: run("success", 40.0)}},
+                         reference="phase1")
+    path = tmp_path / "phase2.yaml"
+    write_phase2_overlay(path, ladder, _configs(phase1={}, phase2_simvq={"codebook_update": "simvq"}), GAN)
+    text = path.read_text()
+    assert text.startswith("# Phase 2") and "phase2_simvq" in text and "no seed-noise allowance" in text
+    assert yaml.safe_load(text)["verdict"] == {"experiment": "phase2"}
+    cfg = resolve_experiment(load_config(*CONFIG_FILES, path), "phase2")  # validated against the schema
+    assert cfg["model"]["rvq"]["codebook_update"] == "simvq" and cfg["train"]["loss_weights"]["adversarial"] == 1.0
+    out = train_to_step(cfg, manifest=micro_manifest, step=2, output=tmp_path / "step_2.pt", device="cpu")
+    payload = torch.load(out, weights_only=True)
+    assert "disc_optimizer" in payload and payload["config"]["model"]["rvq"]["codebook_update"] == "simvq"

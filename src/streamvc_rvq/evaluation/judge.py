@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from streamvc_rvq.atomic import write_json
+from streamvc_rvq.atomic import atomic_write_bytes, write_json
 from streamvc_rvq.config import ab_target, config_hash, ladder_command, snakemake_command
 from streamvc_rvq.evaluation import plots
 from streamvc_rvq.evaluation import report as reporting
@@ -18,7 +18,7 @@ from streamvc_rvq.training.scalars_file import read_segment_scalars, segment_exp
 from streamvc_rvq.evaluation.experiments_table import training_config
 from streamvc_rvq.evaluation.ladder_report import plot_quality as plot_ladder_quality
 from streamvc_rvq.evaluation.ladder_report import plot_stage_metric, write_ladder_report
-from streamvc_rvq.evaluation.remedy_ladder import rank_ladder
+from streamvc_rvq.evaluation.remedy_ladder import PHASE2_EXPERIMENT, phase2_overlay, rank_ladder
 from streamvc_rvq.evaluation.samples_page import write_samples_page
 from streamvc_rvq.evaluation.verdict import COMMITMENT_COST_AB, decide
 
@@ -118,12 +118,30 @@ def write_ab(
     return comparison
 
 
+def write_phase2_overlay(path: Path, ladder: dict, configs: Mapping[str, dict], gan_loss_weights: Mapping) -> None:
+    """``phase2.yaml``: the ladder's winner with the GAN on, with how sure the ranking is as comments."""
+    import yaml
+
+    overlay = phase2_overlay(ladder, configs, gan_loss_weights)
+    if overlay is None:
+        raise ValueError("the ladder ranked no arm: no Phase 2 overlay to write")
+    top = ladder["ranking"][0]["arm"]
+    header = [f"# Phase 2 (the design note's GAN stage) with the remedy ladder's first arm, {top}.",
+              f"# {ladder['certainty']['text']}.",
+              "# Use it after the ladder's config files, the target first:",
+              f"#   snakemake --cores all <results>/{PHASE2_EXPERIMENT}/verdict.json --configfile <the ladder's files> {path.name}"]
+    text = "\n".join(header) + "\n" + yaml.safe_dump(overlay, sort_keys=False)
+    atomic_write_bytes(path, text.encode())
+
+
 def write_ladder(
     *, arms: Sequence[str], verdicts: Sequence[Path], metrics: Sequence[Path], output: Path, report: Path,
     plots_dir: Path, reference_levels: Path | None = None, skipped: Mapping[str, str] | None = None,
     scalars: Sequence[Sequence[Path]] = (), experiments_table: Path | None = None,
+    phase2: Path | None = None, gan_loss_weights: Mapping[str, float] | None = None,
 ) -> dict:
-    """Group the runs by arm and seed, rank the arms, write JSON, plots and report.
+    """Group the runs by arm and seed, rank the arms, write JSON, plots and report, and
+    ``phase2``: the config overlay running the winner with ``gan_loss_weights``.
 
     ``arms[0]`` is the reference arm; ``scalars``: each run's training scalars files, the
     first seed of each arm drawn as training curves."""
@@ -161,5 +179,7 @@ def write_ladder(
                                                                     reference=arms[0])
     write_ladder_report(ladder, Path(report), pngs, experiments_table=experiments_table)
     write_json(output, ladder)
+    if phase2 is not None:
+        write_phase2_overlay(Path(phase2), ladder, configs, gan_loss_weights or {})
     print(ladder["statement"])
     return ladder

@@ -114,7 +114,55 @@ def arm_summary(arm: str, seeds: Mapping[int, dict]) -> dict:
                 "output_similarity", "cer"):
         summary[key] = _mean([r[key] for r in runs])
     summary["perplexity_q0"] = summary["perplexity"][0] if summary["perplexity"] else None
+    q0 = [p[0] for p in perplexities if p and p[0] is not None]
+    summary["perplexity_q0_std"] = statistics.stdev(q0) if len(q0) >= 2 else None  # the seed spread
     return summary
+
+
+PHASE2_EXPERIMENT = "phase2"  # the experiment phase2.yaml defines and points the verdict at
+
+
+def ranking_certainty(ranking: Sequence[dict]) -> dict:
+    """How sure the first place is: the first two arms' stage-0 perplexity at the last
+    checkpoint, and their seed spreads. With two or more seeds each, a margin within the two
+    spreads together (the A/B's rule) is a tie; with one seed there is no noise allowance."""
+    if len(ranking) < 2:
+        return {"top": ranking[0]["arm"] if ranking else None, "runner_up": None, "tie": None,
+                "text": "one arm: nothing to rank against"}
+    first, second = ranking[0], ranking[1]
+    margin = (None if first.get("perplexity_q0") is None or second.get("perplexity_q0") is None
+              else first["perplexity_q0"] - second["perplexity_q0"])
+    spreads = [first.get("perplexity_q0_std"), second.get("perplexity_q0_std")]
+    out = {"top": first["arm"], "runner_up": second["arm"], "margin_perplexity_q0": margin,
+           "seed_spread": None if None in spreads else spreads[0] + spreads[1],
+           "seeds": [len(first["seeds"]), len(second["seeds"])]}
+    same_class = first.get("class_rank") == second.get("class_rank")
+    if out["seed_spread"] is None or margin is None:
+        out["tie"] = None
+        out["text"] = (f"{first['arm']} ranks first, {second['arm']} second, on one seed each: no seed-noise "
+                       "allowance (ladder.seeds: [0, 1, 2] gives one)")
+    else:
+        out["tie"] = same_class and abs(margin) <= out["seed_spread"]
+        out["text"] = (f"{first['arm']} ranks first, {second['arm']} second: stage-0 perplexity {_num(margin)} apart, "
+                       f"seed spread {_num(out['seed_spread'])}: "
+                       + ("a tie (the margin is within the seed spread)" if out["tie"] else "a clear first"))
+    return out
+
+
+def phase2_overlay(ladder: dict, configs: Mapping[str, dict], gan_loss_weights: Mapping[str, float]) -> dict | None:
+    """The config overlay for Phase 2 (``--configfile``): the first-ranked arm's quantizer (its
+    ``model.rvq`` keys that differ from the reference arm's) with the GAN losses on, as the
+    experiment :data:`PHASE2_EXPERIMENT`, and the verdict pointed at it. None without a ranking."""
+    if not ladder["ranking"]:
+        return None
+    winner, reference = ladder["ranking"][0]["arm"], ladder["reference"]
+    mine = flatten(((configs.get(winner) or {}).get("model") or {}).get("rvq") or {})
+    base = flatten(((configs.get(reference) or {}).get("model") or {}).get("rvq") or {})
+    rvq = {key: value for key, value in mine.items() if base.get(key) != value}
+    experiment: dict = {"train": {"loss_weights": dict(gan_loss_weights)}}
+    if rvq:
+        experiment["model"] = {"rvq": rvq}
+    return {"experiments": {PHASE2_EXPERIMENT: experiment}, "verdict": {"experiment": PHASE2_EXPERIMENT}}
 
 
 def rank_key(summary: dict) -> tuple:
@@ -205,4 +253,5 @@ def rank_ladder(
         "fixed": [s["arm"] for s in ranking if s["fixed"]],
         "cross_checks": cross_checks(summaries, configs or {}),
         "statement": statement(ranking, reference),
+        "certainty": ranking_certainty(ranking),
     }
