@@ -74,13 +74,14 @@ def test_cross_check_pairs_the_library_arm_with_its_native_twin_and_reports_disa
     library = {"model": {"rvq": {"codebook_update": "ema", "implementation": "vector_quantize_pytorch"}},
                "train": {"seed": 0}}
     other = {"model": {"rvq": {"codebook_update": "gradient", "implementation": "native"}}, "train": {"seed": 0}}
+    fsq = {"model": {"rvq": {"codebook_update": "ema", "implementation": "fsq"}}, "train": {"seed": 0}}
     runs = {"encodec": {0: run("partial", 30.0)}, "library": {0: run("failure", 1.0, failed=COLLAPSE_CRITERIA)},
-            "plain": {0: run("partial", 30.0)}}
-    ladder = rank_ladder(runs, {"encodec": native, "library": library, "plain": other})
-    (check,) = ladder["cross_checks"]
+            "plain": {0: run("partial", 30.0)}, "fsq": {0: run("partial", 30.0)}}
+    ladder = rank_ladder(runs, {"encodec": native, "library": library, "plain": other, "fsq": fsq})
+    (check,) = ladder["cross_checks"]  # FSQ is another quantizer, not a cross-check of ours
     assert (check["arm"], check["native_arm"], check["agree"]) == ("library", "encodec", False)
     runs["library"] = {0: run("partial", 28.0)}
-    assert rank_ladder(runs, {"encodec": native, "library": library, "plain": other})["cross_checks"][0]["agree"] is True
+    assert rank_ladder(runs, {"encodec": native, "library": library, "plain": other, "fsq": fsq})["cross_checks"][0]["agree"] is True
 
 
 def test_ladder_command_writes_json_report_and_plots(tmp_path, capsys):

@@ -42,6 +42,8 @@ RANK_KEYS: tuple[tuple[str, int], ...] = (
     ("perplexity_q0", +1),
 )
 IMPLEMENTATION_KEY = "model.rvq.implementation"
+# implementations of the native quantizer's maths by someone else: a cross-check each (fsq is another quantizer)
+CROSS_CHECK_IMPLEMENTATIONS = ("vector_quantize_pytorch",)
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -175,7 +177,8 @@ def rank_key(summary: dict) -> tuple:
 
 
 def cross_checks(summaries: Mapping[str, dict], configs: Mapping[str, dict]) -> list[dict]:
-    """Pair each non-native arm with the native arm of the same training config otherwise."""
+    """Pair each cross-check arm (:data:`CROSS_CHECK_IMPLEMENTATIONS`) with the native arm of the
+    same training config otherwise."""
     flat = {arm: flatten(cfg or {}) for arm, cfg in configs.items()}
 
     def without_impl(arm: str) -> dict:
@@ -184,7 +187,7 @@ def cross_checks(summaries: Mapping[str, dict], configs: Mapping[str, dict]) -> 
     checks = []
     for arm, cfg in flat.items():
         impl = cfg.get(IMPLEMENTATION_KEY, "native")
-        if impl == "native" or arm not in summaries:
+        if impl not in CROSS_CHECK_IMPLEMENTATIONS or arm not in summaries:
             continue
         twin = next((other for other in flat if other != arm and other in summaries
                      and flat[other].get(IMPLEMENTATION_KEY, "native") == "native"
