@@ -101,6 +101,12 @@ def compare_arms(
     return {"arms": names, "per_arm": per_arm, "steps": rows}
 
 
+def seed_noise_allowance(stds: Sequence[float | None]) -> float | None:
+    """How far two arms' means may differ by seed noise alone: their seed standard deviations
+    together; None when an arm has one seed (no allowance can be given)."""
+    return None if None in stds else float(sum(stds))
+
+
 def candidate_decision(comparison: dict) -> dict | None:
     """Does the A/B's second arm (the candidate, e.g. β = 1.0) beat its first (the control)?
 
@@ -117,7 +123,7 @@ def candidate_decision(comparison: dict) -> dict | None:
         a, b = r["perplexity_q0"][control], r["perplexity_q0"][candidate]
         stds = [next((p["std"] for p in r["arms"][arm]["perplexity"] if p["stage"] == 0), None)
                 for arm in (control, candidate)]
-        allowance = sum(stds) if None not in stds else None
+        allowance = seed_noise_allowance(stds)
         seeded = seeded and allowance is not None
         supports = supports and b - a > (allowance or 0.0)
         parts.append(f"perplexity_q0 at {r['nominal_step'] // 1000}k: {control} {a:.1f}, {candidate} {b:.1f}"

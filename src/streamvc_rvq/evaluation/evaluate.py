@@ -193,8 +193,8 @@ def speaker_embedding_separation(model, utterances, device) -> dict | None:
     over every pair of ``utterances`` (AUC near 0.5: a constant embedding)."""
     if len({u.speaker for u in utterances}) < 2:
         return None
-    embeddings = [(u.speaker, model.speaker_encoder(u.audio.unsqueeze(0).to(device))[0].float().cpu().numpy())
-                  for u in utterances if u.audio.numel() >= model.hop_length]
+    embed = _own_embedder(model, device)
+    embeddings = [(u.speaker, embed(u.audio)) for u in utterances if u.audio.numel() >= model.hop_length]
     return {**verification_of(embeddings), "num_utterances": len(embeddings),
             "num_speakers": len({s for s, _ in embeddings})}
 

@@ -21,6 +21,9 @@ import math
 import statistics
 from typing import Mapping, Sequence
 
+from streamvc_rvq.quantization.build import LIBRARY
+
+from .comparison import seed_noise_allowance
 from .experiments_table import flatten
 from .verdict import answers, stage_value
 
@@ -43,7 +46,7 @@ RANK_KEYS: tuple[tuple[str, int], ...] = (
 )
 IMPLEMENTATION_KEY = "model.rvq.implementation"
 # implementations of the native quantizer's maths by someone else: a cross-check each (fsq is another quantizer)
-CROSS_CHECK_IMPLEMENTATIONS = ("vector_quantize_pytorch",)
+CROSS_CHECK_IMPLEMENTATIONS = (LIBRARY,)
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -134,9 +137,8 @@ def ranking_certainty(ranking: Sequence[dict]) -> dict:
     first, second = ranking[0], ranking[1]
     margin = (None if first.get("perplexity_q0") is None or second.get("perplexity_q0") is None
               else first["perplexity_q0"] - second["perplexity_q0"])
-    spreads = [first.get("perplexity_q0_std"), second.get("perplexity_q0_std")]
     out = {"top": first["arm"], "runner_up": second["arm"], "margin_perplexity_q0": margin,
-           "seed_spread": None if None in spreads else spreads[0] + spreads[1],
+           "seed_spread": seed_noise_allowance([first.get("perplexity_q0_std"), second.get("perplexity_q0_std")]),
            "seeds": [len(first["seeds"]), len(second["seeds"])]}
     same_class = first.get("class_rank") == second.get("class_rank")
     if out["seed_spread"] is None or margin is None:
