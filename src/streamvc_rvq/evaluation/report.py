@@ -306,7 +306,8 @@ def _quality_section(checkpoints: Sequence[dict], reference: dict | None, sample
              "independent of ours (Resemblyzer, DNSMOS, pocketsphinx), next to the same measures on the "
              "corpus's own audio." + listen, ""] + quality_table(checkpoints, reference)
     lines += ["Does it convert? The model's own speaker embedding on held-out speakers (AUC 0.5: a constant), "
-              "how often Resemblyzer picks the intended target among a source's targets, how far the "
+              "how often Resemblyzer picks the intended target among a source's targets (and how often the "
+              "model's own encoder does: far above Resemblyzer, the decoder pleases its own judge only), how far the "
               "conversions' median F0 follows the target's (and, as the control, the source's), the model's "
               "content head on the conversions against the same head on their sources:", ""]
     lines += conversion_table(checkpoints, reference)
