@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from streamvc_rvq.data.dataset import load_utterances
-from streamvc_rvq.evaluation import dnsmos, recognition, signal_metrics
+from streamvc_rvq.evaluation import dnsmos, quality, recognition, signal_metrics
 from streamvc_rvq.evaluation.quality import output_similarity
 from streamvc_rvq.evaluation.reference_levels import reference_levels, speaker_levels, spread_over_speakers
 from streamvc_rvq.evaluation.speaker_similarity import cosine, speaker_embedding, verification
@@ -176,3 +176,25 @@ def test_the_config_schema_offers_exactly_the_measures_that_exist():
     schema = yaml.safe_load(files("streamvc_rvq").joinpath("schema.yaml").read_text())
     measures = schema["properties"]["evaluation"]["properties"]["quality_measures"]
     assert tuple(measures["items"]["enum"]) == MEASURES == tuple(measures["default"])
+
+
+def test_recognition_is_skipped_only_where_the_recogniser_cannot_read_the_sources():
+    assert quality.recognition_skip_reason({"wer": 0.93, "cer": 0.7, "num_utterances": 4}).startswith("skipped")
+    assert quality.recognition_skip_reason({"wer": 0.2, "cer": 0.1, "num_utterances": 4}) is None
+    assert quality.recognition_skip_reason({"wer": None, "cer": None, "num_utterances": 0}) is None  # no text: nothing to decide
+
+
+def test_the_scorer_drops_recognition_on_the_builtin_corpus_and_keeps_it_on_text_it_can_read(corpus):
+    """On eSpeak audio the recogniser misreads the sources themselves: skipped, with the reason.
+    The control that must keep it: the same audio, its text set to what the recogniser hears."""
+    texted = [u for u in corpus if u.text][:quality.RECOGNITION_PROBE_UTTERANCES]
+    scorer = quality.QualityScorer(["speaker", "recognition"], RATE)
+    reason = scorer.probe_recognition(texted)
+    assert reason and "recognition" not in scorer.measures and "speaker" in scorer.measures
+    heard = [replace(u, text=recognition.transcribe(u.audio, RATE)) for u in texted]
+    heard = [u for u in heard if u.text]
+    assert heard
+    kept = quality.QualityScorer(["recognition"], RATE)
+    assert kept.probe_recognition(heard) is None and kept.measures == ("recognition",)
+    entry, _ = kept.score("reconstruct", heard[0], heard[0], heard[0].audio)  # what it keeps, it measures
+    assert entry["errors"]["word_errors"] == 0 and entry["transcript"] == heard[0].text

@@ -37,17 +37,19 @@ def test_evaluation_at_step_n_uses_the_stages_of_step_n_minus_1(micro_manifest, 
     # every sample output carries its quality measures against its source (and target)
     quality = metrics["outputs"]["quality"]
     assert quality["convert"]["num_outputs"] + quality["reconstruct"]["num_outputs"] == metrics["outputs"]["num_outputs"]
-    assert quality["measures"] == cfg["evaluation"]["quality_measures"] and quality["seconds"]["total"] > 0
+    # the recogniser cannot read eSpeak sources: recognition is skipped, with the reason
+    assert quality["measures"] == ["speaker", "dnsmos"] and quality["seconds"]["total"] > 0
+    assert quality["recognition_skipped"].startswith("skipped: the recogniser's word error")
     for sample in metrics["outputs"]["samples"]:
         assert 0.0 <= sample["voicing_agreement"] <= 1.0
         assert sample["log_f0_correlation"] is None or -1.0 <= sample["log_f0_correlation"] <= 1.0
         assert -1.0 <= sample["speaker_similarity_source"] <= 1.0
-        assert sample["errors"]["words"] > 0 and isinstance(sample["transcript"], str)
+        assert "errors" not in sample and "transcript" not in sample
         if sample["kind"] == "convert":
             assert -1.0 <= sample["speaker_similarity_target"] <= 1.0
         else:
             assert "si_sdr" in sample and sample["mel_cepstral_distortion"] >= 0
-    assert quality["convert"]["recognition"]["source"]["wer"] is not None
+    assert "recognition" not in quality["convert"]
     assert quality["convert"]["output_similarity"] is not None  # two conversions to different targets
     assert metrics["content_labels"]["valid"]["chance"] > 0  # the micro corpus's eSpeak labels
     # the conversions' content (the content head on them and on their sources) and pitch level

@@ -92,3 +92,18 @@ def test_speaker_contrastive_with_asked_speakers_fails_a_conversion_that_keeps_t
     assert float(good) < 0.01 and float(blind) > 5.0
     with pytest.raises(ValueError, match="B speakers"):
         speaker_contrastive(converted, references, asked, reference_speakers=speakers[:3])
+
+
+def test_speaker_contrastive_of_a_sub_batch_scores_its_rows_as_the_whole_batch_does():
+    """K anchors against all B references: each row's term is the full batch's term for that row,
+    so two halves average to the whole (a sub-batch scored against only its own references would not)."""
+    torch.manual_seed(0)
+    speakers = ["a", "b", "c", "d", "a", "b", "c", "d"]
+    anchors, references = torch.randn(8, 6), torch.randn(8, 6)
+    whole = speaker_contrastive(anchors, references, speakers)
+    halves = [speaker_contrastive(anchors[rows], references, speakers[rows], reference_speakers=speakers) for rows in (slice(0, 4), slice(4, 8))]
+    assert torch.allclose(whole, sum(halves) / 2, atol=1e-6)
+    own_references_only = speaker_contrastive(anchors[:4], references[:4], speakers[:4])
+    assert not torch.allclose(own_references_only, halves[0], atol=1e-3)
+    with pytest.raises(ValueError, match="K x D anchors"):
+        speaker_contrastive(anchors[:4], references, speakers)  # 4 anchors, 8 names

@@ -230,6 +230,7 @@ def write_samples(model, valid, heldout, num_active: int, count: int, samples_di
     jobs = [("convert", f"convert_{s.utterance_id}_to_{t.speaker}", s, t) for s, t in conversion_pairs(heldout, count)]
     jobs += [("reconstruct", f"reconstruct_{u.utterance_id}", u, u) for u in valid[:count]]
     scorer = QualityScorer(measures, sample_rate)
+    recognition_skipped = scorer.probe_recognition(list({src.utterance_id: src for _, _, src, _ in jobs}.values()))
     targets_of: dict[str, dict] = {}  # source utterance -> {target speaker: its reference}
     for kind, _, src, ref in jobs:
         if kind == "convert":
@@ -271,7 +272,9 @@ def write_samples(model, valid, heldout, num_active: int, count: int, samples_di
     # the training judge of the speaker-consistency loss: far above Resemblyzer's rate, the decoder
     # satisfies its own encoder with cues an independent speaker model does not weigh
     quality["convert"]["identified_by_model"] = target_controls(own_controls)["identification"]
-    quality["measures"] = list(measures)
+    quality["measures"] = list(scorer.measures)
+    if recognition_skipped:
+        quality["recognition_skipped"] = recognition_skipped
     quality["seconds"] = {**scorer.seconds, "total": sum(scorer.seconds.values())}
     stds = [e["std"] for e in entries]
     return {

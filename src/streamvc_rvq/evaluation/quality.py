@@ -6,8 +6,9 @@ against the source's text next to the same error on the source audio, and for
 reconstructions SI-SDR and mel-cepstral distortion against their input.
 
 Which of the model-based measures run is ``evaluation.quality_measures`` (a subset of
-:data:`MEASURES`): a corpus that is not English drops ``recognition``. Pitch and the signal
-measures always run (they need no model)."""
+:data:`MEASURES`): a corpus that is not English drops ``recognition``, and a corpus whose own
+sources the recogniser cannot read (:func:`recognition_skip_reason`) skips it with a reason in the
+metrics. Pitch and the signal measures always run (they need no model)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,21 @@ from streamvc_rvq.evaluation.speaker_similarity import cosine, speaker_embedding
 
 MEASURES = ("speaker", "dnsmos", "recognition")
 KINDS = ("convert", "reconstruct")
+# Above this word error on the corpus's own source audio the recogniser cannot read the corpus
+# (the built-in eSpeak corpus scores ~0.93): its error on the outputs would measure nothing.
+RECOGNITION_MAX_SOURCE_WER = 0.5
+RECOGNITION_PROBE_UTTERANCES = 4  # sources transcribed to decide it
+
+
+def recognition_skip_reason(source_rates: dict) -> str | None:
+    """Why recognition error means nothing here (the recogniser misreads the sources
+    themselves), or None when it can be measured; ``source_rates``: :func:`recognition.pooled_rates`."""
+    wer = source_rates.get("wer")
+    if wer is None or wer <= RECOGNITION_MAX_SOURCE_WER:
+        return None
+    return (f"skipped: the recogniser's word error on {source_rates['num_utterances']} source utterances is "
+            f"{wer:.2f} (> {RECOGNITION_MAX_SOURCE_WER}): it cannot read this corpus, so its error on the outputs "
+            "would measure nothing")
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -70,6 +86,18 @@ class QualityScorer:
             self._transcripts[utt.utterance_id] = recognition.error_counts(
                 utt.text, recognition.transcribe(utt.audio, self.sample_rate))
         return self._transcripts[utt.utterance_id]
+
+    def probe_recognition(self, sources: Sequence) -> str | None:
+        """Transcribes the first few texted ``sources``; if the recogniser cannot read them,
+        drops recognition from this scorer's measures and returns why (else None)."""
+        if "recognition" not in self.measures:
+            return None
+        with self.timed("recognition"):
+            texted = [u for u in sources if u.text][:RECOGNITION_PROBE_UTTERANCES]
+            reason = recognition_skip_reason(recognition.pooled_rates(self.utterance_errors(u) for u in texted))
+        if reason:
+            self.measures = tuple(m for m in self.measures if m != "recognition")
+        return reason
 
     def score(self, kind: str, source, reference, output: torch.Tensor) -> tuple[dict, np.ndarray | None]:
         """Measures of one output (a dict for the metrics file) and its speaker embedding."""
@@ -158,4 +186,6 @@ def quality_line(quality: dict) -> str:
         parts.append(f"DNSMOS OVRL {_f(c['dnsmos']['ovrl'], 2)} ({c['dnsmos']['num_segments']} segments)")
     if "recognition" in c:
         parts.append(f"WER {_f(c['recognition']['output']['wer'])} (source audio {_f(c['recognition']['source']['wer'])})")
+    if "recognition_skipped" in quality:
+        parts.append(f"recognition {quality['recognition_skipped']}")
     return "quality " + "; ".join(parts) + f"; measured in {quality['seconds']['total']:.1f} s"

@@ -264,6 +264,10 @@ def quality_table(checkpoints: Sequence[dict], reference: dict | None) -> list[s
         for kind in ("convert", "reconstruct"):
             if quality.get(kind):
                 lines.append(_output_quality_row(cp["step"], kind, quality[kind], seconds))
+    skipped = next((q["recognition_skipped"] for cp in checkpoints
+                    if (q := (cp.get("outputs") or {}).get("quality") or {}).get("recognition_skipped")), None)
+    if skipped:
+        lines += ["", f"Recognition error: {skipped}."]
     return lines + [""]
 
 

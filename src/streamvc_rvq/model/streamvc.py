@@ -163,12 +163,14 @@ class StreamVC(nn.Module):
 
     def reconvert(self, out: StreamVCOutput, order: Tensor) -> Tensor:
         """Row ``i``'s codes in the voice of row ``order[i]``'s reference (its speaker vector
-        and pitch level): a conversion inside a training batch, for the speaker-consistency
-        loss. The codes are detached, so this path teaches the decoder and the speaker
-        encoder, never the quantizer (the codebook question stays the reconstruction's)."""
+        and pitch level), for the first ``len(order)`` rows: a conversion inside a training
+        batch, for the speaker-consistency loss. The codes are detached, so this path teaches
+        the decoder and the speaker encoder, never the quantizer (the codebook question stays
+        the reconstruction's)."""
+        rows = len(order)
         level = None if out.pitch_level is None else out.pitch_level[order]
-        pitch = self.pitch.retarget(out.source_pitch, level)
-        return self.decoder.synthesize(out.rvq.quantized.detach(), pitch, out.speaker[order], self._excitation(pitch))
+        pitch = self.pitch.retarget(out.source_pitch[:rows], level)
+        return self.decoder.synthesize(out.rvq.quantized[:rows].detach(), pitch, out.speaker[order], self._excitation(pitch))
 
     def pitch_statistics(self, reference: Tensor) -> Tensor | None:
         """The reference's pitch level for :meth:`PitchEnergy.retarget` (None with ``pitch.target: none``)."""

@@ -206,14 +206,16 @@ def speaker_contrastive(anchors: Tensor, references: Tensor, speakers: Sequence[
     together and different speakers apart, with no speaker count in the model (any corpus).
     Offset by ``log |positives|`` so that 0 is the best a row can reach.
 
-    ``anchors, references: B x D``; ``speakers``: the anchors' ``B`` speaker names, and the
-    references' too unless ``reference_speakers`` names them (a conversion's anchor is the
-    voice it was asked for, not its source's). Rows whose speaker is the whole batch's have
+    ``anchors: K x D``, ``references: B x D``; ``speakers``: the anchors' ``K`` speaker names,
+    and the references' too unless ``reference_speakers`` names their ``B`` (a conversion's
+    anchor is the voice it was asked for, not its source's; a sub-batch of ``K < B`` anchors
+    scores each against every reference). Rows whose speaker is every reference's have
     nothing to be told apart from and are left out (0 when every row is the same speaker)."""
     reference_speakers = speakers if reference_speakers is None else reference_speakers
-    if anchors.shape != references.shape or not anchors.shape[0] == len(speakers) == len(reference_speakers):
-        raise ValueError(f"need B x D anchors and references and B speakers, got {tuple(anchors.shape)}, "
-                         f"{tuple(references.shape)}, {len(speakers)}, {len(reference_speakers)}")
+    if (anchors.ndim != 2 or references.ndim != 2 or anchors.shape[1] != references.shape[1]
+            or anchors.shape[0] != len(speakers) or references.shape[0] != len(reference_speakers)):
+        raise ValueError(f"need K x D anchors with K speakers and B x D references with B speakers, got "
+                         f"{tuple(anchors.shape)}, {tuple(references.shape)}, {len(speakers)}, {len(reference_speakers)}")
     logits = F.normalize(anchors, dim=-1) @ F.normalize(references, dim=-1).T / temperature
     ids = {name: i for i, name in enumerate(dict.fromkeys([*speakers, *reference_speakers]))}
     labels = torch.tensor([ids[name] for name in speakers], device=anchors.device)

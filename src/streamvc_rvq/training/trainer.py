@@ -310,9 +310,12 @@ class Trainer:
         Self-reconstruction alone never asks the decoder to change a voice: it can rebuild
         the timbre from the codes and pitch and leave FiLM idle. The encoder judges with its
         weights held (it must not learn to accept what the decoder makes); the gradient reaches
-        the decoder and, through FiLM, the embedding it reads."""
+        the decoder and, through FiLM, the embedding it reads. Only the first
+        ``train.speaker_consistency_rows`` rows are converted (0: all), each scored against
+        every row's reference: the conversion re-runs the decoder, so its cost scales with them."""
         model = self.state.model
-        order = torch.roll(torch.arange(len(speakers), device=out.speaker.device), 1)
+        rows = self.train_cfg["speaker_consistency_rows"] or len(speakers)
+        order = torch.roll(torch.arange(len(speakers), device=out.speaker.device), 1)[:rows]
         converted = model.reconvert(out, order)[:, scored:]
         encoder = model.speaker_encoder
         held = [p for p in encoder.parameters() if p.requires_grad]
