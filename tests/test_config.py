@@ -129,3 +129,32 @@ def test_fidelity_beyond_the_paper_size_protocol_is_refused():
     config["verdict"]["fidelity_times"] = 2
     with pytest.raises(ConfigError, match=r"phase1_x2: train.scale x 2 = 2 is more than the paper-size protocol"):
         resolve_experiment(config, "phase1_x2")
+
+
+def _schema_has(schema: dict, dotted: str) -> bool:
+    node = schema
+    for part in dotted.split("."):
+        if part in (node.get("properties") or {}):
+            node = node["properties"][part]
+        elif isinstance(node.get("additionalProperties"), dict):  # experiments.<name>
+            node = node["additionalProperties"]
+        else:
+            return False
+    return True
+
+
+def test_the_schema_has_one_home_and_config_readme_names_only_keys_it_defines():
+    """config/schema.yaml is the package's schema (a link, not a copy that drifts), and every dotted
+    key config/README.md names is one the schema defines."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    package_schema = root / "src" / "streamvc_rvq" / "schema.yaml"
+    assert (root / "config" / "schema.yaml").resolve() == package_schema.resolve()
+    schema = yaml.safe_load(package_schema.read_text())
+    sections = "|".join(schema["properties"])
+    named = set(re.findall(rf"`((?:{sections})\.[a-z0-9_.]+?)`", (root / "config" / "README.md").read_text()))
+    named = {key for key in named if not key.endswith((".json", ".yaml"))}
+    assert len(named) > 10
+    assert [key for key in sorted(named) if not _schema_has(schema, key)] == []
+    assert not _schema_has(schema, "model.rvq.no_such_key")  # the check can fail

@@ -92,6 +92,18 @@ def test_dnsmos_clean_speech_above_the_same_speech_in_heavy_noise(corpus):
     assert clean_score["bak"] > noisy_score["bak"] + 0.5
 
 
+def test_dnsmos_sessions_use_torchs_threads_and_stay_loaded():
+    """Parallel jobs share the CPU: DNSMOS runs on the job's thread count (speechmos's own
+    sessions take every core), and scoring keeps using those sessions."""
+    import speechmos.dnsmos
+
+    dnsmos._run()
+    model = speechmos.dnsmos.dnsmos
+    assert model.onnx_sess.get_session_options().intra_op_num_threads == torch.get_num_threads()
+    dnsmos.score(np.random.default_rng(0).uniform(-0.1, 0.1, int(dnsmos.WINDOW_SECONDS * 16000)))
+    assert speechmos.dnsmos.dnsmos is model  # not replaced by a model with speechmos's defaults
+
+
 def test_dnsmos_never_scores_a_tiled_clip():
     with pytest.raises(ValueError, match="tiled"):
         dnsmos.score(np.zeros(RATE * 2, dtype=np.float32))

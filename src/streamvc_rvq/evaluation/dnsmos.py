@@ -10,6 +10,7 @@ measured the same way, so outputs and corpus audio are compared like for like.""
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from typing import Sequence
 
@@ -39,9 +40,23 @@ def segments(durations: Sequence[float], min_seconds: float = WINDOW_SECONDS) ->
 
 @functools.cache
 def _run():
+    """``speechmos``'s ``run`` with its two ONNX sessions opened here on torch's thread count:
+    its own sessions take every core, which oversubscribes a CPU that parallel jobs share.
+    ``run`` keeps a loaded model whose ``primary_model_path`` is the one it would load."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from speechmos import dnsmos
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    folder = os.path.join(os.path.dirname(os.path.abspath(dnsmos.__file__)), "dnsmos_models")
+    model = object.__new__(dnsmos.DNSMOS)
+    model.primary_model_path = os.path.join(folder, "sig_bak_ovr.onnx")
+    model.onnx_sess = onnxruntime.InferenceSession(model.primary_model_path, options)
+    model.p808_onnx_sess = onnxruntime.InferenceSession(os.path.join(folder, "model_v8.onnx"), options)
+    dnsmos.dnsmos = model
     return dnsmos.run
 
 
