@@ -149,7 +149,7 @@ def cmd_labels(args: argparse.Namespace) -> None:
 
 def cmd_reference_levels(args: argparse.Namespace) -> None:
     from streamvc_rvq.atomic import write_json
-    from streamvc_rvq.evaluation.reference_levels import reference_levels, summary_line
+    from streamvc_rvq.quality.reference_levels import reference_levels, summary_line
 
     _set_threads(args.threads)
     try:
@@ -163,7 +163,7 @@ def cmd_reference_levels(args: argparse.Namespace) -> None:
 
 def cmd_experiments(args: argparse.Namespace) -> None:
     from streamvc_rvq.atomic import atomic_write_bytes
-    from streamvc_rvq.evaluation.experiments_table import build_table, read_runs, sort_rows, to_csv, to_markdown
+    from streamvc_rvq.reporting.experiments_table import build_table, read_runs, sort_rows, to_csv, to_markdown
 
     runs = read_runs(args.results)
     if not runs:
@@ -181,7 +181,7 @@ def cmd_experiments(args: argparse.Namespace) -> None:
 
 
 def cmd_verdict(args: argparse.Namespace) -> None:
-    from streamvc_rvq.evaluation.judge import write_verdict
+    from streamvc_rvq.verdict.judge import write_verdict
 
     cfg = load_experiment_config(args)
     write_verdict(
@@ -193,13 +193,13 @@ def cmd_verdict(args: argparse.Namespace) -> None:
 
 
 def cmd_ab(args: argparse.Namespace) -> None:
-    from streamvc_rvq.evaluation.judge import write_ab
+    from streamvc_rvq.verdict.judge import write_ab
 
     write_ab(args.name, arms=args.arms, verdicts=args.verdicts, metrics=args.metrics, output=args.output, report=args.report, plots_dir=args.plots_dir)
 
 
 def cmd_ladder(args: argparse.Namespace) -> None:
-    from streamvc_rvq.evaluation.judge import write_ladder
+    from streamvc_rvq.verdict.judge import write_ladder
 
     skipped = {}
     for item in args.skipped:
@@ -226,7 +226,7 @@ def _json_arg(text: str, flag: str) -> dict:
 
 
 def cmd_infer(args: argparse.Namespace) -> None:
-    from streamvc_rvq.evaluation.infer import InferenceError, convert_file
+    from streamvc_rvq.inference.infer_file import InferenceError, convert_file
 
     _set_threads(args.threads)
     cfg = load_experiment_config(args) if (args.config or args.config_json) else None

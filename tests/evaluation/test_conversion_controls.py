@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from streamvc_rvq.evaluation.conversion_controls import mean_interval, target_controls
-from streamvc_rvq.evaluation.verdict import TOWARDS_TARGET_MARGIN
+from streamvc_rvq.verdict.decision import TOWARDS_TARGET_MARGIN
 
 SPEAKERS = ["s0", "s1", "s2", "s3"]  # the built-in corpus holds out 4 speakers
 DIM = 256  # Resemblyzer's embedding size

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from streamvc_rvq.evaluation.curves import curve_facts, read_scalars, series_facts
-from streamvc_rvq.evaluation.verdict import decide
+from streamvc_rvq.verdict.decision import decide
 
 
 def line(start, stop, every, f):

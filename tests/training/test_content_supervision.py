@@ -15,7 +15,7 @@ from streamvc_rvq.data.content_labels import make_frame_labels, save_frame_label
 from streamvc_rvq.data.dataset import load_utterances, read_manifest
 from streamvc_rvq.data.prepare import prepare_corpus
 from streamvc_rvq.evaluation.evaluate import content_label_metrics
-from streamvc_rvq.inference import load_trained_model
+from streamvc_rvq.inference.conversion import load_trained_model
 from streamvc_rvq.training.trainer import Trainer, TrainingError, build_state, clip_groups, train_to_step
 from micro import CONFIG_FILES
 

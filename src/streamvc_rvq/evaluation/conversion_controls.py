@@ -29,7 +29,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import stats as scipy_stats
 
-from streamvc_rvq.evaluation.speaker_similarity import cosine
+from streamvc_rvq.quality.speaker_similarity import cosine
 
 CONFIDENCE = 0.95  # two-sided: a blind model passes a lower-bound > 0 rule with probability <= 2.5 %
 

@@ -24,10 +24,10 @@ from streamvc_rvq.device import select_device
 from streamvc_rvq import tags
 from streamvc_rvq.evaluation.curves import around_step, curve_facts
 from streamvc_rvq.evaluation.conversion_controls import target_controls
-from streamvc_rvq.evaluation.quality import KINDS, QualityScorer, quality_line
-from streamvc_rvq.evaluation.reference_levels import spread_over_speakers
-from streamvc_rvq.evaluation.speaker_similarity import cosine, verification_of
-from streamvc_rvq.inference import convert, load_trained_model, num_active_at
+from streamvc_rvq.quality.scorer import KINDS, QualityScorer, quality_line
+from streamvc_rvq.quality.reference_levels import spread_over_speakers
+from streamvc_rvq.quality.speaker_similarity import cosine, verification_of
+from streamvc_rvq.inference.conversion import convert, load_trained_model, num_active_at
 from streamvc_rvq.provenance import provenance as run_provenance
 from streamvc_rvq.quantization import stats
 from streamvc_rvq.quantization.frame_stats import FrameScaleAccumulator
@@ -225,7 +225,7 @@ def _label_logits(model, audio: torch.Tensor, device) -> torch.Tensor:
 def write_samples(model, valid, heldout, num_active: int, count: int, samples_dir: Path, sample_rate: int,
                   silence_std: float, device, measures: tuple[str, ...] = ()) -> dict:
     """Writes ``count`` conversions between held-out speakers and ``count`` reconstructions of
-    validation utterances, and measures each (:mod:`streamvc_rvq.evaluation.quality`)."""
+    validation utterances, and measures each (:mod:`streamvc_rvq.quality.scorer`)."""
     samples_dir.mkdir(parents=True, exist_ok=True)
     jobs = [("convert", f"convert_{s.utterance_id}_to_{t.speaker}", s, t) for s, t in conversion_pairs(heldout, count)]
     jobs += [("reconstruct", f"reconstruct_{u.utterance_id}", u, u) for u in valid[:count]]

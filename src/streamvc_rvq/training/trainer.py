@@ -27,7 +27,7 @@ from streamvc_rvq.model.streamvc import StreamVC
 from streamvc_rvq.modules.discriminator import MultiScaleSTFTDiscriminator
 from streamvc_rvq.provenance import provenance
 from streamvc_rvq.quantization.frame_stats import frame_scale_stats
-from streamvc_rvq.inference import num_active_at
+from streamvc_rvq.inference.conversion import num_active_at
 from streamvc_rvq.quantization.rvq import active_quantizers
 from streamvc_rvq.training import losses
 from streamvc_rvq.training.checkpoint import (

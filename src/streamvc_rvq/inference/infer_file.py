@@ -1,0 +1,59 @@
+"""The ``infer`` command: convert one file, with one-line errors for every bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from streamvc_rvq.config import schema_default
+from streamvc_rvq.data.audio import AudioError, load_audio, save_wav
+from streamvc_rvq.inference.conversion import convert, load_trained_model, num_active_at
+from streamvc_rvq.training.checkpoint import CheckpointError
+
+
+class InferenceError(RuntimeError):
+    """A bad input or checkpoint; the message is one readable line."""
+
+
+def _read(path: Path, role: str, sample_rate: int, min_samples: int) -> torch.Tensor:
+    if not path.exists():
+        raise InferenceError(f"{role} file not found: {path}")
+    try:
+        audio = load_audio(path, sample_rate)
+    except AudioError as err:
+        raise InferenceError(f"{role} file {path}: {err}") from None
+    if audio.numel() < min_samples:
+        raise InferenceError(
+            f"{role} file {path} is too short: {audio.numel() / sample_rate:.3f} s "
+            f"(need at least {min_samples / sample_rate:.3f} s)"
+        )
+    return audio
+
+
+def convert_file(
+    *, checkpoint: Path, config: dict | None, source: Path, target_ref: Path, output: Path,
+    device: str = "cpu", stream: bool = False,
+) -> dict:
+    """Convert ``source`` to the voice in ``target_ref``; write ``output`` atomically; return stats."""
+    try:
+        model, cfg, step = load_trained_model(checkpoint, config["model"] if config else None, device)
+    except CheckpointError as err:
+        raise InferenceError(str(err)) from None
+    sample_rate = cfg["model"]["sample_rate"]
+    src = _read(Path(source), "source", sample_rate, model.hop_length)
+    ref = _read(Path(target_ref), "target reference", sample_rate, model.hop_length)
+    try:
+        out = convert(model, src.to(device), ref.to(device), num_active_at(cfg["model"], step), stream=stream)
+    except ValueError as err:  # e.g. streaming refused for a non-causal config
+        raise InferenceError(str(err)) from None
+    out = out.float().cpu()
+    save_wav(Path(output), out, sample_rate)
+    return {
+        "output": str(output),
+        "seconds": out.numel() / sample_rate,
+        "output_std": float(out.std()),
+        "silent": bool(out.std() <= schema_default("evaluation.silence_std")),
+        "step": step,
+        "stream": stream,
+    }

@@ -1,0 +1,145 @@
+"""One table of every experiment that has been evaluated: one row per experiment (and seed),
+the training-config values that differ between rows (only those, as DVC's ``exp show``
+does), and the key metrics at each checkpoint. Built from the metrics files alone
+(``results/.../{experiment}/metrics/step_N.json`` carry their ``training_config``) and the
+verdicts next to them, so it covers whatever has been built, whatever config built it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from streamvc_rvq.config import model_with_defaults
+from streamvc_rvq.verdict.decision import answers
+
+# (column suffix, path into a metrics dict); one home for what the table shows per checkpoint
+CHECKPOINT_METRICS: tuple[tuple[str, tuple], ...] = (
+    ("perplexity_q0", ("stages", 0, "perplexity")),
+    ("top_code_share_q0", ("stages", 0, "top_code_share")),
+    ("loss_stft", ("validation", "loss_stft")),
+    ("dnsmos_ovrl", ("outputs", "quality", "convert", "dnsmos", "ovrl")),
+    ("towards_target", ("outputs", "quality", "convert", "towards_target_margin")),
+)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of a nested dict (lists kept as values)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def differing_keys(configs: Sequence[dict[str, Any]]) -> list[str]:
+    """Sorted keys whose value is not the same in every config (absent counts as a value)."""
+
+    def value(config: dict, key: str) -> str:
+        return json.dumps(config[key], sort_keys=True, default=str) if key in config else "<absent>"
+
+    keys = sorted({k for c in configs for k in c})
+    return [k for k in keys if len({value(c, k) for c in configs}) > 1]
+
+
+def _at(tree: Any, path: tuple) -> Any:
+    for key in path:
+        if isinstance(key, int):
+            if not isinstance(tree, list) or len(tree) <= key:
+                return None
+        elif not isinstance(tree, dict) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree
+
+
+def training_config(metrics: dict) -> dict:
+    """The training config a metrics file carries, its model section completed with the schema's
+    defaults (a checkpoint from before a key existed was trained at that key's default)."""
+    cfg = dict(metrics.get("training_config") or {})
+    if "model" in cfg:
+        cfg["model"] = model_with_defaults(cfg["model"])
+    return cfg
+
+
+def read_runs(results: Path) -> list[dict]:
+    """Every evaluated run under ``results``: ``{"path", "experiment", "seed", "config", "checkpoints", "verdict"}``.
+    A run is a directory with ``metrics/step_*.json``; its ``verdict.json`` is read when present."""
+    runs = []
+    for metrics_dir in sorted(Path(results).glob("**/metrics")):
+        files = sorted(metrics_dir.glob("step_*.json"))
+        if not files:
+            continue
+        checkpoints = sorted((json.loads(f.read_text()) for f in files), key=lambda m: int(m["step"]))
+        run_dir = metrics_dir.parent
+        verdict_path = run_dir / "verdict.json"
+        last = checkpoints[-1]
+        runs.append({
+            "path": str(run_dir.relative_to(results)),
+            "experiment": last.get("experiment") or run_dir.name,
+            "seed": last.get("seed"),
+            "config": flatten(training_config(last)),
+            "checkpoints": checkpoints,
+            "verdict": json.loads(verdict_path.read_text()) if verdict_path.exists() else None,
+        })
+    return runs
+
+
+def build_table(runs: Sequence[dict]) -> tuple[list[str], list[dict]]:
+    """(columns, rows): identity, verdict, the differing config values, then each checkpoint's metrics."""
+    config_columns = differing_keys([r["config"] for r in runs])
+    steps = sorted({int(cp["step"]) for r in runs for cp in r["checkpoints"]})
+    metric_columns = [f"{name}@{step}" for step in steps for name, _ in CHECKPOINT_METRICS]
+    columns = ["run", "experiment", "seed", "class", "codebook", "conversion", "branch", *config_columns, *metric_columns]
+    rows = []
+    for run in runs:
+        codebook, conversion = answers(run["verdict"] or {})
+        row = {"run": run["path"], "experiment": run["experiment"], "seed": run["seed"],
+               "class": (run["verdict"] or {}).get("class"), "codebook": codebook, "conversion": conversion,
+               "branch": (run["verdict"] or {}).get("branch")}
+        row.update({k: run["config"].get(k) for k in config_columns})
+        for cp in run["checkpoints"]:
+            for name, path in CHECKPOINT_METRICS:
+                row[f"{name}@{int(cp['step'])}"] = _at(cp, path)
+        rows.append({c: row.get(c) for c in columns})
+    return columns, rows
+
+
+def sort_rows(rows: list[dict], column: str | None, descending: bool = False) -> list[dict]:
+    """Rows sorted by ``column`` (missing values last whatever the direction)."""
+    if not column:
+        return list(rows)
+    if rows and column not in rows[0]:
+        raise KeyError(f"no column {column!r}; columns: {', '.join(rows[0])}")
+    present = [r for r in rows if r[column] is not None]
+    absent = [r for r in rows if r[column] is None]
+    return sorted(present, key=lambda r: (str(type(r[column])), r[column]), reverse=descending) + absent
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def to_csv(columns: list[str], rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([[_text(r[c]) for c in columns] for r in rows])
+    return buffer.getvalue()
+
+
+def to_markdown(columns: list[str], rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_text(r[c]).replace("|", "\\|") for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,262 @@
+"""The Phase 2 remedy ladder: rank the arms by the protocol's criteria, then by conversion quality.
+
+Pure functions of verdicts and metrics dicts. Each arm may have several seeds; an arm's
+numbers are means over its seeds, and it *fixes the collapse* only when every seed passes
+every :data:`COLLAPSE_CRITERIA` criterion and no seed's verdict is a failure.
+
+The ranking is lexicographic over :data:`RANK_KEYS` (a table, not code): first the verdict
+class, then the share of codebook criteria passed, then the share of all criteria passed,
+then the quality of the conversions at the last checkpoint (DNSMOS OVRL, the towards-target
+speaker margin, the recognition error), and last the stage-0 perplexity. A missing value
+ranks below any measured one.
+
+A cross-check arm (``model.rvq.implementation`` other than native) is paired with the native
+arm whose training config is the same apart from the implementation; they *agree* when both
+fix the collapse or neither does, and have the same verdict classes.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Mapping, Sequence
+
+from streamvc_rvq.quantization.build import LIBRARY
+
+from streamvc_rvq.verdict.comparison import seed_noise_allowance
+from streamvc_rvq.reporting.experiments_table import flatten
+from streamvc_rvq.verdict.decision import answers, stage_value
+
+CLASS_RANK = {"success": 2, "partial": 1, "failure": 0}
+# The criteria about the codebooks themselves (verdict criterion ids): a remedy that passes all
+# of these on every seed keeps its codes alive and spread, i.e. fixes the collapse.
+COLLAPSE_CRITERIA = (
+    "1k.perplexity_q0", "1k.usage_q0", "2k.perplexity_q0_stable",
+    "5k.perplexity_active_stages", "10k.perplexity_active_stages", "last.top_code_share_q0",
+)
+# (summary key, +1 = higher is better, -1 = lower is better), most important first
+RANK_KEYS: tuple[tuple[str, int], ...] = (
+    ("class_rank", +1),
+    ("collapse_passed_share", +1),
+    ("criteria_passed_share", +1),
+    ("dnsmos_ovrl", +1),
+    ("towards_target_margin", +1),
+    ("cer", -1),
+    ("perplexity_q0", +1),
+)
+IMPLEMENTATION_KEY = "model.rvq.implementation"
+# implementations of the native quantizer's maths by someone else: a cross-check each (fsq is another quantizer)
+CROSS_CHECK_IMPLEMENTATIONS = (LIBRARY,)
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return statistics.fmean(vals) if vals else None
+
+
+def _quality(cp: dict, *path: str):
+    node = ((cp.get("outputs") or {}).get("quality") or {}).get("convert") or {}
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+def seed_summary(verdict: dict, checkpoints: Sequence[dict]) -> dict:
+    """One run's numbers for the ranking: its class, criteria and last-checkpoint measures."""
+    criteria = {c["id"]: c["passed"] for c in verdict.get("criteria") or [] if not c.get("informational")}
+    evaluated = [p for p in criteria.values() if p is not None]
+    collapse = [criteria.get(cid) for cid in COLLAPSE_CRITERIA]
+    last = max(checkpoints, key=lambda cp: int(cp["step"])) if checkpoints else {}
+    n_active = int(last.get("num_active_quantizers") or len(last.get("stages") or []))
+    codebook, conversion = answers(verdict)
+    return {
+        "class": codebook,  # the ladder ranks by the codebook answer first: the remedy's own question
+        "conversion": conversion,
+        "overall_class": verdict.get("class"),
+        "branch": verdict.get("branch"),
+        "criteria_passed": sum(1 for p in evaluated if p),
+        "criteria_evaluated": len(evaluated),
+        "collapse_passed": sum(1 for p in collapse if p),
+        "collapse_failed": [cid for cid, p in zip(COLLAPSE_CRITERIA, collapse) if p is False],
+        "failed": [cid for cid, p in criteria.items() if p is False],
+        "fixed": codebook != "failure" and all(p is True for p in collapse),
+        "last_step": int(last["step"]) if last else None,
+        "perplexity": [stage_value(last, i, "perplexity") for i in range(n_active)],
+        "usage_q0": stage_value(last, 0, "usage"),
+        "codes_used_q0": stage_value(last, 0, "codes_used"),
+        "top_code_share_q0": stage_value(last, 0, "top_code_share"),
+        "loss_stft": (last.get("validation") or {}).get("loss_stft"),
+        "dnsmos_ovrl": _quality(last, "dnsmos", "ovrl"),
+        "towards_target_margin": _quality(last, "towards_target_margin"),
+        "output_similarity": _quality(last, "output_similarity"),
+        "cer": _quality(last, "recognition", "output", "cer"),
+    }
+
+
+def arm_summary(arm: str, seeds: Mapping[int, dict]) -> dict:
+    """Means over an arm's seeds (``seeds[seed]`` = :func:`seed_summary`)."""
+    runs = [seeds[s] for s in sorted(seeds)]
+    n_collapse = len(COLLAPSE_CRITERIA)
+    perplexities = [r["perplexity"] for r in runs]
+    stages = max((len(p) for p in perplexities), default=0)
+    summary = {
+        "arm": arm,
+        "seeds": sorted(seeds),
+        "classes": [r["class"] for r in runs],
+        "fixed": bool(runs) and all(r["fixed"] for r in runs),
+        "class_rank": _mean([CLASS_RANK.get(r["class"]) for r in runs]),
+        "collapse_passed_share": _mean([r["collapse_passed"] / n_collapse for r in runs]),
+        "criteria_passed_share": _mean([r["criteria_passed"] / r["criteria_evaluated"]
+                                        for r in runs if r["criteria_evaluated"]]),
+        "criteria_passed": _mean([r["criteria_passed"] for r in runs]),
+        "criteria_evaluated": _mean([r["criteria_evaluated"] for r in runs]),
+        "failed": list(dict.fromkeys(cid for r in runs for cid in r["failed"])),  # protocol order
+        "collapse_failed": [cid for cid in COLLAPSE_CRITERIA if any(cid in r["collapse_failed"] for r in runs)],
+        "last_step": max((r["last_step"] for r in runs if r["last_step"] is not None), default=None),
+        "perplexity": [_mean([p[i] if i < len(p) else None for p in perplexities]) for i in range(stages)],
+    }
+    for key in ("usage_q0", "codes_used_q0", "top_code_share_q0", "loss_stft", "dnsmos_ovrl", "towards_target_margin",
+                "output_similarity", "cer"):
+        summary[key] = _mean([r[key] for r in runs])
+    summary["perplexity_q0"] = summary["perplexity"][0] if summary["perplexity"] else None
+    q0 = [p[0] for p in perplexities if p and p[0] is not None]
+    summary["perplexity_q0_std"] = statistics.stdev(q0) if len(q0) >= 2 else None  # the seed spread
+    return summary
+
+
+PHASE2_EXPERIMENT = "phase2"  # the experiment phase2.yaml defines and points the verdict at
+
+
+def ranking_certainty(ranking: Sequence[dict]) -> dict:
+    """How sure the first place is: the first two arms' stage-0 perplexity at the last
+    checkpoint, and their seed spreads. With two or more seeds each, a margin within the two
+    spreads together (the A/B's rule) is a tie; with one seed there is no noise allowance."""
+    if len(ranking) < 2:
+        return {"top": ranking[0]["arm"] if ranking else None, "runner_up": None, "tie": None,
+                "text": "one arm: nothing to rank against"}
+    first, second = ranking[0], ranking[1]
+    margin = (None if first.get("perplexity_q0") is None or second.get("perplexity_q0") is None
+              else first["perplexity_q0"] - second["perplexity_q0"])
+    out = {"top": first["arm"], "runner_up": second["arm"], "margin_perplexity_q0": margin,
+           "seed_spread": seed_noise_allowance([first.get("perplexity_q0_std"), second.get("perplexity_q0_std")]),
+           "seeds": [len(first["seeds"]), len(second["seeds"])]}
+    same_class = first.get("class_rank") == second.get("class_rank")
+    if out["seed_spread"] is None or margin is None:
+        out["tie"] = None
+        out["text"] = (f"{first['arm']} ranks first, {second['arm']} second, on one seed each: no seed-noise "
+                       "allowance (ladder.seeds: [0, 1, 2] gives one)")
+    else:
+        out["tie"] = same_class and abs(margin) <= out["seed_spread"]
+        out["text"] = (f"{first['arm']} ranks first, {second['arm']} second: stage-0 perplexity {_num(margin)} apart, "
+                       f"seed spread {_num(out['seed_spread'])}: "
+                       + ("a tie (the margin is within the seed spread)" if out["tie"] else "a clear first"))
+    return out
+
+
+def phase2_overlay(ladder: dict, configs: Mapping[str, dict], gan_loss_weights: Mapping[str, float]) -> dict | None:
+    """The config overlay for Phase 2 (``--configfile``): the first-ranked arm's quantizer (its
+    ``model.rvq`` keys that differ from the reference arm's) with the GAN losses on, as the
+    experiment :data:`PHASE2_EXPERIMENT`, and the verdict pointed at it. None without a ranking."""
+    if not ladder["ranking"]:
+        return None
+    winner, reference = ladder["ranking"][0]["arm"], ladder["reference"]
+    mine = flatten(((configs.get(winner) or {}).get("model") or {}).get("rvq") or {})
+    base = flatten(((configs.get(reference) or {}).get("model") or {}).get("rvq") or {})
+    rvq = {key: value for key, value in mine.items() if base.get(key) != value}
+    experiment: dict = {"train": {"loss_weights": dict(gan_loss_weights)}}
+    if rvq:
+        experiment["model"] = {"rvq": rvq}
+    return {"experiments": {PHASE2_EXPERIMENT: experiment}, "verdict": {"experiment": PHASE2_EXPERIMENT}}
+
+
+def rank_key(summary: dict) -> tuple:
+    """Sort key (ascending = best first) from :data:`RANK_KEYS`; missing values rank last."""
+    key = []
+    for name, direction in RANK_KEYS:
+        value = summary.get(name)
+        key.append((1, 0.0) if value is None else (0, -direction * float(value)))
+    return tuple(key)
+
+
+def cross_checks(summaries: Mapping[str, dict], configs: Mapping[str, dict]) -> list[dict]:
+    """Pair each cross-check arm (:data:`CROSS_CHECK_IMPLEMENTATIONS`) with the native arm of the
+    same training config otherwise."""
+    flat = {arm: flatten(cfg or {}) for arm, cfg in configs.items()}
+
+    def without_impl(arm: str) -> dict:
+        return {k: v for k, v in flat[arm].items() if k not in (IMPLEMENTATION_KEY, "train.seed")}
+
+    checks = []
+    for arm, cfg in flat.items():
+        impl = cfg.get(IMPLEMENTATION_KEY, "native")
+        if impl not in CROSS_CHECK_IMPLEMENTATIONS or arm not in summaries:
+            continue
+        twin = next((other for other in flat if other != arm and other in summaries
+                     and flat[other].get(IMPLEMENTATION_KEY, "native") == "native"
+                     and without_impl(other) == without_impl(arm)), None)
+        check = {"arm": arm, "implementation": impl, "native_arm": twin, "agree": None}
+        if twin is not None:
+            a, b = summaries[arm], summaries[twin]
+            check.update({
+                "agree": a["fixed"] == b["fixed"] and sorted(map(str, a["classes"])) == sorted(map(str, b["classes"])),
+                "fixed": {arm: a["fixed"], twin: b["fixed"]},
+                "classes": {arm: a["classes"], twin: b["classes"]},
+                "perplexity_q0": {arm: a["perplexity_q0"], twin: b["perplexity_q0"]},
+            })
+        checks.append(check)
+    return checks
+
+
+def _num(x) -> str:
+    return "—" if x is None else f"{x:.3g}"
+
+
+def statement(ranking: Sequence[dict], reference: str | None) -> str:
+    """One paragraph: which remedy fixed the collapse (or that none did), and the best arm."""
+    if not ranking:
+        return "No arm was ranked."
+    fixed = [s["arm"] for s in ranking if s["fixed"]]
+    best = ranking[0]
+    remedies = [a for a in fixed if a != reference]
+    if remedies:
+        text = (f"Fixed the collapse (every seed passes every codebook criterion): {', '.join(remedies)}. "
+                f"Best overall: {best['arm']} ({'/'.join(map(str, best['classes']))}, "
+                f"perplexity_q0 {_num(best['perplexity_q0'])} at step {best['last_step']}, "
+                f"DNSMOS OVRL {_num(best['dnsmos_ovrl'])}).")
+    else:
+        text = (f"No remedy fixed the collapse: every arm fails a codebook criterion on some seed. "
+                f"Closest: {best['arm']} (fails {', '.join(best['collapse_failed']) or 'none of them'}; "
+                f"perplexity_q0 {_num(best['perplexity_q0'])} at step {best['last_step']}).")
+    if reference is not None and reference in fixed:
+        text += f" The reference arm {reference} already passes them without a remedy."
+    return text
+
+
+def rank_ladder(
+    runs: Mapping[str, Mapping[int, tuple[dict, Sequence[dict]]]],
+    configs: Mapping[str, dict] | None = None,
+    *, reference: str | None = None, skipped: Mapping[str, str] | None = None,
+) -> dict:
+    """The ladder's result.
+
+    ``runs[arm][seed] = (verdict, metrics dicts)``; ``configs[arm]``: its training config (for
+    the cross-check pairing); ``reference``: the arm the remedies are measured against
+    (phase1); ``skipped``: arms left out, with the reason.
+    """
+    summaries = {arm: arm_summary(arm, {seed: seed_summary(v, cps) for seed, (v, cps) in seeds.items()})
+                 for arm, seeds in runs.items() if seeds}
+    ranking = sorted(summaries.values(), key=rank_key)
+    for i, s in enumerate(ranking, 1):
+        s["rank"] = i
+    return {
+        "reference": reference,
+        "arms": list(runs),
+        "skipped": dict(skipped or {}),
+        "rank_keys": [{"key": k, "better": "higher" if d > 0 else "lower"} for k, d in RANK_KEYS],
+        "collapse_criteria": list(COLLAPSE_CRITERIA),
+        "ranking": ranking,
+        "fixed": [s["arm"] for s in ranking if s["fixed"]],
+        "cross_checks": cross_checks(summaries, configs or {}),
+        "statement": statement(ranking, reference),
+        "certainty": ranking_certainty(ranking),
+    }

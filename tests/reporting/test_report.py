@@ -1,0 +1,149 @@
+"""The Markdown reports."""
+
+import re
+
+from streamvc_rvq.verdict.comparison import compare_arms, control_comparison
+from streamvc_rvq.reporting.report import conversion_table, quality_table, write_ab_report, write_verdict_report
+from streamvc_rvq.verdict.decision import decide
+
+STEPS = [1000, 2000, 5000, 10000]
+
+
+def test_verdict_report(tmp_path, healthy_run, make_cp, hist):
+    cps = healthy_run()
+    verdict = decide(cps, steps=STEPS, progressive_steps=2000)
+    control = control_comparison(cps, [make_cp(s, counts=[hist.collapsed()], experiment="baseline")
+                                       for s in STEPS])
+    plots = tmp_path / "report" / "plots"
+    pngs = [plots / "codebook.png", plots / "pre_rvq_std.png", plots / "losses.png"]  # drawn in test_plots.py
+    md_path = write_verdict_report(verdict, cps, control, pngs, tmp_path / "report" / "verdict.md")
+    md = md_path.read_text()
+    first = md.splitlines()[0]
+    assert "SUCCESS" in first and "phase1" in first
+    assert "Phase 2: GAN on (phase2_gan), long training" in md
+    for c in verdict["criteria"]:
+        assert f"`{c['id']}`" in md
+    assert len(re.findall(r"^\| `(1k|2k|5k|10k|all|last)\.", md, re.M)) == len(verdict["criteria"])
+    assert "Baseline reproduced the collapse: **yes** — perplexity_q0 1.004 (`baseline`, step 10000) vs 25 " in md
+    assert "| 10000 | perplexity_q0 | 25 | 1.004 | 24 |" in md
+    for p in ("plots/codebook.png", "plots/pre_rvq_std.png", "plots/losses.png"):
+        assert f"]({p})" in md  # relative links next to the report
+    assert "| 1000 (1k) | perplexity_q0 | >= 5 | 12 | pass |" in md
+
+
+def test_verdict_report_shows_both_answers_side_by_side(tmp_path, healthy_run):
+    cps = healthy_run()
+    cps[-1]["speaker_embedding"]["auc"] = 0.56
+    verdict = decide(cps, steps=STEPS, progressive_steps=2000,
+                     reference={"speaker": {"same_mean": 0.9, "different_mean": 0.65, "auc": 0.99}})
+    md = write_verdict_report(verdict, cps, None, [], tmp_path / "verdict.md").read_text()
+    assert "| codebook (the design note's) | **success** (`success`) | Phase 2: GAN on" in md
+    assert "| conversion | **not_evaluable** | fix the speaker path first" in md
+    assert "speaker_embedding_separates 0.56 (not met)" in md
+    assert "| `last.towards_target` (conversion) |" in md
+
+
+def test_verdict_report_failure_scaled_and_missing(tmp_path, make_cp, hist):
+    steps = [50, 100, 250, 500]
+    cps = [make_cp(s, counts=[hist.collapsed()]) for s in steps[:3]]
+    verdict = decide(cps, steps=steps, progressive_steps=100)
+    md = write_verdict_report(verdict, cps, None, {}, tmp_path / "v.md").read_text()
+    assert md.splitlines()[0].startswith("# Verdict: FAILURE")
+    assert "scaled" in md and "1k → step 50" in md and "10k → step 500" in md
+    assert "Missing checkpoints: 10k" in md
+    assert "not evaluated" in md and "No control run was compared." in md
+    assert "| 500 (10k) |" in md and "compare/remedies.json" in md
+    for c in verdict["criteria"]:
+        assert f"`{c['id']}`" in md
+
+
+def test_control_not_reproduced_is_said(tmp_path, healthy_run):
+    cps = healthy_run()
+    control = control_comparison(cps, healthy_run(experiment="baseline"))
+    verdict = decide(cps, steps=STEPS, progressive_steps=2000)
+    md = write_verdict_report(verdict, cps, control, None, tmp_path / "v.md").read_text()
+    assert "Baseline reproduced the collapse: **no**" in md
+
+
+def test_ab_report(tmp_path, make_cp):
+    arms = {
+        "phase1": {0: [make_cp(1000, [6.0]), make_cp(2000, [8.0, 5.5])],
+                   1: [make_cp(1000, [7.0]), make_cp(2000, [9.0, 6.5])]},
+        "phase1_beta1": {0: [make_cp(1000, [9.0]), make_cp(2000, [11.0, 7.0])]},
+    }
+    verdicts = {arm: {seed: decide(cps, steps=[1000, 2000], progressive_steps=2000) for seed, cps in runs.items()}
+                for arm, runs in arms.items()}
+    cmp = compare_arms(arms, verdicts)
+    png = tmp_path / "ab" / "perplexity.png"  # drawn in test_plots.py
+    md = write_ab_report(cmp, tmp_path / "ab" / "commitment_cost.md", [png]).read_text()
+    assert md.splitlines()[0] == "# A/B comparison: phase1 vs phase1_beta1"
+    assert "## Step 1000 (nominal 1k)" in md and "## Step 2000 (nominal 2k)" in md
+    assert "| `phase1` | 2 | 6.5 ± 0.7071 |" in md
+    assert "| `phase1_beta1` | 1 | 9 |" in md
+    assert "Higher perplexity_q0: `phase1_beta1` by 2.5." in md
+    assert "](perplexity.png)" in md
+
+
+def test_quality_table_and_playable_samples(tmp_path, healthy_run, reference):
+    import numpy as np
+    import soundfile as sf
+
+    from streamvc_rvq.reporting.samples_page import write_samples_page
+
+    cps = healthy_run()
+    table = "\n".join(quality_table(cps, dict(reference, num_utterances=9, num_speakers=3)))
+    assert "| corpus | 9 utterances of 3 speakers | same speaker 0.9 / different 0.65 (EER 0.05, AUC 0.99)" in table
+    assert "| 10000 | convert (—) | 0.7 / 0.5 | 0.6 | 3.10 / 3.60 / 2.60 |" in table
+    # the samples page: each output at each checkpoint, its source and target reference, all embedded
+    (tmp_path / "audio").mkdir()
+    rate = 16000
+    for name in ("a_0", "b_0"):
+        sf.write(tmp_path / "audio" / f"{name}.wav", np.zeros(rate // 4, dtype=np.float32), rate)
+    (tmp_path / "manifest.csv").write_text(
+        "utterance_id,path,speaker,duration,split,labels_path,text\n"
+        "a_0,audio/a_0.wav,a,0.25,heldout,,hello there\nb_0,audio/b_0.wav,b,0.25,heldout,,\n")
+    dirs = []
+    for cp in cps[:2]:
+        d = tmp_path / f"samples_{cp['step']}"
+        d.mkdir()
+        sf.write(d / "convert_a_0_to_b.wav", 0.1 * np.ones(rate // 4, dtype=np.float32), rate)
+        cp["outputs"]["samples"] = [{"name": "convert_a_0_to_b", "kind": "convert", "source": "a_0",
+                                     "target_reference": "b_0", "target_speaker": "b", "speaker_similarity_target": 0.61,
+                                     "transcript": "hello <there>", "errors": {"word_errors": 1, "words": 2}}]
+        dirs.append(d)
+    page = write_samples_page(cps[:2], dirs, tmp_path / "manifest.csv", tmp_path / "samples.html", "phase1").read_text()
+    assert page.count('<audio controls preload="none" src="data:audio/flac;base64,') == 4  # 2 steps + source + target
+    assert "step 1000" in page and "step 2000" in page and "sim→target 0.61" in page and "WER 0.50" in page
+    assert "hello &lt;there&gt;" in page  # transcripts are escaped
+
+
+def test_verdict_report_notices(tmp_path, healthy_run):
+    cps = healthy_run()
+    verdict = dict(decide(cps, steps=STEPS, progressive_steps=2000), warnings=["a | b"], ignored_steps=[20000],
+                   branches=[])
+    md = write_verdict_report(verdict, cps, None, None, tmp_path / "v.md").read_text()
+    assert "> warning: a | b\n" in md
+    assert "Checkpoints beyond the protocol (not judged): [20000]." in md
+    assert "## Decision table" not in md and "## Plots" not in md
+
+
+def test_ab_report_tie_and_not_comparable(tmp_path, make_cp):
+    arms = {"a": {0: [make_cp(1000, [6.0]), make_cp(2000, [8.0])]},
+            "b": {0: [make_cp(1000, [6.0])]}}
+    verdicts = {arm: {0: decide(runs[0], steps=[1000, 2000], progressive_steps=2000)} for arm, runs in arms.items()}
+    md = write_ab_report(compare_arms(arms, verdicts), tmp_path / "ab.md").read_text()
+    assert "step 1000 (1k): tie; step 2000 (2k): not comparable." in md
+    assert "perplexity_q0: tie." in md
+
+
+def test_conversion_table_shows_every_measure_and_a_dash_where_one_is_missing(healthy_run, reference):
+    cps = healthy_run()
+    del cps[0]["outputs"]["quality"]["convert"]["pitch_level"]
+    del cps[1]["outputs"]["quality"]["convert"]["identified_by_model"]
+    lines = conversion_table(cps, reference)
+    rows = {line.split(" | ")[0].strip("| "): line for line in lines[2:] if line}
+    assert rows[str(cps[3]["step"])] == (f"| {cps[3]['step']} | 0.95 / 0.1 | 90% of 24 (33%) | 100% | 0.9 / 0.1 | "
+                                          "0.5 / 0.6 (0.1) | 0.85 |")
+    assert " | — / — | " in rows[str(cps[0]["step"])]
+    assert " | 90% of 24 (33%) | — | " in rows[str(cps[1]["step"])]
+    assert rows["corpus"].endswith("same speaker 0.9 / different 0.65 |")

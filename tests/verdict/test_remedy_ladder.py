@@ -1,0 +1,189 @@
+"""The remedy ladder's ranking, its statement and the cross-check pairing (pure functions), and
+the ladder command on real micro-scale files."""
+
+import json
+
+import pytest
+
+from streamvc_rvq.verdict.remedy_ladder import COLLAPSE_CRITERIA, rank_key, rank_ladder
+
+OTHER = ("1k.loss_stft_falling", "10k.loss_l1_improving", "last.towards_target")
+
+
+def verdict(cls: str, failed=(), unevaluated=()) -> dict:
+    ids = COLLAPSE_CRITERIA + OTHER
+    crit = [{"id": cid, "passed": None if cid in unevaluated else cid not in failed} for cid in ids]
+    return {"class": cls, "branch": cls, "criteria": crit}
+
+
+def metrics(step: int, ppl: float, ovrl: float | None = None) -> dict:
+    cp = {"step": step, "num_active_quantizers": 2,
+          "stages": [{"index": 0, "perplexity": ppl, "usage": 0.5, "top_code_share": 0.1},
+                     {"index": 1, "perplexity": ppl / 2, "usage": 0.4, "top_code_share": 0.1}],
+          "validation": {"loss_stft": 20.0}}
+    if ovrl is not None:
+        cp["outputs"] = {"quality": {"convert": {"dnsmos": {"ovrl": ovrl}, "towards_target_margin": 0.01}}}
+    return cp
+
+
+def run(cls, ppl, failed=(), ovrl=None):
+    return verdict(cls, failed), [metrics(10, ppl * 2, ovrl), metrics(20, ppl, ovrl)]
+
+
+def test_a_collapsed_arm_ranks_below_a_healthy_one_and_the_statement_names_the_fix():
+    ladder = rank_ladder({
+        "phase1": {0: run("failure", 1.0, failed=("2k.perplexity_q0_stable", "10k.perplexity_active_stages"))},
+        "phase2_ema": {0: run("partial", 40.0, failed=("10k.loss_l1_improving",))},
+    }, reference="phase1")
+    assert [s["arm"] for s in ladder["ranking"]] == ["phase2_ema", "phase1"]
+    assert ladder["fixed"] == ["phase2_ema"]
+    assert ladder["statement"].startswith("Fixed the collapse") and "phase2_ema" in ladder["statement"]
+    assert ladder["ranking"][1]["collapse_failed"] == ["2k.perplexity_q0_stable", "10k.perplexity_active_stages"]
+
+
+def test_an_arm_fixes_the_collapse_only_when_every_seed_does():
+    ladder = rank_ladder({
+        "phase1": {0: run("failure", 1.0, failed=COLLAPSE_CRITERIA)},
+        "phase2_cosine": {0: run("partial", 30.0), 1: run("partial", 3.0, failed=("10k.perplexity_active_stages",))},
+    }, reference="phase1")
+    cosine = next(s for s in ladder["ranking"] if s["arm"] == "phase2_cosine")
+    assert cosine["fixed"] is False and cosine["seeds"] == [0, 1]
+    assert cosine["perplexity_q0"] == pytest.approx(16.5)  # mean over seeds
+    assert ladder["fixed"] == []
+    assert ladder["statement"].startswith("No remedy fixed the collapse") and "phase2_cosine" in ladder["statement"]
+
+
+def test_quality_breaks_a_tie_on_the_criteria_and_missing_quality_ranks_last():
+    ladder = rank_ladder({
+        "a": {0: run("partial", 20.0, ovrl=1.2)},
+        "b": {0: run("partial", 20.0, ovrl=2.0)},
+        "c": {0: run("partial", 90.0)},  # no quality measured: ranks after both, whatever its perplexity
+    })
+    assert [s["arm"] for s in ladder["ranking"]] == ["b", "a", "c"]
+    assert [s["rank"] for s in ladder["ranking"]] == [1, 2, 3]
+
+
+def test_the_class_outranks_everything_after_it():
+    good = {"arm": "x", "class_rank": 1.0, "collapse_passed_share": 0.5}
+    better = {"arm": "y", "class_rank": 2.0, "collapse_passed_share": 0.1}
+    assert rank_key(better) < rank_key(good)
+
+
+def test_cross_check_pairs_the_library_arm_with_its_native_twin_and_reports_disagreement():
+    native = {"model": {"rvq": {"codebook_update": "ema", "implementation": "native"}}, "train": {"seed": 0}}
+    library = {"model": {"rvq": {"codebook_update": "ema", "implementation": "vector_quantize_pytorch"}},
+               "train": {"seed": 0}}
+    other = {"model": {"rvq": {"codebook_update": "gradient", "implementation": "native"}}, "train": {"seed": 0}}
+    fsq = {"model": {"rvq": {"codebook_update": "ema", "implementation": "fsq"}}, "train": {"seed": 0}}
+    runs = {"encodec": {0: run("partial", 30.0)}, "library": {0: run("failure", 1.0, failed=COLLAPSE_CRITERIA)},
+            "plain": {0: run("partial", 30.0)}, "fsq": {0: run("partial", 30.0)}}
+    ladder = rank_ladder(runs, {"encodec": native, "library": library, "plain": other, "fsq": fsq})
+    (check,) = ladder["cross_checks"]  # FSQ is another quantizer, not a cross-check of ours
+    assert (check["arm"], check["native_arm"], check["agree"]) == ("library", "encodec", False)
+    runs["library"] = {0: run("partial", 28.0)}
+    assert rank_ladder(runs, {"encodec": native, "library": library, "plain": other, "fsq": fsq})["cross_checks"][0]["agree"] is True
+
+
+def test_ladder_command_writes_json_report_and_plots(tmp_path, capsys):
+    from streamvc_rvq.cli import main
+
+    files = {"verdicts": [], "metrics": []}
+    for arm, ppl in (("phase1", 1.0), ("phase2_ema", 30.0)):
+        v, cps = run("failure" if ppl < 2 else "partial", ppl, failed=COLLAPSE_CRITERIA if ppl < 2 else ())
+        v["experiment"] = arm
+        (tmp_path / arm / "metrics").mkdir(parents=True)
+        (tmp_path / arm / "verdict.json").write_text(json.dumps(v))
+        files["verdicts"].append(str(tmp_path / arm / "verdict.json"))
+        for cp in cps:
+            cp.update(experiment=arm, seed=0)
+            path = tmp_path / arm / "metrics" / f"step_{cp['step']}.json"
+            path.write_text(json.dumps(cp))
+            files["metrics"].append(str(path))
+    out = tmp_path / "compare"
+    assert main(["ladder", "--arms", "phase1", "phase2_ema", "--verdicts", *files["verdicts"],
+                 "--metrics", *files["metrics"], "--skipped", "phase2_encodec_library=not installed",
+                 "--output", str(out / "remedies.json"), "--report", str(out / "remedies.md"),
+                 "--plots-dir", str(out / "plots")]) == 0
+    ladder = json.loads((out / "remedies.json").read_text())
+    assert ladder["fixed"] == ["phase2_ema"] and ladder["skipped"] == {"phase2_encodec_library": "not installed"}
+    report = (out / "remedies.md").read_text()
+    assert "Left out: `phase2_encodec_library`" in report and "| 1 | `phase2_ema` |" in report
+    assert {p.name for p in (out / "plots").glob("*.png")} == {"perplexity.png", "usage.png"}
+    assert "phase2_ema" in capsys.readouterr().out
+
+
+def test_the_ladder_ranks_by_the_codebook_answer_not_the_top_level_class():
+    """A remedy whose codebook held but whose conversions fail (top class failure) ranks above one
+    whose codebook is partial (top class partial, conversion not evaluable)."""
+    held, _ = run("failure", 40.0)
+    held.update(codebook={"class": "success"}, conversion={"class": "failure"})
+    partial, _ = run("partial", 40.0)
+    partial.update(codebook={"class": "partial"}, conversion={"class": "not_evaluable"})
+    ladder = rank_ladder({
+        "phase1": {0: (partial, [metrics(10, 80.0), metrics(20, 40.0)])},
+        "phase2_encodec": {0: (held, [metrics(10, 80.0), metrics(20, 40.0)])},
+    }, reference="phase1")
+    assert [s["arm"] for s in ladder["ranking"]] == ["phase2_encodec", "phase1"]
+    assert ladder["ranking"][0]["classes"] == ["success"]
+
+
+# ------------------------------------------------------------------ Phase 2: the winner with the GAN on
+
+GAN = {"adversarial": 1.0, "feature_matching": 2.0}
+
+
+def _configs(**rvq_of_arm):
+    base = {"codebook_update": "gradient", "dead_code_threshold": 0.0, "codebook_size": 1024}
+    return {arm: {"model": {"rvq": {**base, **rvq}, "decoder": {"channels": 8}}, "train": {"seed": 0}}
+            for arm, rvq in rvq_of_arm.items()}
+
+
+def test_phase2_overlay_runs_the_winner_quantizer_with_the_gan_and_nothing_else():
+    from streamvc_rvq.verdict.remedy_ladder import phase2_overlay
+
+    ladder = rank_ladder({"phase1": {0: run("partial", 10.0)}, "phase2_ema": {0: run("success", 40.0)}},
+                         reference="phase1")
+    configs = _configs(phase1={}, phase2_ema={"codebook_update": "ema"})
+    overlay = phase2_overlay(ladder, configs, GAN)
+    assert overlay == {"experiments": {"phase2": {"train": {"loss_weights": GAN},
+                                                  "model": {"rvq": {"codebook_update": "ema"}}}},
+                       "verdict": {"experiment": "phase2"}}
+    # the reference itself winning: the GAN on phase1's quantizer, no model change
+    ladder = rank_ladder({"phase1": {0: run("success", 40.0)}, "phase2_ema": {0: run("failure", 1.0)}},
+                         reference="phase1")
+    assert phase2_overlay(ladder, configs, GAN)["experiments"]["phase2"] == {"train": {"loss_weights": GAN}}
+
+
+def test_ranking_certainty_calls_a_first_place_within_the_seed_spread_a_tie():
+    two = lambda a, b: {0: run("partial", a), 1: run("partial", b)}  # noqa: E731
+    close = rank_ladder({"phase1": two(30.0, 50.0), "phase2_ema": two(38.0, 46.0)}, reference="phase1")
+    assert close["certainty"]["tie"] is True and "a tie" in close["certainty"]["text"]
+    clear = rank_ladder({"phase1": two(10.0, 11.0), "phase2_ema": two(80.0, 81.0)}, reference="phase1")
+    assert clear["certainty"]["tie"] is False and clear["certainty"]["top"] == "phase2_ema"
+    one = rank_ladder({"phase1": {0: run("partial", 10.0)}, "phase2_ema": {0: run("partial", 40.0)}}, reference="phase1")
+    assert one["certainty"]["tie"] is None and "no seed-noise allowance" in one["certainty"]["text"]
+
+
+def test_phase2_yaml_validates_and_trains_a_micro_checkpoint_with_the_gan_on(tmp_path, micro_manifest):
+    """The overlay the ladder writes is a --configfile the pipeline accepts: it validates, and a
+    micro run of its experiment builds a checkpoint with the discriminator in it."""
+    import torch
+    import yaml
+
+    from micro import CONFIG_FILES
+    from streamvc_rvq.config import load_config, resolve_experiment
+    from streamvc_rvq.verdict.judge import write_phase2_overlay
+    from streamvc_rvq.training.trainer import train_to_step
+
+    ladder = rank_ladder({"phase1": {0: run("partial", 10.0)}, "phase2_simvq": {0: run("success", 40.0)}},
+                         reference="phase1")
+    path = tmp_path / "phase2.yaml"
+    write_phase2_overlay(path, ladder, _configs(phase1={}, phase2_simvq={"codebook_update": "simvq"}), GAN)
+    text = path.read_text()
+    assert text.startswith("# Phase 2") and "phase2_simvq" in text and "no seed-noise allowance" in text
+    assert yaml.safe_load(text)["verdict"] == {"experiment": "phase2"}
+    cfg = resolve_experiment(load_config(*CONFIG_FILES, path), "phase2")  # validated against the schema
+    assert cfg["model"]["rvq"]["codebook_update"] == "simvq" and cfg["train"]["loss_weights"]["adversarial"] == 1.0
+    out = train_to_step(cfg, manifest=micro_manifest, step=2, output=tmp_path / "step_2.pt", device="cpu")
+    payload = torch.load(out, weights_only=True)
+    assert "disc_optimizer" in payload and payload["config"]["model"]["rvq"]["codebook_update"] == "simvq"
