@@ -59,6 +59,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from streamvc_rvq.modules.conv import StreamingModule
+from streamvc_rvq.options import check_one_of
 
 __all__ = ["PitchEnergy", "YinOutput", "WHITENING_MODES", "TARGET_MODES"]
 
@@ -107,10 +108,8 @@ class PitchEnergy(StreamingModule):
         target: str = "reference",
     ):
         super().__init__()
-        if whitening not in WHITENING_MODES:
-            raise ValueError(f"pitch whitening must be one of {WHITENING_MODES}, got {whitening!r}")
-        if target not in TARGET_MODES:
-            raise ValueError(f"pitch target must be one of {TARGET_MODES}, got {target!r}")
+        check_one_of("pitch whitening", whitening, WHITENING_MODES)
+        check_one_of("pitch target", target, TARGET_MODES)
         self.target = target
         if not 0 < fmin < fmax < sample_rate / 2:
             raise ValueError(f"need 0 < fmin < fmax < sample_rate / 2, got fmin={fmin}, fmax={fmax}")

@@ -32,6 +32,7 @@ import torchaudio
 from torch import Tensor, nn
 
 from streamvc_rvq.modules.seanet import SEANetEncoder
+from streamvc_rvq.options import check_one_of
 
 __all__ = ["SpeakerEncoder", "FRONT_ENDS", "POOLINGS"]
 
@@ -107,10 +108,8 @@ class SpeakerEncoder(nn.Module):
     def __init__(self, channels: int = 32, dim: int = 64, strides=(2, 4, 5, 8), front_end: str = "log_mel",
                  pooling: str = "attentive_stats", n_mels: int = 40, sample_rate: int = 16000):
         super().__init__()
-        if front_end not in FRONT_ENDS:
-            raise ValueError(f"speaker_encoder.front_end must be one of {FRONT_ENDS}, got {front_end!r}")
-        if pooling not in POOLINGS:
-            raise ValueError(f"speaker_encoder.pooling must be one of {POOLINGS}, got {pooling!r}")
+        check_one_of("speaker_encoder.front_end", front_end, FRONT_ENDS)
+        check_one_of("speaker_encoder.pooling", pooling, POOLINGS)
         self.dim = dim
         self.hop = 1
         for s in strides:

@@ -255,6 +255,11 @@ def plot_quality(checkpoints: Sequence[dict], reference: dict | None, out_png: s
     level(ax, (reference.get("recognition") or {}).get("cer"), "corpus audio", "k")
     # characters, not words: with a rough recogniser the word rate sits near 1 even on corpus audio
     ax.set_title("character error rate (pocketsphinx, against the source text)")
+    return _save_per_step(fig, axes, checkpoints, out_png)
+
+
+def _save_per_step(fig, axes, checkpoints: Sequence[dict], out_png: str | os.PathLike) -> Path:
+    """Checkpoint marks, a step axis and a legend where there are lines on each panel; saved."""
     for ax in axes:
         _mark_checkpoints(ax, checkpoints)
         ax.set_xlabel("step")
@@ -301,12 +306,7 @@ def plot_conversion(checkpoints: Sequence[dict], out_png: str | os.PathLike) -> 
          color="C0")
     line(ax, [_quality(c, "convert", "content_labels", "source", "chance") for c in cps], "chance", ":", "k")
     ax.set_title("content: the model's content head, frame-label accuracy")
-    for ax in axes:
-        _mark_checkpoints(ax, checkpoints)
-        ax.set_xlabel("step")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    return _save(fig, out_png)
+    return _save_per_step(fig, axes, checkpoints, out_png)
 
 
 # --------------------------------------------------------------------------- A/B comparison
