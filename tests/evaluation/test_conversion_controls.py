@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from streamvc_rvq.evaluation.conversion_controls import mean_interval, target_controls
-from streamvc_rvq.verdict.decision import TOWARDS_TARGET_MARGIN
+from streamvc_rvq.verdict.thresholds import PROTOCOL
 
 SPEAKERS = ["s0", "s1", "s2", "s3"]  # the built-in corpus holds out 4 speakers
 DIM = 256  # Resemblyzer's embedding size
@@ -37,7 +37,7 @@ def _simulate(rng, *, follows: float, sources: int = 8, noise: float = 0.6, copy
 
 
 def _passes_towards_target(controls) -> bool:
-    return controls["towards_target"]["low"] > TOWARDS_TARGET_MARGIN
+    return controls["towards_target"]["low"] > PROTOCOL.towards_target_margin
 
 
 def test_a_target_blind_model_never_passes_towards_target_over_200_seeds():

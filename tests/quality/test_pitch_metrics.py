@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from streamvc_rvq.quality.pitch_metrics import median_f0, pitch_level_following, pitch_preservation
-from streamvc_rvq.verdict.decision import PITCH_LEVEL_MIN_CORRELATION
+from streamvc_rvq.verdict.thresholds import PROTOCOL
 
 SR = 16000
 
@@ -68,7 +68,7 @@ def _levels(rng, mode: str, follows: float = 1.0) -> list[dict]:
 
 def _passes(level: dict) -> bool:  # the verdict's rule (last.pitch_follows_target)
     target, source = level["correlation_with_target"], level["correlation_with_source"]
-    return target is not None and target >= PITCH_LEVEL_MIN_CORRELATION and (source is None or target > source)
+    return target is not None and target >= PROTOCOL.pitch_level_min_correlation and (source is None or target > source)
 
 
 @pytest.mark.parametrize("mode", ["one_voice", "source"])

@@ -1,6 +1,7 @@
 """The verdict: every class, every branch, every boundary of SPEC.md section 2."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from streamvc_rvq.verdict.decision import (
     NEXT_SUCCESS,
     decide,
 )
+from streamvc_rvq.verdict.thresholds import PROTOCOL
 from streamvc_rvq.quantization import stats
 
 STEPS = [1000, 2000, 5000, 10000]
@@ -52,8 +54,8 @@ REFERENCE = {"speaker": {"same_mean": 0.9, "different_mean": 0.65, "auc": 0.99, 
              "dnsmos": {"sig": 3.0, "bak": 3.6, "ovrl": 2.6}}
 
 
-def run(cps, steps=STEPS, progressive=2000, reference=REFERENCE):
-    return decide(cps, steps=list(steps), progressive_steps=progressive, reference=reference)
+def run(cps, steps=STEPS, progressive=2000, reference=REFERENCE, thresholds=PROTOCOL):
+    return decide(cps, steps=list(steps), progressive_steps=progressive, reference=reference, thresholds=thresholds)
 
 
 def crit(verdict, cid):
@@ -636,11 +638,10 @@ def test_loss_trend_noise_allowance_from_paired_utterances(healthy_run):
     assert crit(run(cps), "5k.loss_l1_improving")["passed"] is False
 
 
-def test_model_speaker_threshold_is_the_lever_of_the_precondition(healthy_run, monkeypatch):
+def test_model_speaker_threshold_is_the_lever_of_the_precondition(healthy_run):
     cps = healthy_run()
     assert run(cps)["conversion"]["class"] == "success"
-    monkeypatch.setattr(verdict_module, "MODEL_SPEAKER_MIN_AUC", 0.96)
-    assert run(cps)["conversion"]["class"] == "not_evaluable"
+    assert run(cps, thresholds=replace(PROTOCOL, model_speaker_min_auc=0.96))["conversion"]["class"] == "not_evaluable"
 
 
 def test_poor_speaker_separation_warns(healthy_run):
@@ -685,7 +686,7 @@ from streamvc_rvq.verdict import decision as verdict_module  # noqa: E402
 ROLE_NAMES = {role for role, _ in verdict_module.ROLES} | {"all", "last"}
 
 
-def test_criteria_table_is_the_verdicts_order_and_names_real_constants():
+def test_criteria_table_is_the_verdicts_order_and_names_real_thresholds():
     table = verdict_module.CRITERIA
     assert [c.id for c in table] == EXPECTED_IDS  # ids unique, in the verdict's order
     for c in table:
@@ -696,13 +697,13 @@ def test_criteria_table_is_the_verdicts_order_and_names_real_constants():
         elif not c.against:  # an absolute threshold needs its constant
             assert c.bound is not None, c.id
         if c.bound is not None:
-            assert c.bound.isupper() and hasattr(verdict_module, c.bound), c.id
+            assert hasattr(PROTOCOL, c.bound), c.id
 
 
-def test_every_threshold_text_is_generated_from_its_constant(healthy_run):
+def test_every_threshold_text_is_generated_from_its_threshold(healthy_run):
     stated = {c["id"]: c["threshold"] for c in run(healthy_run())["criteria"]}
     for c in verdict_module.CRITERIA:
-        value = getattr(verdict_module, c.bound) if c.bound else None
+        value = getattr(PROTOCOL, c.bound) if c.bound else None
         text = stated[c.id]
         if c.op == "in":
             assert text == f"in [{value[0]:g}, {value[1]:g}]", c.id
@@ -777,48 +778,45 @@ def _set(path, value):
     return mutate
 
 
-# (constant, new value, input change or None, criterion id that flips or None, branch before, branch after)
+# (Thresholds field, new value, input change or None, criterion id that flips or None, branch before, branch after)
 LEVERS = [
-    ("PERPLEXITY_MIN_1K", 12.0001, None, "1k.perplexity_q0", "success", "partial_other"),
-    ("USAGE_MIN_1K", 0.2, None, "1k.usage_q0", "success", "partial_stage0_decline"),
-    ("PRE_RVQ_STD_BAND", (0.9, 0.9999), None, "1k.pre_rvq_std", "success", "partial_other"),
-    ("FRAME_SCALE_BAND", (1.0001, 2.0), None, "1k.pre_rvq_frame_scale", "success", "partial_other"),
-    ("STABLE_FRACTION", 14.0001 / 12.0, None, "2k.perplexity_q0_stable", "success", "partial_stage0_decline"),
-    ("DISTURB_FACTOR", 0.9999, None, "2k.loss_stft_undisturbed", "success", "partial_other"),
-    ("HEALTHY_PERPLEXITY", 6.0, None, "10k.perplexity_active_stages", "success", "partial_stage_collapse"),
-    ("SILENT_OUTPUTS_MAX", 1, None, "all.not_silent", "success", "partial_other"),
-    ("SILENCE_STD", 0.1, _set((0, "outputs", "num_silent"), None), "1k.not_silent", "success", "partial_other"),
-    ("MONOPOLY_SHARE", 0.05, None, "last.top_code_share_q0", "success", "failure_monopoly"),
+    ("perplexity_min_1k", 12.0001, None, "1k.perplexity_q0", "success", "partial_other"),
+    ("usage_min_1k", 0.2, None, "1k.usage_q0", "success", "partial_stage0_decline"),
+    ("pre_rvq_std_band", (0.9, 0.9999), None, "1k.pre_rvq_std", "success", "partial_other"),
+    ("frame_scale_band", (1.0001, 2.0), None, "1k.pre_rvq_frame_scale", "success", "partial_other"),
+    ("stable_fraction", 14.0001 / 12.0, None, "2k.perplexity_q0_stable", "success", "partial_stage0_decline"),
+    ("disturb_factor", 0.9999, None, "2k.loss_stft_undisturbed", "success", "partial_other"),
+    ("healthy_perplexity", 6.0, None, "10k.perplexity_active_stages", "success", "partial_stage_collapse"),
+    ("silent_outputs_max", 1, None, "all.not_silent", "success", "partial_other"),
+    ("silence_std", 0.1, _set((0, "outputs", "num_silent"), None), "1k.not_silent", "success", "partial_other"),
+    ("monopoly_share", 0.05, None, "last.top_code_share_q0", "success", "failure_monopoly"),
 ]
 
 
 @pytest.mark.parametrize("name, value, change, cid, before, after", LEVERS, ids=[lever[0] for lever in LEVERS])
-def test_a_threshold_constant_is_the_lever_that_reaches_the_decision(healthy_run, monkeypatch, name, value, change,
-                                                                     cid, before, after):
-    """An input just inside the threshold passes; moving the constant just past it flips the
+def test_a_threshold_is_the_lever_that_reaches_the_decision(healthy_run, name, value, change, cid, before, after):
+    """An input just inside the threshold passes; thresholds moved just past it flip the
     criterion, its stated threshold and the decision."""
     cps = healthy_run()
     if change:
         change(cps)
     v = run(cps)
     assert (crit(v, cid)["passed"], v["branch"]) == (True, before)
-    monkeypatch.setattr(verdict_module, name, value)
-    moved = run(cps)
+    moved = run(cps, thresholds=replace(PROTOCOL, **{name: value}))
     assert (crit(moved, cid)["passed"], moved["branch"]) == (False, after)
     stated = value if isinstance(value, tuple) else (value,)
     assert all(f"{x:g}" in crit(moved, cid)["threshold"] for x in stated)  # the text follows the constant
 
 
 @pytest.mark.parametrize("name, value, series, before, after", [
-    ("FLAT_FACTOR", 1.0999, [1.0, 0.95, 1.05, 1.1], "failure_flat_low", "partial_low_perplexity"),
-    ("COLLAPSED_PERPLEXITY", 1.1, [1.0, 0.95, 1.05, 1.1], "failure_flat_low", "partial_low_perplexity"),
-    ("PERPLEXITY_MIN_1K", 4.5, [3.0, 3.5, 4.0, 4.5], "partial_low_perplexity", "partial_other"),
+    ("flat_factor", 1.0999, [1.0, 0.95, 1.05, 1.1], "failure_flat_low", "partial_low_perplexity"),
+    ("collapsed_perplexity", 1.1, [1.0, 0.95, 1.05, 1.1], "failure_flat_low", "partial_low_perplexity"),
+    ("perplexity_min_1k", 4.5, [3.0, 3.5, 4.0, 4.5], "partial_low_perplexity", "partial_other"),
 ])
-def test_decision_row_constants_reach_the_decision(make_cp, monkeypatch, name, value, series, before, after):
+def test_decision_row_thresholds_reach_the_decision(make_cp, name, value, series, before, after):
     cps = [make_cp(s, [p], share=[0.3]) for s, p in zip(STEPS, series)]
     assert run(cps)["branch"] == before
-    monkeypatch.setattr(verdict_module, name, value)
-    v = run(cps)
+    v = run(cps, thresholds=replace(PROTOCOL, **{name: value}))
     assert v["branch"] == after
     assert any(f"{value:g}" in b["reason"] for b in v["branches"])
 

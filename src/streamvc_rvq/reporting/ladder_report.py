@@ -18,7 +18,8 @@ from streamvc_rvq import tags
 
 from streamvc_rvq.reporting.plots import _log_y, _new_figure, _quality, _save, _series
 from streamvc_rvq.reporting.report import PngList, _cell, _write_markdown, fmt_value
-from streamvc_rvq.verdict.decision import HEALTHY_PERPLEXITY, USAGE_MIN_1K, active_stages, stage_value
+from streamvc_rvq.verdict.decision import active_stages, stage_value
+from streamvc_rvq.verdict.thresholds import PROTOCOL
 
 # Checkpoints of one arm: {seed: [metrics dicts]}
 ArmRuns = Mapping[int, Sequence[dict]]
@@ -65,11 +66,11 @@ def plot_stage_metric(runs_by_arm: Mapping[str, ArmRuns], key: str, out_png: str
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=color, lw=2.0 if arm == reference else 1.3,
                         markersize=4, label=arm if i == 0 else None)
         if key == "perplexity":
-            ax.axhline(HEALTHY_PERPLEXITY, color="red", ls="--", lw=1)
+            ax.axhline(PROTOCOL.healthy_perplexity, color="red", ls="--", lw=1)
             if ax.lines:
                 _log_y(ax)
         else:
-            ax.axhline(USAGE_MIN_1K, color="red", ls="--", lw=1)
+            ax.axhline(PROTOCOL.usage_min_1k, color="red", ls="--", lw=1)
         ax.set_ylabel(f"{key} q{i}")
     lo = min(ax.get_xlim()[0] for ax in axes)
     hi = max(ax.get_xlim()[1] for ax in axes)

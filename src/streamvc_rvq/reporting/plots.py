@@ -32,15 +32,8 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 from streamvc_rvq import tags
 from streamvc_rvq.atomic import atomic_write_bytes
 from streamvc_rvq.verdict.confidence import scale_label
-from streamvc_rvq.verdict.decision import (
-    FRAME_SCALE_BAND,
-    HEALTHY_PERPLEXITY,
-    PERPLEXITY_IDEAL_1K,
-    PRE_RVQ_STD_BAND,
-    USAGE_MIN_1K,
-    frame_scale,
-    stage_value,
-)
+from streamvc_rvq.verdict.decision import frame_scale, stage_value
+from streamvc_rvq.verdict.thresholds import PROTOCOL
 
 _STAGE_TAG = tags.STAGE_CURVE
 
@@ -126,13 +119,13 @@ def plot_codebook(checkpoints: Sequence[dict], scalars: Mapping | None, out_png:
             steps, values = _known((int(cp["step"]), stage_value(cp, i, key)) for cp in checkpoints)
             if steps:
                 ax.plot(steps, values, "o", color=colors[i], markeredgecolor="k", label=None if xs else f"q{i}")
-    ax_p.axhline(HEALTHY_PERPLEXITY, color="red", ls="--", lw=1, label="threshold 5")
-    ax_p.axhline(PERPLEXITY_IDEAL_1K, color="green", ls=":", lw=1, label="ideal 10")
+    ax_p.axhline(PROTOCOL.healthy_perplexity, color="red", ls="--", lw=1, label="threshold 5")
+    ax_p.axhline(PROTOCOL.perplexity_ideal_1k, color="green", ls=":", lw=1, label="ideal 10")
     _log_y(ax_p)
     ax_p.set_ylabel("perplexity")
     ax_p.set_title("Codebook perplexity per stage (lines: training batches, dots: checkpoint validation)",
                    fontsize=10)
-    ax_u.axhline(USAGE_MIN_1K, color="red", ls="--", lw=1, label="threshold 5 %")
+    ax_u.axhline(PROTOCOL.usage_min_1k, color="red", ls="--", lw=1, label="threshold 5 %")
     ax_u.set_ylabel("usage (fraction of codes)")
     ax_u.set_title("Codebook usage per stage (lines: training batches, dots: checkpoint validation)",
                    fontsize=10)
@@ -159,11 +152,11 @@ def plot_fidelity(small: Sequence[dict], large: Sequence[dict], fidelity: dict, 
         times, values = _known((int(cp["step"]) / last, frame_scale(cp)) for cp in cps)
         if times:
             ax_f.plot(times, values, style, color="C3", label=f"frame scale {label}")
-    ax_p.axhline(HEALTHY_PERPLEXITY, color="red", ls=":", lw=1)
+    ax_p.axhline(PROTOCOL.healthy_perplexity, color="red", ls=":", lw=1)
     _log_y(ax_p)
     ax_p.set_ylabel("perplexity")
     ax_u.set_ylabel("usage")
-    lo, hi = FRAME_SCALE_BAND
+    lo, hi = PROTOCOL.frame_scale_band
     ax_f.axhspan(lo, hi, color="C2", alpha=0.07)
     ax_f.set_ylabel("frame scale")
     ax_p.set_title(f"Protocol scale {small_scale} (dashed) against {large_scale} (solid), in protocol time", fontsize=10)
@@ -178,9 +171,9 @@ def plot_pre_rvq_std(checkpoints: Sequence[dict], scalars: Mapping | None, out_p
     band [0.5, 2]) against the step: the std is 1 by construction after per-channel
     normalisation, the frame scale is what the codebook sees. Returns the path."""
     fig, (ax,) = _new_figure(1)
-    lo, hi = PRE_RVQ_STD_BAND
+    lo, hi = PROTOCOL.pre_rvq_std_band
     ax.axhspan(lo, hi, color="green", alpha=0.15, label=f"std band [{lo}, {hi}]")
-    flo, fhi = FRAME_SCALE_BAND
+    flo, fhi = PROTOCOL.frame_scale_band
     ax.axhspan(flo, fhi, color="C2", alpha=0.07, label=f"frame-scale band [{flo:g}, {fhi:g}]")
     for tag, color, label, value in (
         (tags.PRE_RVQ_STD, "C0", "std", lambda cp: cp.get("pre_rvq_std")),
@@ -273,8 +266,6 @@ def plot_conversion(checkpoints: Sequence[dict], out_png: str | os.PathLike) -> 
     conversions whose intended target Resemblyzer picks (with chance), the median-F0
     correlation with the targets' (and the sources', the control), and the content head's
     accuracy on the conversions and on their sources, with the verdict's bounds dashed."""
-    from streamvc_rvq.verdict import decision as rules
-
     fig, axes = _new_figure(3)
     cps = sorted(checkpoints, key=lambda c: int(c["step"]))
     steps = [int(c["step"]) for c in cps]
@@ -288,15 +279,15 @@ def plot_conversion(checkpoints: Sequence[dict], out_png: str | os.PathLike) -> 
     line(ax, [(c.get("speaker_embedding") or {}).get("auc") for c in cps], "model speaker embedding AUC", color="C0")
     line(ax, [_quality(c, "convert", "controls", "identification", "rate") for c in cps], "target identified", color="C2")
     line(ax, [_quality(c, "convert", "controls", "identification", "chance") for c in cps], "chance", ":", "k")
-    ax.axhline(rules.TARGET_IDENTIFICATION_MIN, ls="--", color="C2", lw=1.0, label="identification bound")
-    ax.axhline(rules.MODEL_SPEAKER_MIN_AUC, ls="--", color="C0", lw=1.0, label="AUC precondition")
+    ax.axhline(PROTOCOL.target_identification_min, ls="--", color="C2", lw=1.0, label="identification bound")
+    ax.axhline(PROTOCOL.model_speaker_min_auc, ls="--", color="C0", lw=1.0, label="AUC precondition")
     ax.set_ylim(0, 1.05)
     ax.set_title("speaker: the model's own embedding and the conversions' target")
     ax = axes[1]
     line(ax, [_quality(c, "convert", "pitch_level", "correlation_with_target") for c in cps], "with the target's", color="C2")
     line(ax, [_quality(c, "convert", "pitch_level", "correlation_with_source") for c in cps], "with the source's",
          "s--", "C3")
-    ax.axhline(rules.PITCH_LEVEL_MIN_CORRELATION, ls="--", color="C2", lw=1.0, label="bound")
+    ax.axhline(PROTOCOL.pitch_level_min_correlation, ls="--", color="C2", lw=1.0, label="bound")
     ax.set_ylim(-1.05, 1.05)
     ax.set_title("pitch level: correlation of the conversions' median log-F0")
     ax = axes[2]
@@ -339,7 +330,7 @@ def plot_ab(comparison: dict, out_png: str | os.PathLike) -> Path:
                         color=color, marker="o" if i == 0 else ".", lw=2.0 if i == 0 else 0.8,
                         ls="-" if i == 0 else "--", alpha=1.0 if i == 0 else 0.6, capsize=3,
                         label=f"{arm} q{i}" if i <= 1 else None)
-    ax.axhline(HEALTHY_PERPLEXITY, color="red", ls="--", lw=1, label="threshold 5")
+    ax.axhline(PROTOCOL.healthy_perplexity, color="red", ls="--", lw=1, label="threshold 5")
     _log_y(ax)
     ax.set_xlabel("step")
     ax.set_ylabel("perplexity (mean over seeds)")

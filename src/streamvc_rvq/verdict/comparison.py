@@ -19,7 +19,8 @@ import math
 import statistics
 from typing import Mapping, Sequence
 
-from streamvc_rvq.verdict.decision import MONOPOLY_SHARE, COLLAPSED_PERPLEXITY, stage_value
+from streamvc_rvq.verdict.decision import stage_value
+from streamvc_rvq.verdict.thresholds import PROTOCOL
 
 AB_FOCUS_NOMINAL_STEPS = (1000, 2000)  # the note: compare perplexity at 1k and 2k
 
@@ -221,8 +222,8 @@ def control_comparison(fixed: Sequence[dict], control: Sequence[dict]) -> dict:
     if c_ppl is None and c_share is None:
         reproduced = None
     else:
-        reproduced = bool((c_ppl is not None and c_ppl < COLLAPSED_PERPLEXITY)
-                          or (c_share is not None and c_share >= MONOPOLY_SHARE))
+        reproduced = bool((c_ppl is not None and c_ppl < PROTOCOL.collapsed_perplexity)
+                          or (c_share is not None and c_share >= PROTOCOL.monopoly_share))
 
     f_by_step = {int(cp["step"]): cp for cp in fixed}
     rows = []

@@ -95,7 +95,7 @@ Every criterion belongs to one ``question``.
   ~0.9). The answer is
   ``not_evaluable`` (with the reason and what to fix) unless its :data:`PRECONDITIONS` hold at the
   last checkpoint: the model's own speaker embedding separates held-out speakers (AUC >=
-  :data:`MODEL_SPEAKER_MIN_AUC`) and reconstructions resemble their own source above the
+  ``Thresholds.model_speaker_min_auc``) and reconstructions resemble their own source above the
   corpus's different-speaker similarity. Then: success when every conversion criterion passes,
   failure when none does, else partial.
 
@@ -131,8 +131,8 @@ neither passes nor fails. A success that rests on unevaluated criteria is report
 In the code
 -----------
 Both tables are data. :data:`CRITERIA` holds one :class:`Criterion` per row of the checkpoint
-table (id, metric, comparator, the name of its threshold constant, its measurement function);
-the threshold text of the verdict is generated from the constant. :data:`DECISION_TABLE`
+table (id, metric, comparator, the name of its :class:`Thresholds` field, its measurement function);
+the threshold text of the verdict is generated from the thresholds :func:`decide` is given. :data:`DECISION_TABLE`
 holds the decision rows in order (branch, class, test, next action, the criteria the test
 reads). :func:`decide` judges every criterion, then applies the rows top to bottom.
 """
@@ -141,51 +141,18 @@ from __future__ import annotations
 
 import math
 import operator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any, Callable, NamedTuple, Sequence
 
 from streamvc_rvq import tags
-from streamvc_rvq.config import schema_default
 from streamvc_rvq.evaluation.conversion_controls import mean_interval
+from streamvc_rvq.verdict.thresholds import PROTOCOL, Thresholds
 
 ROLES: tuple[tuple[str, int], ...] = (("1k", 1000), ("2k", 2000), ("5k", 5000), ("10k", 10000))
 ROLE_ORDER = {role: i for i, (role, _) in enumerate(ROLES)}
 NOMINAL_PROGRESSIVE_STEPS = 2000
 
-PERPLEXITY_MIN_1K = 5.0  # 1k: perplexity_q0 >= 5
-PERPLEXITY_IDEAL_1K = 10.0  # 1k: ideal perplexity_q0 > 10 (informational)
-USAGE_MIN_1K = 0.05  # 1k: usage_q0 > 0.05
-PRE_RVQ_STD_BAND = (0.9, 1.1)  # inclusive
-FRAME_SCALE_BAND = (0.5, 2.0)  # inclusive: median ||z_t|| / sqrt(D) within a factor 2 of a code's norm
-# The content encoder has learnt its frame labels when its validation accuracy is at least this
-# many times chance (always guessing the most frequent label); below it, a warning: the RVQ
-# statistics describe a barely trained encoder's features.
-CONTENT_LEARNT_FACTOR = 1.5
-STABLE_FRACTION = 0.9  # 2k: perplexity_q0(2k) >= 0.9 x perplexity_q0(1k)
-DISTURB_FACTOR = 1.1  # 2k: loss_stft(2k) <= 1.1 x loss_stft(1k)
-HEALTHY_PERPLEXITY = 5.0  # 5k/10k: every active stage > 5
-SILENCE_STD = schema_default("evaluation.silence_std")  # an output with std <= this (0.01) is silent
-SILENT_OUTPUTS_MAX = 0  # not_silent: outputs.num_silent == 0
-COLLAPSED_PERPLEXITY = 2.0  # failure: perplexity_q0 < 2 ...
-FLAT_FACTOR = 1.1  # ... and flat: last <= 1.1 x first
-MONOPOLY_SHARE = 0.5  # failure: top_code_share_q0 >= 0.5
-TOWARDS_TARGET_MARGIN = 0.0  # towards_target: similarity to target - to source > 0
-# target_identified: Resemblyzer picks the intended target among a source's targets this often
-# (chance 1/3 with 3 targets; a target-blind model scores exactly 1/3: every target gets one output)
-TARGET_IDENTIFICATION_MIN = 0.75
-# pitch_follows_target: the conversions' median log-F0 correlates with the target's at least
-# this much (over conversions), and more than with the source's (a source copy fails that)
-PITCH_LEVEL_MIN_CORRELATION = 0.8
-# content_kept: the content head on the conversions scores at least this share of its accuracy
-# on the sources above chance (an output that lost the words scores chance)
-CONTENT_KEPT_SHARE = 0.5
-# The speaker criteria mean something only when the speaker measure separates the corpus's own
-# speakers; below this AUC (reference levels), a warning says so.
-SPEAKER_SEPARATION_MIN_AUC = 0.9
-# The conversion answer's precondition: the model's own speaker embedding tells held-out speakers
-# apart at least this well (AUC; 0.5 is chance; the constant embedding of the review measured 0.52-0.58).
-MODEL_SPEAKER_MIN_AUC = 0.75
 
 # {command}: how to build the remedy ladder of this run's config (config.ladder_target)
 NEXT_FAILURE = (
@@ -247,11 +214,11 @@ def active_stages(cp: dict | None) -> list[dict]:
     return stages if n is None else [s for s in stages if s.get("index", 0) < n]
 
 
-def silence(cp: dict | None) -> tuple[int | None, int | None]:
+def silence(cp: dict | None, silence_std: float) -> tuple[int | None, int | None]:
     """(number of silent outputs, number of outputs); (None, n) when it cannot be told.
 
     ``outputs.num_silent`` is used when present (the extractor applied the configured
-    silence threshold); otherwise outputs with ``std <= 0.01`` are counted. No outputs at
+    silence threshold); otherwise outputs with ``std <= silence_std`` are counted. No outputs at
     all means silence cannot be judged.
     """
     out = _get(cp, "outputs")
@@ -264,7 +231,7 @@ def silence(cp: dict | None) -> tuple[int | None, int | None]:
     if out.get("num_silent") is not None:
         return int(out["num_silent"]), int(n_out)
     if isinstance(stds, list):
-        return sum(1 for s in stds if not (_num(s) is not None and _num(s) > SILENCE_STD)), int(n_out)
+        return sum(1 for s in stds if not (_num(s) is not None and _num(s) > silence_std)), int(n_out)
     return None, int(n_out)
 
 
@@ -273,13 +240,13 @@ def conversion_quality(cp: dict | None, key: str, *more: str) -> float | None:
     return _num(_get(cp, "outputs", "quality", "convert", key, *more))
 
 
-def speaker_warning(reference: dict | None) -> str | None:
+def speaker_warning(reference: dict | None, thresholds: Thresholds) -> str | None:
     """A warning when the speaker measure does not separate the corpus's speakers."""
     auc = _num(_get(reference, "speaker", "auc"))
-    if auc is None or auc >= SPEAKER_SEPARATION_MIN_AUC:
+    if auc is None or auc >= thresholds.speaker_separation_min_auc:
         return None
     return (f"the speaker measure separates this corpus's speakers poorly (AUC {_fmt(auc)}, EER "
-            f"{_fmt(_num(_get(reference, 'speaker', 'eer')))} < {SPEAKER_SEPARATION_MIN_AUC:g} AUC): the speaker "
+            f"{_fmt(_num(_get(reference, 'speaker', 'eer')))} < {thresholds.speaker_separation_min_auc:g} AUC): the speaker "
             "criteria (outputs_diverse, towards_target) rest on a weak measure")
 
 
@@ -298,7 +265,7 @@ def _crit(cid, role, step, nominal, metric, threshold, measured, passed, note=""
     }
 
 
-def _in_band(x: float | None, band: tuple[float, float] = PRE_RVQ_STD_BAND) -> bool | None:
+def _in_band(x: float | None, band: tuple[float, float]) -> bool | None:
     if x is None or math.isnan(x):
         return None
     lo, hi = band
@@ -361,6 +328,7 @@ class Run:
     info: dict[str, tuple[int | None, int]]  # role -> (configured step, nominal step)
     present: list[str]  # roles with metrics, in protocol order
     reference: dict | None  # the corpus's reference levels
+    thresholds: Thresholds  # the bounds the criteria compare with
 
     def absent(self, *roles: str) -> str:
         """``"checkpoint 5k, 10k missing"`` for those of ``roles`` without metrics, else ``""``."""
@@ -368,8 +336,8 @@ class Run:
         return f"checkpoint {', '.join(gone)} missing" if gone else ""
 
 
-def place_checkpoints(checkpoints: list[dict], plan: dict, steps: Sequence[int],
-                      reference: dict | None) -> tuple[Run, list[dict], list[dict], list[int]]:
+def place_checkpoints(checkpoints: list[dict], plan: dict, steps: Sequence[int], reference: dict | None,
+                      thresholds: Thresholds = PROTOCOL) -> tuple[Run, list[dict], list[dict], list[int]]:
     """(run, checkpoint summary, missing roles, ignored steps) of the metrics dicts given.
     Raises ValueError for two dicts of one step, or none for any role."""
     by_step: dict[int, dict] = {}
@@ -402,7 +370,7 @@ def place_checkpoints(checkpoints: list[dict], plan: dict, steps: Sequence[int],
             f"no metrics for any protocol checkpoint (configured steps {list(steps)[:4]}, "
             f"given steps {sorted(by_step)})"
         )
-    return Run(cps, info, present, reference), summary, missing, ignored
+    return Run(cps, info, present, reference, thresholds), summary, missing, ignored
 
 
 # --------------------------------------------------------------------------- the checkpoint table
@@ -428,19 +396,19 @@ class Measurement(NamedTuple):
 class Criterion:
     """One row of the checkpoint table: ``measured <op> threshold``.
 
-    ``bound`` names the module constant holding the threshold: a number, a band (``op``
-    ``"in"``, inclusive) or, with ``against``, the factor of another measured quantity
-    (``>= 0.9 x perplexity_q0(1k)``; no bound: the quantity itself). The constant is read
-    when a verdict is made and the verdict's threshold text is generated from it.
+    ``bound`` names the :class:`Thresholds` field holding the threshold: a number, a band
+    (``op`` ``"in"``, inclusive) or, with ``against``, the factor of another measured quantity
+    (``>= 0.9 x perplexity_q0(1k)``; no bound: the quantity itself). The field is read from the
+    thresholds the verdict is made with, and the verdict's threshold text is generated from it.
     """
 
     id: str  # "<role>.<name>"; role: 1k, 2k, 5k, 10k, "all" (every checkpoint), "last" (the last one)
     metric: str
     op: str | None  # ">=", ">", "<=", "<", "==", "in"; None: the measurement judges itself
-    bound: str | None  # name of the threshold constant
+    bound: str | None  # name of the Thresholds field
     measure: Callable[[Run, Criterion], Measurement]
     against: str = ""  # relative threshold: what ``bound`` multiplies, e.g. "perplexity_q0(1k)"
-    words: str = ""  # after the threshold; "{NAME:g}" is the module constant NAME
+    words: str = ""  # after the threshold; "{name:g}" is the Thresholds field name
     informational: bool = False  # reported, never used for the class
     question: str = "codebook"  # which answer it belongs to: "codebook" (the design note's) or "conversion"
 
@@ -448,21 +416,20 @@ class Criterion:
     def role(self) -> str:
         return self.id.split(".")[0]
 
-    @property
-    def bound_value(self) -> Any:
-        return None if self.bound is None else globals()[self.bound]
+    def bound_value(self, thresholds: Thresholds) -> Any:
+        return None if self.bound is None else getattr(thresholds, self.bound)
 
-    def limit(self, against: float | None = None) -> Any:
+    def limit(self, thresholds: Thresholds, against: float | None = None) -> Any:
         """What the measured value is compared with: the bound, or bound x ``against``."""
         if not self.against:
-            return self.bound_value
+            return self.bound_value(thresholds)
         if against is None:
             return None
-        return against if self.bound is None else self.bound_value * against
+        return against if self.bound is None else self.bound_value(thresholds) * against
 
-    def threshold(self, limit: Any = None) -> str:
+    def threshold(self, thresholds: Thresholds, limit: Any = None) -> str:
         """The threshold as the verdict states it: ">= 5", "in [0.9, 1.1]", "< loss_l1(2k) = 0.05"."""
-        bound = self.bound_value
+        bound = self.bound_value(thresholds)
         if self.op is None:
             head = ""
         elif self.op == "in":
@@ -471,7 +438,7 @@ class Criterion:
             head = f"{self.op} " + ("" if bound is None else f"{bound:g} x ") + self.against
         else:
             head = f"{self.op} {bound:g}"
-        text = " ".join(part for part in (head, self.words.format_map(globals())) if part)
+        text = " ".join(part for part in (head, self.words.format_map(asdict(thresholds))) if part)
         return text + (f" = {limit:.4g}" if self.against and limit is not None else "")
 
 
@@ -488,13 +455,13 @@ def judge(criterion: Criterion, run: Run) -> dict:
     m = criterion.measure(run, criterion)
     role = m.at if criterion.role == "last" else criterion.role
     step, nominal = run.info.get(role, (None, None))
-    limit = criterion.limit(m.against)
+    limit = criterion.limit(run.thresholds, m.against)
     if m.passed is not _COMPARE:
         passed = m.passed
     else:
         passed = None if m.value is None or limit is None else _compare(criterion.op, m.value, limit)
     note = INFORMATIONAL_NOTE if criterion.informational else m.note
-    entry = _crit(criterion.id, role, step, nominal, criterion.metric, criterion.threshold(limit), m.value, passed,
+    entry = _crit(criterion.id, role, step, nominal, criterion.metric, criterion.threshold(run.thresholds, limit), m.value, passed,
                   note, criterion.informational)
     return {**entry, "question": criterion.question}
 
@@ -525,14 +492,14 @@ def _loss_stft_falling(run: Run, c: Criterion) -> Measurement:
 
 
 def _silent_outputs(run: Run, c: Criterion) -> Measurement:
-    n_sil, n_out = silence(run.cps[c.role])
+    n_sil, n_out = silence(run.cps[c.role], run.thresholds.silence_std)
     return Measurement(n_sil, run.absent(c.role) or (
         "no inference outputs in the metrics" if n_sil is None else f"{n_sil} of {n_out} outputs silent"))
 
 
 def _stage0_kept(since: str, run: Run, c: Criterion) -> Measurement:
     gone = run.absent(since, c.role)
-    tolerance = f"stage 0 kept or rising, read with a {(1 - c.bound_value) * 100:g} % tolerance"
+    tolerance = f"stage 0 kept or rising, read with a {(1 - c.bound_value(run.thresholds)) * 100:g} % tolerance"
     return Measurement(stage_value(run.cps[c.role], 0, "perplexity"), (gone + "; " if gone else "") + tolerance,
                        against=stage_value(run.cps[since], 0, "perplexity"))
 
@@ -588,7 +555,7 @@ def _active_stage_values(key: str, run: Run, c: Criterion) -> Measurement:
     values = [_num(s.get(key)) for s in stages]
     if cp is None or not stages or any(v is None for v in values):
         return Measurement(None, run.absent(c.role) or f"no {key} of the active stages in the metrics")
-    bad = [f"q{s['index']} ({v:.4g})" for s, v in zip(stages, values) if not _compare(c.op, v, c.limit())]
+    bad = [f"q{s['index']} ({v:.4g})" for s, v in zip(stages, values) if not _compare(c.op, v, c.limit(run.thresholds))]
     return Measurement(values, f"{len(stages)} active stages" + (f"; below: {', '.join(bad)}" if bad else ""))
 
 
@@ -609,7 +576,7 @@ def _dnsmos_improving(since: str, run: Run, c: Criterion) -> Measurement:
 
 
 def _silent_anywhere(run: Run, c: Criterion) -> Measurement:
-    counted = [(r, run.info[r][0], *silence(run.cps[r])) for r in run.present]
+    counted = [(r, run.info[r][0], *silence(run.cps[r], run.thresholds.silence_std)) for r in run.present]
     counted = [x for x in counted if x[2] is not None]
     if not counted:
         return Measurement(None, "no inference outputs in any metrics")
@@ -694,7 +661,7 @@ def _towards_target(run: Run, c: Criterion) -> Measurement:
     return Measurement(towards["mean"], f"at {last}: intended minus other targets {towards['mean']:+.4f}, 95 % interval "
                        f"{towards['low']:+.4f} .. {towards['high']:+.4f} over {towards['num']} sources (its lower end "
                        f"is compared); intended target picked {_fmt(ident.get('rate'))} (chance {_fmt(ident.get('chance'))})",
-                       passed=towards["low"] > TOWARDS_TARGET_MARGIN, at=last)
+                       passed=towards["low"] > run.thresholds.towards_target_margin, at=last)
 
 
 def _target_identified(run: Run, c: Criterion) -> Measurement:
@@ -718,7 +685,7 @@ def _pitch_follows_target(run: Run, c: Criterion) -> Measurement:
     if target is None:
         return Measurement(None, note + " (no correlation: one pitch level for every target, or too few voiced)",
                            passed=False, at=last)
-    return Measurement(target, note, passed=target >= PITCH_LEVEL_MIN_CORRELATION and (source is None or target > source),
+    return Measurement(target, note, passed=target >= run.thresholds.pitch_level_min_correlation and (source is None or target > source),
                        at=last)
 
 
@@ -740,14 +707,14 @@ def _content_kept(run: Run, c: Criterion) -> Measurement:
 
 
 # The checkpoint table of the module docstring, in the verdict's order:
-# Criterion(id, metric, comparator, threshold constant, measurement, [against=, words=, informational=]).
+# Criterion(id, metric, comparator, Thresholds field, measurement, [against=, words=, informational=]).
 def _still_healthy(role: str, previous: str) -> tuple[Criterion, ...]:
     """The design note's 5k and 10k rows alike: every active stage healthy and used, and both
     losses kept below the ``previous`` checkpoint's (within the noise allowance)."""
     return (
-        Criterion(f"{role}.perplexity_active_stages", "perplexity_q{i}, every active stage", ">", "HEALTHY_PERPLEXITY",
+        Criterion(f"{role}.perplexity_active_stages", "perplexity_q{i}, every active stage", ">", "healthy_perplexity",
                   partial(_active_stage_values, "perplexity"), words="each"),
-        Criterion(f"{role}.usage_active_stages", "usage_q{i}, every active stage", ">", "USAGE_MIN_1K",
+        Criterion(f"{role}.usage_active_stages", "usage_q{i}, every active stage", ">", "usage_min_1k",
                   partial(_active_stage_values, "usage"), words="each (the note's 5 % rule at every checkpoint)"),
         *(Criterion(f"{role}.{loss}_improving", f"validation.{loss}", "<", None, partial(_loss_improving, loss, previous),
                     against=f"{loss}({previous})") for loss in ("loss_stft", "loss_l1")),
@@ -755,48 +722,48 @@ def _still_healthy(role: str, previous: str) -> tuple[Criterion, ...]:
 
 
 CRITERIA: tuple[Criterion, ...] = (
-    Criterion("1k.perplexity_q0", "perplexity_q0", ">=", "PERPLEXITY_MIN_1K", partial(_stage0, "perplexity")),
-    Criterion("1k.perplexity_q0_ideal", "perplexity_q0", ">", "PERPLEXITY_IDEAL_1K", partial(_stage0, "perplexity"),
+    Criterion("1k.perplexity_q0", "perplexity_q0", ">=", "perplexity_min_1k", partial(_stage0, "perplexity")),
+    Criterion("1k.perplexity_q0_ideal", "perplexity_q0", ">", "perplexity_ideal_1k", partial(_stage0, "perplexity"),
               words="(ideal)", informational=True),
-    Criterion("1k.usage_q0", "usage_q0", ">", "USAGE_MIN_1K", partial(_stage0, "usage")),
-    Criterion("1k.pre_rvq_std", "pre_rvq_std", "in", "PRE_RVQ_STD_BAND", partial(_number, "pre_rvq_std")),
-    Criterion("1k.pre_rvq_frame_scale", "pre_rvq_frame.frame_scale", "in", "FRAME_SCALE_BAND", _frame_scale),
+    Criterion("1k.usage_q0", "usage_q0", ">", "usage_min_1k", partial(_stage0, "usage")),
+    Criterion("1k.pre_rvq_std", "pre_rvq_std", "in", "pre_rvq_std_band", partial(_number, "pre_rvq_std")),
+    Criterion("1k.pre_rvq_frame_scale", "pre_rvq_frame.frame_scale", "in", "frame_scale_band", _frame_scale),
     Criterion("1k.loss_stft_falling", "train/loss_stft trend", None, None, _loss_stft_falling,
               words="falling: last-window mean < first-window mean and last-window slope <= 0"),
-    Criterion("1k.not_silent", "outputs.num_silent", "==", "SILENT_OUTPUTS_MAX", _silent_outputs,
-              words="(every output std > {SILENCE_STD:g})"),
-    Criterion("2k.perplexity_q0_stable", "perplexity_q0", ">=", "STABLE_FRACTION", partial(_stage0_kept, "1k"),
+    Criterion("1k.not_silent", "outputs.num_silent", "==", "silent_outputs_max", _silent_outputs,
+              words="(every output std > {silence_std:g})"),
+    Criterion("2k.perplexity_q0_stable", "perplexity_q0", ">=", "stable_fraction", partial(_stage0_kept, "1k"),
               against="perplexity_q0(1k)"),
-    Criterion("2k.loss_stft_undisturbed", "train/loss_stft after / before stage 1 starts", "<=", "DISTURB_FACTOR",
+    Criterion("2k.loss_stft_undisturbed", "train/loss_stft after / before stage 1 starts", "<=", "disturb_factor",
               _stage1_undisturbed, words="(window means around the step stage 1 starts)"),
-    Criterion("2k.usage_q0", "usage_q0", ">", "USAGE_MIN_1K", partial(_stage0, "usage"),
+    Criterion("2k.usage_q0", "usage_q0", ">", "usage_min_1k", partial(_stage0, "usage"),
               words="(the note's 5 % rule, still)"),
-    Criterion("2k.pre_rvq_std", "pre_rvq_std", "in", "PRE_RVQ_STD_BAND", partial(_number, "pre_rvq_std")),
-    Criterion("2k.pre_rvq_frame_scale", "pre_rvq_frame.frame_scale", "in", "FRAME_SCALE_BAND", _frame_scale),
+    Criterion("2k.pre_rvq_std", "pre_rvq_std", "in", "pre_rvq_std_band", partial(_number, "pre_rvq_std")),
+    Criterion("2k.pre_rvq_frame_scale", "pre_rvq_frame.frame_scale", "in", "frame_scale_band", _frame_scale),
     *_still_healthy("5k", "2k"),
     *_still_healthy("10k", "5k"),
     Criterion("10k.audio_quality_improving", "outputs.quality.convert.dnsmos.ovrl", ">", None,
               partial(_dnsmos_improving, "5k"), against="ovrl(5k)"),
-    Criterion("10k.not_silent", "outputs.num_silent", "==", "SILENT_OUTPUTS_MAX", _silent_outputs,
-              words="(every output std > {SILENCE_STD:g})"),
-    Criterion("all.not_silent", "outputs.num_silent, every checkpoint", "==", "SILENT_OUTPUTS_MAX", _silent_anywhere,
+    Criterion("10k.not_silent", "outputs.num_silent", "==", "silent_outputs_max", _silent_outputs,
+              words="(every output std > {silence_std:g})"),
+    Criterion("all.not_silent", "outputs.num_silent, every checkpoint", "==", "silent_outputs_max", _silent_anywhere,
               words="at every available checkpoint"),
-    Criterion("last.top_code_share_q0", "top_code_share_q0", "<", "MONOPOLY_SHARE", _last_top_code_share,
-              words="(diverse; >= {MONOPOLY_SHARE:g} is a monopoly)"),
+    Criterion("last.top_code_share_q0", "top_code_share_q0", "<", "monopoly_share", _last_top_code_share,
+              words="(diverse; >= {monopoly_share:g} is a monopoly)"),
     Criterion("last.outputs_diverse", "outputs.quality.convert.controls.same_source_similarity", "<", None,
               _outputs_diverse, against="corpus same-speaker similarity",
               words="(one source to different targets; upper end of the 95 % interval)", question="conversion"),
-    Criterion("last.towards_target", "outputs.quality.convert.controls.towards_target", ">", "TOWARDS_TARGET_MARGIN",
+    Criterion("last.towards_target", "outputs.quality.convert.controls.towards_target", ">", "towards_target_margin",
               _towards_target, words="(intended target minus the source's other targets; lower end of the 95 % interval)",
               question="conversion"),
     Criterion("last.target_identified", "outputs.quality.convert.controls.identification.rate", ">=",
-              "TARGET_IDENTIFICATION_MIN", _target_identified,
+              "target_identification_min", _target_identified,
               words="(Resemblyzer picks the intended target among the source's targets)", question="conversion"),
     Criterion("last.pitch_follows_target", "outputs.quality.convert.pitch_level.correlation_with_target", ">=",
-              "PITCH_LEVEL_MIN_CORRELATION", _pitch_follows_target,
+              "pitch_level_min_correlation", _pitch_follows_target,
               words="(median log-F0 over conversions, and above the correlation with the source's)",
               question="conversion"),
-    Criterion("last.content_kept", "outputs.quality.convert.content_labels", ">=", "CONTENT_KEPT_SHARE", _content_kept,
+    Criterion("last.content_kept", "outputs.quality.convert.content_labels", ">=", "content_kept_share", _content_kept,
               words="(content-head accuracy on the conversions above chance, as a share of that on the sources)",
               question="conversion"),
 )
@@ -814,6 +781,7 @@ class Evidence:
     failed: list[str]  # ids of the required criteria that failed
     unevaluated: list[str]  # ids of the required criteria that could not be evaluated
     evaluated: bool  # some required criterion was evaluated
+    thresholds: Thresholds  # the bounds the decision rows compare with
 
 
 def gather_evidence(criteria: list[dict], run: Run) -> Evidence:
@@ -826,6 +794,7 @@ def gather_evidence(criteria: list[dict], run: Run) -> Evidence:
         failed=[c["id"] for c in required if c["passed"] is False],
         unevaluated=[c["id"] for c in required if c["passed"] is None],
         evaluated=any(c["passed"] is not None for c in required),
+        thresholds=run.thresholds,
     )
 
 
@@ -836,12 +805,12 @@ def _flat_low(ev: Evidence, used: list[dict]) -> tuple[bool | None, str]:
     if not ev.series:
         return None, "no perplexity_q0 available"
     first, last = ev.series[0][1], ev.series[-1][1]
-    low = all(p < COLLAPSED_PERPLEXITY for _, p in ev.series)
-    flat = last <= FLAT_FACTOR * first
+    low = all(p < ev.thresholds.collapsed_perplexity for _, p in ev.series)
+    flat = last <= ev.thresholds.flat_factor * first
     return low and flat, (
         "perplexity_q0 " + ", ".join(f"{_fmt(p)} ({r})" for r, p in ev.series)
-        + f"; < {COLLAPSED_PERPLEXITY:g} at every checkpoint: {low}"
-        + f"; flat (last {_fmt(last)} <= {FLAT_FACTOR:g} x first {_fmt(first)}): {flat}"
+        + f"; < {ev.thresholds.collapsed_perplexity:g} at every checkpoint: {low}"
+        + f"; flat (last {_fmt(last)} <= {ev.thresholds.flat_factor:g} x first {_fmt(first)}): {flat}"
     )
 
 
@@ -849,8 +818,8 @@ def _monopoly(ev: Evidence, used: list[dict]) -> tuple[bool | None, str]:
     [share] = used
     if share["measured"] is None:
         return None, "no top-code share available"
-    return (share["measured"] >= MONOPOLY_SHARE,
-            f"top_code_share_q0 {_fmt(share['measured'])} at {share['role']} (>= {MONOPOLY_SHARE:g} is a monopoly)")
+    return (share["measured"] >= ev.thresholds.monopoly_share,
+            f"top_code_share_q0 {_fmt(share['measured'])} at {share['role']} (>= {ev.thresholds.monopoly_share:g} is a monopoly)")
 
 
 def _failed_reason(ev: Evidence) -> str:
@@ -866,9 +835,9 @@ def _low_perplexity(ev: Evidence, used: list[dict]) -> tuple[bool | None, str]:
     if len(ev.series) < 2:
         return None, "needs perplexity_q0 at two checkpoints or more"
     (r0, first), (r1, last) = ev.series[0], ev.series[-1]
-    stays = all(p < PERPLEXITY_MIN_1K for _, p in ev.series)
+    stays = all(p < ev.thresholds.perplexity_min_1k for _, p in ev.series)
     return last > first and stays, (f"perplexity_q0 {_fmt(first)} ({r0}) -> {_fmt(last)} ({r1}): "
-                                    f"improves {last > first}, stays < {PERPLEXITY_MIN_1K:g} {stays}")
+                                    f"improves {last > first}, stays < {ev.thresholds.perplexity_min_1k:g} {stays}")
 
 
 def _stage0_declines(ev: Evidence, used: list[dict]) -> tuple[bool | None, str]:
@@ -889,12 +858,12 @@ def _some_stages_collapsed(ev: Evidence, used: list[dict]) -> tuple[bool | None,
     parts = []
     for c in used:
         if c["measured"] is not None:
-            healthy = sum(1 for p in c["measured"] if p > HEALTHY_PERPLEXITY)
+            healthy = sum(1 for p in c["measured"] if p > ev.thresholds.healthy_perplexity)
             parts.append((c["role"], healthy, len(c["measured"]) - healthy))
     if not parts:
         return None, f"no {'/'.join(c['role'] for c in used)} checkpoint with active-stage perplexities"
     collapsed = [f"q{i} at {c['role']}" for c in used if c["measured"] is not None
-                 for i, p in enumerate(c["measured"]) if not p > HEALTHY_PERPLEXITY]
+                 for i, p in enumerate(c["measured"]) if not p > ev.thresholds.healthy_perplexity]
     return (any(h > 0 and g > 0 for _, h, g in parts),
             "; ".join(f"{r}: {h} healthy, {g} collapsed" for r, h, g in parts)
             + (f" (collapsed: {', '.join(collapsed)})" if collapsed else ""))
@@ -1007,22 +976,22 @@ class Precondition(NamedTuple):
 
     id: str
     op: str  # measured <op> limit (a key of _OPS)
-    words: str  # the threshold as the verdict states it
-    read: Callable[[dict | None, dict | None], tuple[float | None, float | None]]  # (cp, reference) -> (measured, limit)
+    words: str  # the threshold as the verdict states it; "{name:g}" is the Thresholds field name
+    read: Callable[[dict | None, dict | None, Thresholds], tuple[float | None, float | None]]  # (cp, reference, thresholds) -> (measured, limit)
     failure: str  # next action when it is not met; {measured}, {limit}, {step}
 
 
-def _model_speaker_auc(cp: dict | None, reference: dict | None) -> tuple[float | None, float | None]:
-    return _num(_get(cp, "speaker_embedding", "auc")), MODEL_SPEAKER_MIN_AUC
+def _model_speaker_auc(cp: dict | None, reference: dict | None, thresholds: Thresholds) -> tuple[float | None, float | None]:
+    return _num(_get(cp, "speaker_embedding", "auc")), thresholds.model_speaker_min_auc
 
 
-def _reconstruction_resemblance(cp: dict | None, reference: dict | None) -> tuple[float | None, float | None]:
+def _reconstruction_resemblance(cp: dict | None, reference: dict | None, thresholds: Thresholds) -> tuple[float | None, float | None]:
     return (_num(_get(cp, "outputs", "quality", "reconstruct", "speaker_similarity_source")),
             _num(_get(reference, "speaker", "different_mean")))
 
 
 PRECONDITIONS: tuple[Precondition, ...] = (
-    Precondition("speaker_embedding_separates", ">=", f">= {MODEL_SPEAKER_MIN_AUC:g} AUC (same vs different held-out speaker)",
+    Precondition("speaker_embedding_separates", ">=", ">= {model_speaker_min_auc:g} AUC (same vs different held-out speaker)",
                  _model_speaker_auc,
                  "fix the speaker path first: the model's own speaker embedding separates held-out speakers at AUC "
                  "{measured} at step {step} (< {limit:g}), so every output has one voice whatever the target"),
@@ -1046,9 +1015,9 @@ def check_preconditions(run: Run) -> list[dict]:
     cp, step = run.cps[last], run.info[last][0]
     checked = []
     for pre in PRECONDITIONS:
-        measured, limit = pre.read(cp, run.reference)
+        measured, limit = pre.read(cp, run.reference, run.thresholds)
         met = None if measured is None or limit is None else _OPS[pre.op](measured, limit)
-        checked.append({"id": pre.id, "role": last, "step": step, "threshold": pre.words, "measured": measured,
+        checked.append({"id": pre.id, "role": last, "step": step, "threshold": pre.words.format_map(asdict(run.thresholds)), "measured": measured,
                         "limit": limit, "met": met,
                         "next_action": None if met else pre.failure.format(measured=_fmt(measured), limit=limit or 0,
                                                                            step=step)})
@@ -1105,15 +1074,15 @@ def checkpoint_warnings(run: Run) -> list[str]:
         cp, step = run.cps[role], run.info[role][0]
         content = _get(cp, "content_labels", "valid")
         if isinstance(content, dict) and content.get("accuracy") is not None and content.get("chance"):
-            if content["accuracy"] < CONTENT_LEARNT_FACTOR * content["chance"]:
+            if content["accuracy"] < run.thresholds.content_learnt_factor * content["chance"]:
                 warnings.append(
                     f"{role} (step {step}): the content encoder's validation label accuracy {_fmt(content['accuracy'])} "
-                    f"is below {CONTENT_LEARNT_FACTOR:g} x chance ({_fmt(content['chance'])}): it has not learnt its "
+                    f"is below {run.thresholds.content_learnt_factor:g} x chance ({_fmt(content['chance'])}): it has not learnt its "
                     "frame labels, so this checkpoint's codebook criteria judge a barely trained encoder's features")
         auc = _num(_get(cp, "speaker_embedding", "auc"))
-        if auc is not None and auc < MODEL_SPEAKER_MIN_AUC:
+        if auc is not None and auc < run.thresholds.model_speaker_min_auc:
             warnings.append(f"{role} (step {step}): the model's speaker embedding separates held-out speakers at AUC "
-                            f"{_fmt(auc)} (< {MODEL_SPEAKER_MIN_AUC:g}): conversions cannot follow the target")
+                            f"{_fmt(auc)} (< {run.thresholds.model_speaker_min_auc:g}): conversions cannot follow the target")
     return warnings
 
 
@@ -1125,10 +1094,10 @@ def verdict_warnings(plan: dict, ev: Evidence, run: Run, reference: dict | None)
         if std_c["passed"] and scale_c["passed"] is False:
             warnings.append(
                 f"{role}: pre_rvq_std {_fmt(std_c['measured'])} passes but the frame scale "
-                f"{_fmt(scale_c['measured'])} is outside [{FRAME_SCALE_BAND[0]:g}, {FRAME_SCALE_BAND[1]:g}]: "
+                f"{_fmt(scale_c['measured'])} is outside [{run.thresholds.frame_scale_band[0]:g}, {run.thresholds.frame_scale_band[1]:g}]: "
                 "the per-channel std is 1 by construction, the vectors the codebook sees are not at its scale"
             )
-    return warnings + checkpoint_warnings(run) + [w for w in (speaker_warning(reference),) if w]
+    return warnings + checkpoint_warnings(run) + [w for w in (speaker_warning(reference, run.thresholds),) if w]
 
 
 # --------------------------------------------------------------------------- decide
@@ -1136,7 +1105,7 @@ def verdict_warnings(plan: dict, ev: Evidence, run: Run, reference: dict | None)
 
 def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int,
            reference: dict | None = None, ladder_command: str = LADDER_COMMAND_DEFAULT,
-           scale: float | None = None, ab_command: str = AB_COMMAND_DEFAULT) -> dict:
+           scale: float | None = None, ab_command: str = AB_COMMAND_DEFAULT, thresholds: Thresholds = PROTOCOL) -> dict:
     """The verdict of one experiment (pure): the checkpoint table judged, then the decision table.
 
     ``checkpoints``: the metrics dicts that exist, in step order. ``steps``: the configured
@@ -1146,6 +1115,7 @@ def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int,
     ``ab_command``: the command that builds the commitment-cost A/B, which the low-perplexity
     branch names.
     ``scale``: ``train.scale`` (None: inferred from the steps, see :func:`protocol_scale`).
+    ``thresholds``: the bounds every criterion and decision row compares with (the protocol's by default).
 
     Returns ``{"experiment", "criteria", "class", "branch", "next_action", "reason",
     "complete", "scaled", "scale", "steps", "progressive_steps", "checkpoints", "missing",
@@ -1153,7 +1123,7 @@ def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int,
     Raises ValueError when no checkpoint of the protocol is given.
     """
     plan = protocol_scale(steps, progressive_steps, scale)
-    run, summary, missing, ignored = place_checkpoints(checkpoints, plan, steps, reference)
+    run, summary, missing, ignored = place_checkpoints(checkpoints, plan, steps, reference, thresholds)
     criteria = [judge(criterion, run) for criterion in CRITERIA]
     evidence = gather_evidence(criteria, run)
     branches, row, reason = apply_decision_table(evidence)
