@@ -867,3 +867,16 @@ def test_content_kept_against_the_sources_and_chance(healthy_run, output, source
     c = crit(run(cps), "last.content_kept")
     assert c["passed"] is passed
     assert (c["measured"] is None) if kept is None else c["measured"] == pytest.approx(kept)
+
+
+def test_the_written_protocol_is_generated_from_the_tables_and_follows_the_thresholds():
+    """docs/criteria.md is criteria_doc's output (regenerate it when a table changes); other
+    thresholds give another document, so it cannot keep stale numbers."""
+    from pathlib import Path
+
+    from streamvc_rvq.verdict.criteria_doc import criteria_markdown
+
+    committed = (Path(__file__).resolve().parents[2] / "docs" / "criteria.md").read_text()
+    assert committed == criteria_markdown(), "regenerate: python -m streamvc_rvq.verdict.criteria_doc > docs/criteria.md"
+    moved = criteria_markdown(replace(PROTOCOL, perplexity_min_1k=7.0))
+    assert "| `1k.perplexity_q0` | codebook | perplexity_q0 | >= 7 |" in moved and moved != committed

@@ -21,46 +21,20 @@ step are listed in ``ignored_steps`` and take no part in the verdict. How far a 
 predicts the paper-size one, and how it varies over seeds, is measured by
 :mod:`streamvc_rvq.verdict.confidence` (``verdict.fidelity_times``, ``verdict.seeds``).
 
-Checkpoint table (ids, metric, threshold — boundaries exactly as written)
------------------------------------------------------------------------
-===========================  =============================================================
-``1k.perplexity_q0``          perplexity of stage 0 ``>= 5``
-``1k.perplexity_q0_ideal``    ``> 10`` — informational: reported, never used for the class
-``1k.usage_q0``               usage of stage 0 ``> 0.05`` (0.05 itself fails)
-``1k.pre_rvq_std``            ``0.9 <= pre_rvq_std <= 1.1``
-``1k.pre_rvq_frame_scale``    ``0.5 <= frame_scale <= 2`` (median per-frame norm of the RVQ
-                              input over sqrt(D), ``pre_rvq_frame.frame_scale``): the vector
-                              the codebook sees is within a factor 2 of an N(0, 1) code's
-                              norm. ``pre_rvq_std`` is 1 by construction after per-channel
-                              normalisation, so it cannot see a frame-scale mismatch (the
-                              note's 0.31 and the reviewed artefact's 0.11 fail this); when
-                              it passes while this fails, ``warnings`` says so.
-``1k.loss_stft_falling``      training curve of ``train/loss_stft`` up to the step is
-                              falling (``curves.curve_facts``: last-window mean < first-window
-                              mean and last-window slope <= 0)
-``1k.not_silent``             no silent inference output (every output std > 0.01, i.e.
-                              ``outputs.num_silent == 0``)
-``2k.perplexity_q0_stable``   perplexity_q0(2k) ``>= 0.9 x`` perplexity_q0(1k). The note's
-                              "kept or rising" read with a 10 % tolerance (the project's
-                              reading): a batch-to-batch wobble of less than 10 % is "kept".
-``2k.loss_stft_undisturbed``  adding stage 1 does not disturb the metrics much: the training
-                              curve's ``train/loss_stft`` mean over ``progressive_steps / 4``
-                              steps after stage 1 starts ``<= 1.1 x`` its mean over as many
-                              steps before (read from the 5k metrics, whose training curve
-                              covers it: the 2k checkpoint has stage 1 untrained, 0 steps)
-``2k.pre_rvq_std``            ... and ``0.9 <= pre_rvq_std <= 1.1`` still
-``2k.pre_rvq_frame_scale``    ... and ``0.5 <= frame_scale <= 2`` still
-``5k.perplexity_active_stages``   every active stage perplexity ``> 5``
-``5k.loss_stft_improving``    validation loss_stft(5k) ``<`` loss_stft(2k)
-``5k.loss_l1_improving``      validation loss_l1(5k) ``<`` loss_l1(2k)
-``10k.perplexity_active_stages``  every active stage perplexity ``> 5``
-``10k.loss_stft_improving``   loss_stft(10k) ``<`` loss_stft(5k)
-``10k.loss_l1_improving``     loss_l1(10k) ``<`` loss_l1(5k)
-``10k.audio_quality_improving``   "audio quality improving": DNSMOS OVRL of the conversions
-                              (``outputs.quality.convert.dnsmos.ovrl``, a model-independent
-                              naturalness estimate) at 10k ``>`` at 5k
-``10k.not_silent``            no silent inference output
-===========================  =============================================================
+Checkpoint table
+----------------
+One :class:`Criterion` per row in :data:`CRITERIA`, each comparing a metric with a field of the
+:class:`~streamvc_rvq.verdict.thresholds.Thresholds` given to :func:`decide`; the table with the
+protocol's values is docs/criteria.md, generated from the code (``python -m
+streamvc_rvq.verdict.criteria_doc``). What the less obvious rows measure: ``pre_rvq_frame_scale``
+is the median per-frame norm of the RVQ input over sqrt(D): ``pre_rvq_std`` is 1 by construction
+after per-channel normalisation, so it cannot see a frame-scale mismatch (the note's 0.31 and the
+reviewed artefact's 0.11 fail the band; when std passes while this fails, ``warnings`` says so).
+``loss_stft_falling`` reads the training curve (``curves.curve_facts``: last-window mean below the
+first and last-window slope <= 0). ``perplexity_q0_stable`` reads the note's "kept or rising" with a
+tolerance. ``loss_stft_undisturbed`` compares the training curve's window means after and before
+stage 1 starts (read from the 5k metrics, whose curve covers it). ``audio_quality_improving`` is
+DNSMOS OVRL of the conversions, a model-independent naturalness estimate.
 
 Usage is judged at every checkpoint (``2k.usage_q0``, ``{5k,10k}.usage_active_stages``: the
 note's 5 % rule for every trained active stage), not only at 1k. The validation-loss trends
