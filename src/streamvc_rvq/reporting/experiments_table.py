@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from streamvc_rvq.config import model_with_defaults
+from streamvc_rvq.metrics_view import load, load_checkpoints
 from streamvc_rvq.verdict.decision import answers
 
 # (column suffix, path into a metrics dict); one home for what the table shows per checkpoint
@@ -75,7 +76,7 @@ def read_runs(results: Path) -> list[dict]:
         files = sorted(metrics_dir.glob("step_*.json"))
         if not files:
             continue
-        checkpoints = sorted((json.loads(f.read_text()) for f in files), key=lambda m: int(m["step"]))
+        checkpoints = load_checkpoints(files)
         run_dir = metrics_dir.parent
         verdict_path = run_dir / "verdict.json"
         last = checkpoints[-1]
@@ -85,7 +86,7 @@ def read_runs(results: Path) -> list[dict]:
             "seed": last.get("seed"),
             "config": flatten(training_config(last)),
             "checkpoints": checkpoints,
-            "verdict": json.loads(verdict_path.read_text()) if verdict_path.exists() else None,
+            "verdict": load(verdict_path) if verdict_path.exists() else None,
         })
     return runs
 

@@ -18,7 +18,7 @@ from streamvc_rvq import tags
 
 from streamvc_rvq.reporting.plots import _log_y, _new_figure, _quality, _save, _series
 from streamvc_rvq.reporting.report import PngList, _cell, _write_markdown, fmt_value
-from streamvc_rvq.verdict.decision import active_stages, stage_value
+from streamvc_rvq.metrics_view import active_stages, stage_value
 from streamvc_rvq.verdict.thresholds import PROTOCOL
 
 # Checkpoints of one arm: {seed: [metrics dicts]}

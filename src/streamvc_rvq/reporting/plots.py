@@ -32,7 +32,7 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 from streamvc_rvq import tags
 from streamvc_rvq.atomic import atomic_write_bytes
 from streamvc_rvq.verdict.confidence import scale_label
-from streamvc_rvq.verdict.decision import frame_scale, stage_value
+from streamvc_rvq.metrics_view import frame_scale, stage_value
 from streamvc_rvq.verdict.thresholds import PROTOCOL
 
 _STAGE_TAG = tags.STAGE_CURVE

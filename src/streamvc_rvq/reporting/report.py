@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 from streamvc_rvq.atomic import atomic_write_bytes
 from streamvc_rvq.verdict.confidence import scale_label
-from streamvc_rvq.verdict.decision import stage_value
+from streamvc_rvq.metrics_view import stage_value
 
 PngList = Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike]
 

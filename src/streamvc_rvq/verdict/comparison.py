@@ -19,7 +19,7 @@ import math
 import statistics
 from typing import Mapping, Sequence
 
-from streamvc_rvq.verdict.decision import stage_value
+from streamvc_rvq.metrics_view import stage_value
 from streamvc_rvq.verdict.thresholds import PROTOCOL
 
 AB_FOCUS_NOMINAL_STEPS = (1000, 2000)  # the note: compare perplexity at 1k and 2k

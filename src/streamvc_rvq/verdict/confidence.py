@@ -19,7 +19,8 @@ import math
 import statistics
 from typing import Sequence
 
-from streamvc_rvq.verdict.decision import ROLES, active_stages, frame_scale, stage_value
+from streamvc_rvq.metrics_view import active_stages, frame_scale, stage_value
+from streamvc_rvq.verdict.decision import ROLES
 
 
 def _number(value) -> float | None:

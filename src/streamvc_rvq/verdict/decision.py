@@ -121,6 +121,9 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 from streamvc_rvq import tags
 from streamvc_rvq.evaluation.conversion_controls import mean_interval
+from streamvc_rvq.metrics_view import active_stages, conversion_quality, frame_scale, silence, stage, stage_value
+from streamvc_rvq.metrics_view import get as _get
+from streamvc_rvq.metrics_view import number as _num
 from streamvc_rvq.verdict.thresholds import PROTOCOL, Thresholds
 
 ROLES: tuple[tuple[str, int], ...] = (("1k", 1000), ("2k", 2000), ("5k", 5000), ("10k", 10000))
@@ -145,73 +148,8 @@ NEXT_STAGE_COLLAPSE = "change the progressive interval (model.rvq.progressive_st
 # --------------------------------------------------------------------------- helpers
 
 
-def _num(x: Any) -> float | None:
-    if x is None or isinstance(x, bool):
-        return None
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return None
-
-
-def _get(d: Any, *keys: Any) -> Any:
-    for k in keys:
-        if not isinstance(d, dict) or k not in d:
-            return None
-        d = d[k]
-    return d
-
-
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.4g}"
-
-
-def stage(cp: dict | None, index: int) -> dict | None:
-    """The stage entry of ``cp`` with ``index``, or None."""
-    for s in (cp or {}).get("stages") or []:
-        if s.get("index") == index:
-            return s
-    return None
-
-
-def stage_value(cp: dict | None, index: int, key: str) -> float | None:
-    """``key`` (perplexity, usage, top_code_share, ...) of stage ``index`` of ``cp``."""
-    return _num(_get(stage(cp, index), key))
-
-
-def active_stages(cp: dict | None) -> list[dict]:
-    """Trained stages with ``index < num_active_quantizers`` (all listed stages if it is
-    absent); a stage with ``trained_steps == 0`` is never judged."""
-    stages = sorted((cp or {}).get("stages") or [], key=lambda s: s.get("index", 0))
-    stages = [s for s in stages if s.get("trained_steps", 1) != 0]
-    n = _num((cp or {}).get("num_active_quantizers"))
-    return stages if n is None else [s for s in stages if s.get("index", 0) < n]
-
-
-def silence(cp: dict | None, silence_std: float) -> tuple[int | None, int | None]:
-    """(number of silent outputs, number of outputs); (None, n) when it cannot be told.
-
-    ``outputs.num_silent`` is used when present (the extractor applied the configured
-    silence threshold); otherwise outputs with ``std <= silence_std`` are counted. No outputs at
-    all means silence cannot be judged.
-    """
-    out = _get(cp, "outputs")
-    if not isinstance(out, dict):
-        return None, None
-    stds = out.get("std")
-    n_out = out.get("num_outputs", len(stds) if isinstance(stds, list) else None)
-    if not n_out:
-        return None, n_out
-    if out.get("num_silent") is not None:
-        return int(out["num_silent"]), int(n_out)
-    if isinstance(stds, list):
-        return sum(1 for s in stds if not (_num(s) is not None and _num(s) > silence_std)), int(n_out)
-    return None, int(n_out)
-
-
-def conversion_quality(cp: dict | None, key: str, *more: str) -> float | None:
-    """A number of ``outputs.quality.convert`` (e.g. ``"dnsmos", "ovrl"``) of ``cp``."""
-    return _num(_get(cp, "outputs", "quality", "convert", key, *more))
 
 
 def speaker_warning(reference: dict | None, thresholds: Thresholds) -> str | None:
@@ -244,11 +182,6 @@ def _in_band(x: float | None, band: tuple[float, float]) -> bool | None:
         return None
     lo, hi = band
     return lo <= x <= hi
-
-
-def frame_scale(cp: dict | None) -> float | None:
-    """Median per-frame norm of the RVQ input over sqrt(D) (``pre_rvq_frame.frame_scale``)."""
-    return _num(_get(cp, "pre_rvq_frame", "frame_scale"))
 
 
 # --------------------------------------------------------------------------- scaling

@@ -3,11 +3,11 @@ logic, write the JSON answer, the plots and the Markdown report."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from streamvc_rvq.atomic import atomic_write_bytes, write_json
+from streamvc_rvq.metrics_view import load, load_checkpoints
 from streamvc_rvq.config import ab_target, config_hash, ladder_command, snakemake_command
 from streamvc_rvq.reporting import plots
 from streamvc_rvq.reporting import report as reporting
@@ -23,19 +23,14 @@ from streamvc_rvq.reporting.samples_page import write_samples_page
 from streamvc_rvq.verdict.decision import COMMITMENT_COST_AB, decide
 
 
-def read_metrics(paths: Sequence[Path]) -> list[dict]:
-    """Metrics dicts in step order."""
-    return sorted((json.loads(Path(p).read_text()) for p in paths), key=lambda m: m["step"])
-
-
 def write_verdict(
     cfg: dict, *, metrics: Sequence[Path], control_metrics: Sequence[Path], scalars: Sequence[Path],
     output: Path, report: Path, plots_dir: Path, reference_levels: Path | None = None,
     samples_dirs: Sequence[Path] = (), manifest: Path | None = None, samples_page: Path | None = None,
     seed_verdicts: Sequence[Path] = (), fidelity_verdict: Path | None = None, fidelity_metrics: Sequence[Path] = (),
 ) -> dict:
-    checkpoints = read_metrics(metrics)
-    reference = json.loads(Path(reference_levels).read_text()) if reference_levels else None
+    checkpoints = load_checkpoints(metrics)
+    reference = load(reference_levels) if reference_levels else None
     verdict = decide(checkpoints, steps=cfg["train"]["steps"], progressive_steps=cfg["model"]["rvq"]["progressive_steps"],
                      reference=reference, ladder_command=ladder_command(cfg), scale=cfg["train"].get("scale"),
                      ab_command=snakemake_command(cfg, ab_target(cfg, COMMITMENT_COST_AB)))
@@ -43,13 +38,13 @@ def write_verdict(
     verdict["experiment"] = cfg.get("experiment", verdict.get("experiment"))
     verdict["seed"] = cfg["train"].get("seed")
     if seed_verdicts:
-        seeds = seed_agreement([verdict, *(json.loads(Path(p).read_text()) for p in seed_verdicts)])
+        seeds = seed_agreement([verdict, *(load(p) for p in seed_verdicts)])
         verdict["seeds"] = seeds
         if not seeds["stable"]:
             verdict["next_action"] = f"{seeds['statement']}; this seed's reading: {verdict['next_action']}"
     larger = None
     if fidelity_verdict is not None:
-        larger = json.loads(Path(fidelity_verdict).read_text()), read_metrics(fidelity_metrics)
+        larger = load(fidelity_verdict), load_checkpoints(fidelity_metrics)
         verdict["fidelity"] = scale_fidelity(verdict, checkpoints, *larger)
         verdict["fidelity"]["experiment"] = larger[0].get("experiment")
     verdict["provenance"] = {
@@ -60,7 +55,7 @@ def write_verdict(
     }
     control, control_cps = None, None
     if control_metrics:
-        control_cps = read_metrics(control_metrics)
+        control_cps = load_checkpoints(control_metrics)
         control = control_comparison(checkpoints, control_cps)
         control["experiment"] = control_cps[0].get("experiment")
         verdict["control"] = control
@@ -83,7 +78,7 @@ def write_verdict(
     if samples_page is not None:
         if len(samples_dirs) != len(metrics) or manifest is None:
             raise ValueError("the samples page needs --manifest and one --samples-dirs entry per --metrics file, in the same order")
-        by_step = {json.loads(Path(m).read_text())["step"]: Path(d) for m, d in zip(metrics, samples_dirs)}
+        by_step = {load(m)["step"]: Path(d) for m, d in zip(metrics, samples_dirs)}
         write_samples_page(checkpoints, [by_step[cp["step"]] for cp in checkpoints], manifest, samples_page,
                            f"{verdict['experiment']}: samples at every checkpoint")
     reporting.write_verdict_report(verdict, checkpoints, control, pngs, Path(report), samples_page=samples_page,
@@ -100,12 +95,12 @@ def write_ab(
     """Group the runs by arm and seed, compare them, write JSON, plot and report."""
     runs: dict[str, dict[int, list[dict]]] = {arm: {} for arm in arms}
     seed_of: dict[str, int] = {}
-    for m in read_metrics(metrics):
+    for m in load_checkpoints(metrics):
         seed_of[m["experiment"]] = int(m["seed"])
         runs[arm_of(m["experiment"], arms)].setdefault(int(m["seed"]), []).append(m)
     run_verdicts: dict[str, dict[int, dict]] = {arm: {} for arm in arms}
     for path in verdicts:
-        v = json.loads(Path(path).read_text())
+        v = load(path)
         run_verdicts[arm_of(v["experiment"], arms)][seed_of[v["experiment"]]] = v
     comparison = compare_arms(runs, run_verdicts)
     comparison["name"] = name
@@ -148,14 +143,14 @@ def write_ladder(
     runs: dict[str, dict[int, list[dict]]] = {arm: {} for arm in arms}
     configs: dict[str, dict] = {}
     seed_of: dict[str, int] = {}
-    for m in read_metrics(metrics):
+    for m in load_checkpoints(metrics):
         arm = arm_of(m["experiment"], arms)
         seed_of[m["experiment"]] = int(m["seed"])
         runs[arm].setdefault(int(m["seed"]), []).append(m)
         configs.setdefault(arm, training_config(m))
     by_arm: dict[str, dict[int, tuple[dict, list[dict]]]] = {arm: {} for arm in arms}
     for path in verdicts:
-        v = json.loads(Path(path).read_text())
+        v = load(path)
         arm, seed = arm_of(v["experiment"], arms), seed_of.get(v["experiment"])
         if seed is None:
             raise ValueError(f"{path}: verdict of {v['experiment']!r}, whose metrics were not given")
@@ -166,7 +161,7 @@ def write_ladder(
         arm = arm_of(segment_experiment(files[0]), arms)
         if arm not in curves:
             curves[arm] = read_segment_scalars(files)
-    reference = json.loads(Path(reference_levels).read_text()) if reference_levels else None
+    reference = load(reference_levels) if reference_levels else None
     plots_dir = Path(plots_dir)
     pngs = {
         "Perplexity per stage, every arm": plot_stage_metric(runs, "perplexity", plots_dir / "perplexity.png",

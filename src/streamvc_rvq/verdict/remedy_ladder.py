@@ -25,7 +25,8 @@ from streamvc_rvq.quantization.build import LIBRARY
 
 from streamvc_rvq.verdict.comparison import seed_noise_allowance
 from streamvc_rvq.reporting.experiments_table import flatten
-from streamvc_rvq.verdict.decision import answers, stage_value
+from streamvc_rvq.metrics_view import stage_value
+from streamvc_rvq.verdict.decision import answers
 
 CLASS_RANK = {"success": 2, "partial": 1, "failure": 0}
 # The criteria about the codebooks themselves (verdict criterion ids): a remedy that passes all

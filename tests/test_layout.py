@@ -1,0 +1,24 @@
+"""The layout's contracts that a reader relies on, checked on the source itself."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "streamvc_rvq"
+
+
+def test_result_files_are_read_only_through_the_metrics_view():
+    """The verdict, reporting and evaluation rooms read metrics files, verdicts and reference levels
+    through streamvc_rvq.metrics_view, so a renamed key changes one file."""
+    readers = [path for folder in ("verdict", "reporting", "evaluation") for path in sorted((SRC / folder).glob("*.py"))]
+    assert len(readers) > 10
+    offenders = [f"{p.relative_to(SRC)}:{i}" for p in readers for i, line in enumerate(p.read_text().split("\n"), 1)
+                 if re.search(r"\bjson\.loads?\(", line)]
+    assert offenders == []
+    assert re.search(r"\bjson\.loads?\(", (SRC / "metrics_view.py").read_text())  # the one reader does read
+
+
+def test_no_globals_lookups():
+    offenders = [str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if "globals()" in p.read_text()]
+    assert offenders == []
