@@ -22,3 +22,15 @@ def test_result_files_are_read_only_through_the_metrics_view():
 def test_no_globals_lookups():
     offenders = [str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if "globals()" in p.read_text()]
     assert offenders == []
+
+
+def test_no_function_in_src_is_60_lines_or_longer():
+    """A function a reader must scroll through has more than one job (the anchors' longest: 27 and 72)."""
+    import ast
+
+    long = []
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 >= 60:
+                long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}")
+    assert long == []

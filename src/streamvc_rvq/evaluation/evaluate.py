@@ -222,6 +222,32 @@ def _label_logits(model, audio: torch.Tensor, device) -> torch.Tensor:
     return model.content_encoder(audio.unsqueeze(0).to(device))[1]
 
 
+def _count_content(model, content: dict, sources_read: set[str], src, out: torch.Tensor, device) -> None:
+    """The content head's label accuracy on a conversion, and once per source on the source itself."""
+    content["output"].update(_label_logits(model, out, device), src.labels, model.warmup_frames)
+    if src.utterance_id not in sources_read:
+        sources_read.add(src.utterance_id)
+        content["source"].update(_label_logits(model, src.audio, device), src.labels, model.warmup_frames)
+
+
+def _quality_summary(scorer: QualityScorer, by_kind: dict, controls: list | None, own_controls: list,
+                     content: dict, recognition_skipped: str | None) -> dict:
+    """Each kind's summary, the conversions' controls (Resemblyzer's when it ran, the model's own
+    encoder's), their content kept, the measures that ran and what they cost."""
+    quality = {kind: scorer.summarise(*by_kind[kind]) for kind in KINDS}
+    if controls is not None:
+        quality["convert"]["controls"] = target_controls(controls)
+    quality["convert"]["content_labels"] = {which: acc.result() for which, acc in content.items()}
+    # the training judge of the speaker-consistency loss: far above Resemblyzer's rate, the decoder
+    # satisfies its own encoder with cues an independent speaker model does not weigh
+    quality["convert"]["identified_by_model"] = target_controls(own_controls)["identification"]
+    quality["measures"] = list(scorer.measures)
+    if recognition_skipped:
+        quality["recognition_skipped"] = recognition_skipped
+    quality["seconds"] = {**scorer.seconds, "total": sum(scorer.seconds.values())}
+    return quality
+
+
 def write_samples(model, valid, heldout, num_active: int, count: int, samples_dir: Path, sample_rate: int,
                   silence_std: float, device, measures: tuple[str, ...] = ()) -> dict:
     """Writes ``count`` conversions between held-out speakers and ``count`` reconstructions of
@@ -243,10 +269,7 @@ def write_samples(model, valid, heldout, num_active: int, count: int, samples_di
     for kind, name, src, ref in jobs:
         out = convert(model, src.audio.to(device), ref.audio.to(device), num_active).float().cpu()
         if kind == "convert" and _labelled(model, [src]):
-            content["output"].update(_label_logits(model, out, device), src.labels, model.warmup_frames)
-            if src.utterance_id not in sources_read:
-                sources_read.add(src.utterance_id)
-                content["source"].update(_label_logits(model, src.audio, device), src.labels, model.warmup_frames)
+            _count_content(model, content, sources_read, src, out, device)
         save_wav(samples_dir / f"{name}.wav", out, sample_rate)
         measured, embedding = scorer.score(kind, src, ref, out)
         entry = {"name": name, "kind": kind, "source": src.utterance_id, "target_reference": ref.utterance_id,
@@ -265,17 +288,8 @@ def write_samples(model, valid, heldout, num_active: int, count: int, samples_di
         entries.append(entry)
         for store, value in zip(by_kind[kind], (entry, out, embedding, ref.speaker)):
             store.append(value)
-    quality = {kind: scorer.summarise(*by_kind[kind]) for kind in KINDS}
-    if "speaker" in measures:
-        quality["convert"]["controls"] = target_controls(controls)
-    quality["convert"]["content_labels"] = {which: acc.result() for which, acc in content.items()}
-    # the training judge of the speaker-consistency loss: far above Resemblyzer's rate, the decoder
-    # satisfies its own encoder with cues an independent speaker model does not weigh
-    quality["convert"]["identified_by_model"] = target_controls(own_controls)["identification"]
-    quality["measures"] = list(scorer.measures)
-    if recognition_skipped:
-        quality["recognition_skipped"] = recognition_skipped
-    quality["seconds"] = {**scorer.seconds, "total": sum(scorer.seconds.values())}
+    quality = _quality_summary(scorer, by_kind, controls if "speaker" in measures else None, own_controls, content,
+                               recognition_skipped)
     stds = [e["std"] for e in entries]
     return {
         "samples": entries,
@@ -321,25 +335,39 @@ def evaluate_checkpoint(
         "valid": metrics.pop("content_labels_valid"),  # measured in the pass above
     }
     rvq_cfg = model_cfg["rvq"]
-    for entry in metrics["stages"]:
-        entry["trained_steps"] = stage_trained_steps(entry["index"], step, rvq_cfg["progressive_steps"])
-    metrics["untrained_stages"] = [
-        {"index": i, "trained_steps": 0}
-        for i in range(num_active, active_quantizers(step, rvq_cfg["num_quantizers"], rvq_cfg["progressive_steps"]))
-    ]
+    metrics["untrained_stages"] = _stage_ages(metrics["stages"], step, num_active, rvq_cfg)
     metrics["speaker_embedding"] = speaker_embedding_separation(
         model, spread_over_speakers(heldout, SPEAKER_UTTERANCES), device_)
     metrics["outputs"] = write_samples(
         model, valid, heldout, num_active, eval_cfg["num_conversions"], Path(samples_dir),
         model_cfg["sample_rate"], eval_cfg["silence_std"], device_, tuple(eval_cfg["quality_measures"]),
     )
-    points = read_segment_scalars(scalars)
-    metrics["training_curve"] = curve_facts(points, up_to_step=step, window=20) if points else {}
-    progressive = rvq_cfg["progressive_steps"]
-    if points and progressive > 0 and step > progressive:  # the curve around stage 1's start (the 2k disturbance)
-        metrics["training_curve"]["stage1_start"] = around_step(
-            [(s, v) for s, v in points.get(tags.LOSS_STFT, []) if s <= step], progressive, max(1, progressive // 4))
+    metrics["training_curve"] = _training_curve(scalars, step, rvq_cfg["progressive_steps"])
     write_json(output, metrics)
+    _print_summary(metrics, step)
+    return metrics
+
+
+def _stage_ages(stages: list[dict], step: int, num_active: int, rvq_cfg: dict) -> list[dict]:
+    """Sets each measured stage's ``trained_steps``; returns the stages the schedule has started
+    but this checkpoint does not run yet (0 steps trained)."""
+    for entry in stages:
+        entry["trained_steps"] = stage_trained_steps(entry["index"], step, rvq_cfg["progressive_steps"])
+    started = active_quantizers(step, rvq_cfg["num_quantizers"], rvq_cfg["progressive_steps"])
+    return [{"index": i, "trained_steps": 0} for i in range(num_active, started)]
+
+
+def _training_curve(scalars: Sequence[Path], step: int, progressive: int) -> dict:
+    """The chain's training-curve facts up to ``step``, and the curve around stage 1's start."""
+    points = read_segment_scalars(scalars)
+    curve = curve_facts(points, up_to_step=step, window=20) if points else {}
+    if points and progressive > 0 and step > progressive:  # the curve around stage 1's start (the 2k disturbance)
+        curve["stage1_start"] = around_step(
+            [(s, v) for s, v in points.get(tags.LOSS_STFT, []) if s <= step], progressive, max(1, progressive // 4))
+    return curve
+
+
+def _print_summary(metrics: dict, step: int) -> None:
     print(quality_line(metrics["outputs"]["quality"]), file=sys.stderr, flush=True)
     q0 = metrics["stages"][0]
     for split, content in metrics["content_labels"].items():
@@ -353,4 +381,3 @@ def evaluate_checkpoint(
         f"silent {metrics['outputs']['num_silent']}/{metrics['outputs']['num_outputs']}",
         file=sys.stderr, flush=True,
     )
-    return metrics

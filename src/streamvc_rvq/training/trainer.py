@@ -227,49 +227,73 @@ class Trainer:
                   f"({draw} batches)", file=sys.stderr, flush=True)
 
     def train_step(self, batch: Batch, step: int) -> dict[str, float]:
-        state, weights = self.state, self.train_cfg["loss_weights"]
+        state = self.state
         source = batch.source.to(self.device)
-        reference = batch.reference.to(self.device)
         num_active = self.active_stages(step)
-        precision = state.precision
-        with precision.autocast():  # the forward pass only: losses and the RVQ stay float32
-            out = state.model(source, reference, num_active, lengths=batch.lengths)
+        with state.precision.autocast():  # the forward pass only: losses and the RVQ stay float32
+            out = state.model(source, batch.reference.to(self.device), num_active, lengths=batch.lengths)
+        terms, extra = self._loss_terms(batch, source, out, step)
+        grad_norms, lr = self._optimise(terms.total, step)
+        scalars = {tags.train(f"loss_{name}"): value for name, value in terms.raw.items()}
+        scalars.update({
+            tags.LOSS_TOTAL: terms.total,
+            tags.train("grad_norm"): grad_norms[-1],
+            **({tags.train("content_grad_norm"): grad_norms[0]} if len(grad_norms) == 2 else {}),
+            tags.train("lr"): lr,
+            tags.PRE_RVQ_STD: out.pre_rvq_std,
+            tags.NUM_ACTIVE: float(num_active),
+        })
+        for tag in (tags.train("loss_discriminator"), tags.train("content_label_accuracy")):  # in this order
+            if tag in extra:
+                scalars[tag] = extra[tag]
+        scalars.update(self._codebook_scalars(out))
+        # the tensor values (losses, norms, RVQ statistics) become floats in one device sync
+        on_device = [tag for tag, value in scalars.items() if isinstance(value, torch.Tensor)]
+        scalars.update(zip(on_device, torch.stack([scalars[tag].detach().float() for tag in on_device]).tolist()))
+        return scalars
+
+    def _loss_terms(self, batch: Batch, source: torch.Tensor, out, step: int) -> tuple[LossTerms, dict]:
+        """The weighted loss terms of one step and the extra scalars they give (label accuracy,
+        the discriminator's loss after its own step)."""
+        state, weights = self.state, self.train_cfg["loss_weights"]
         # The left context is run, not scored. The audio losses cover the scored window of
         # every row alike: a short utterance's trailing zero padding is scored as silence (as
         # before), while RVQ statistics and the label loss skip it (``out.valid``).
         scored = batch.context_frames * self.hop
         audio = out.audio[:, scored:].float()
         target = source[:, scored : out.audio.shape[-1]]
-        terms = LossTerms(weights, step)
+        terms, extra = LossTerms(weights, step), {}
         terms.add("stft", self.spectral(target, audio))
         terms.add("l1", losses.waveform_l1(target, audio))
         terms.add("rvq", out.rvq.loss)
         has_labels = out.content_logits is not None and batch.labels is not None and bool(out.valid.any())
-        label_accuracy = None
         if has_labels and weights["content_ce"] > 0:
             labels = batch.labels.to(self.device).masked_fill(~out.valid, -100)
             logits = out.content_logits.float()
             terms.add("content_ce", losses.content_cross_entropy(logits, labels))
-            label_accuracy = losses.label_accuracy(logits.detach(), labels)
+            extra[tags.train("content_label_accuracy")] = losses.label_accuracy(logits.detach(), labels)
         if weights["speaker"] > 0:  # the source crop's embedding against the batch's references
             anchors = state.model.speaker_encoder(source[:, scored:])
             terms.add("speaker", losses.speaker_contrastive(anchors.float(), out.speaker.float(), batch.speakers))
         if weights["speaker_consistency"] > 0:
             terms.add("speaker_consistency", self.speaker_consistency(out, batch.speakers, scored))
-        disc_loss = None
         if state.discriminator is not None:
-            disc_loss = self._discriminator_step(target, audio, step)
+            extra[tags.train("loss_discriminator")] = self._discriminator_step(target, audio, step)
             # real features again, not reused from the discriminator step: that step has
             # just updated the discriminator, and feature matching compares with its new features
             _, real_feats = state.discriminator(target)
             fake_logits, fake_feats = state.discriminator(audio)
             terms.add("adversarial", losses.generator_adversarial_loss(fake_logits))
             terms.add("feature_matching", losses.feature_matching_loss(real_feats, fake_feats))
+        return terms, extra
+
+    def _optimise(self, total: torch.Tensor, step: int) -> tuple[list[torch.Tensor], float]:
+        """Backward, clipping per group and the optimiser step: (the groups' gradient norms, the lr used)."""
+        state, precision = self.state, self.state.precision
         state.optimizer.zero_grad(set_to_none=True)
-        precision.scaler.scale(terms.total).backward()
+        precision.scaler.scale(total).backward()
         precision.scaler.unscale_(state.optimizer)
         norms = [torch.nn.utils.clip_grad_norm_(group, self.train_cfg["grad_clip"]) for group in self.clip_groups]
-        grad_norm = norms[-1]
         for norm in norms:
             # with float16 loss scaling an overflow is expected now and then: the scaler
             # skips that step and lowers its scale
@@ -279,28 +303,16 @@ class Trainer:
         precision.scaler.step(state.optimizer)
         precision.scaler.update()
         state.scheduler.step()
-        scalars = {tags.train(f"loss_{name}"): value for name, value in terms.raw.items()}
-        scalars.update({
-            tags.LOSS_TOTAL: terms.total,
-            tags.train("grad_norm"): grad_norm,
-            **({tags.train("content_grad_norm"): norms[0]} if len(norms) == 2 else {}),
-            tags.train("lr"): lr,
-            tags.PRE_RVQ_STD: out.pre_rvq_std,
-            tags.NUM_ACTIVE: float(num_active),
-        })
-        if disc_loss is not None:
-            scalars[tags.train("loss_discriminator")] = disc_loss
-        if label_accuracy is not None:
-            scalars[tags.train("content_label_accuracy")] = label_accuracy
-        frame = frame_scale_stats(out.rvq_input, out.valid, state.model.decoder.rvq.input_space_codebook(0))
-        for key in ("frame_scale", "effective_rank", "first_frames_energy_share"):
-            scalars[tags.train(f"pre_rvq_{key}")] = frame[key]
+        return norms, lr
+
+    def _codebook_scalars(self, out) -> dict:
+        """The RVQ input's frame statistics and each active stage's code statistics."""
+        frame = frame_scale_stats(out.rvq_input, out.valid, self.state.model.decoder.rvq.input_space_codebook(0))
+        scalars = {tags.train(f"pre_rvq_{key}"): frame[key]
+                   for key in ("frame_scale", "effective_rank", "first_frames_energy_share")}
         for i, stats in enumerate(out.rvq.stats):
             for key in ("perplexity", "usage", "top_code_share", "redrawn"):
                 scalars[tags.stage(key, i)] = stats[key]
-        # the tensor values (losses, norms, RVQ statistics) become floats in one device sync
-        on_device = [tag for tag, value in scalars.items() if isinstance(value, torch.Tensor)]
-        scalars.update(zip(on_device, torch.stack([scalars[tag].detach().float() for tag in on_device]).tolist()))
         return scalars
 
     def speaker_consistency(self, out, speakers: list[str], scored: int) -> torch.Tensor:
@@ -461,9 +473,7 @@ def train_to_step(
     output = Path(output)
     device_ = select_device(device or cfg["train"]["device"])
     use_deterministic_algorithms(cfg["train"].get("deterministic", False))
-    for path in (output, snapshot_path(output)):  # this job owns its target: any host's leftovers go
-        for stale in remove_temps_of(path):
-            print(f"removed {stale} (left by a killed write)", file=sys.stderr, flush=True)
+    _remove_leftovers(output)
     state = build_state(cfg, device_)
     if resume is not None:
         _restore_checkpoint(state, Path(resume), cfg["model"], device_)
@@ -500,6 +510,13 @@ def train_to_step(
         writer.publish()  # only now do this segment's curves replace the previous run's
     progress.finished(output)
     return output
+
+
+def _remove_leftovers(output: Path) -> None:
+    """This job owns its target: any host's half-written files of it or its snapshot go."""
+    for path in (output, snapshot_path(output)):
+        for stale in remove_temps_of(path):
+            print(f"removed {stale} (left by a killed write)", file=sys.stderr, flush=True)
 
 
 def _restore_checkpoint(state: TrainState, resume: Path, model_cfg: dict, device: torch.device) -> None:

@@ -84,11 +84,7 @@ def compare_arms(
             m = next((p["mean"] for p in a["perplexity"] if p["stage"] == 0), None)
             if m is not None and math.isfinite(m):
                 q0[arm] = m
-        better, diff = None, None
-        if len(q0) >= 2:
-            ranked = sorted(q0.items(), key=lambda kv: kv[1], reverse=True)
-            diff = ranked[0][1] - ranked[1][1]
-            better = ranked[0][0] if diff > 0 else None
+        better, diff = _leader(q0)
         nom = nominal.get(step)
         rows.append({
             "step": step,
@@ -100,6 +96,16 @@ def compare_arms(
             "difference": diff,
         })
     return {"arms": names, "per_arm": per_arm, "steps": rows}
+
+
+def _leader(values: Mapping[str, float]) -> tuple[str | None, float | None]:
+    """(the arm with the highest value, its margin over the runner-up): (None, None) with fewer
+    than two arms, (None, 0) on an exact tie."""
+    if len(values) < 2:
+        return None, None
+    ranked = sorted(values.items(), key=lambda kv: kv[1], reverse=True)
+    diff = ranked[0][1] - ranked[1][1]
+    return (ranked[0][0] if diff > 0 else None), diff
 
 
 def seed_noise_allowance(stds: Sequence[float | None]) -> float | None:

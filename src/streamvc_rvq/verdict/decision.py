@@ -1010,6 +1010,21 @@ def verdict_warnings(plan: dict, ev: Evidence, run: Run, reference: dict | None)
 # --------------------------------------------------------------------------- decide
 
 
+def codebook_answer(criteria: list[dict], ev: Evidence, branches: list[dict], row: Row, reason: str,
+                    action: str) -> dict:
+    """The codebook question's answer: the matched decision row's class, branch and next action."""
+    return {
+        "class": row.verdict_class,
+        "branch": row.branch,
+        "next_action": action,
+        "reason": reason,
+        "complete": not ev.unevaluated,
+        "failed_checks": ev.failed,
+        "criteria": [c["id"] for c in criteria if c["question"] == "codebook"],
+        "branches": branches,
+    }
+
+
 def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int,
            reference: dict | None = None, ladder_command: str = LADDER_COMMAND_DEFAULT,
            scale: float | None = None, ab_command: str = AB_COMMAND_DEFAULT, thresholds: Thresholds = PROTOCOL) -> dict:
@@ -1034,16 +1049,8 @@ def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int,
     criteria = [judge(criterion, run) for criterion in CRITERIA]
     evidence = gather_evidence(criteria, run)
     branches, row, reason = apply_decision_table(evidence)
-    codebook = {
-        "class": row.verdict_class,
-        "branch": row.branch,
-        "next_action": next_action(row, evidence, ladder_command, reason, ab_command),
-        "reason": reason,
-        "complete": not evidence.unevaluated,
-        "failed_checks": evidence.failed,
-        "criteria": [c["id"] for c in criteria if c["question"] == "codebook"],
-        "branches": branches,
-    }
+    codebook = codebook_answer(criteria, evidence, branches, row, reason,
+                               next_action(row, evidence, ladder_command, reason, ab_command))
     conversion = conversion_answer(criteria, run)
     top = overall_class(codebook["class"], conversion["class"])
     action = codebook["next_action"] + ("" if conversion["class"] == "success"

@@ -59,22 +59,8 @@ def write_verdict(
         control = control_comparison(checkpoints, control_cps)
         control["experiment"] = control_cps[0].get("experiment")
         verdict["control"] = control
-    scalars = read_segment_scalars(scalars) or None
-    plots_dir = Path(plots_dir)
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    pngs = {
-        "Codebook perplexity and usage per stage": plots.plot_codebook(checkpoints, scalars, plots_dir / "codebook.png"),
-        "Pre-RVQ standard deviation": plots.plot_pre_rvq_std(checkpoints, scalars, plots_dir / "pre_rvq_std.png"),
-        "Losses": plots.plot_losses(checkpoints, scalars, plots_dir / "losses.png"),
-    }
-    if larger is not None:
-        pngs["The two protocol scales in protocol time"] = plots.plot_fidelity(
-            checkpoints, larger[1], verdict["fidelity"], plots_dir / "fidelity.png")
-    if any((cp.get("outputs") or {}).get("quality") for cp in checkpoints):
-        pngs["Conversion quality against the corpus's levels"] = plots.plot_quality(
-            checkpoints, reference, plots_dir / "quality.png")
-        pngs["Does it convert? Speaker, pitch level and content per checkpoint"] = plots.plot_conversion(
-            checkpoints, plots_dir / "conversion.png")
+    pngs = _verdict_plots(checkpoints, read_segment_scalars(scalars) or None, reference, verdict,
+                          None if larger is None else larger[1], Path(plots_dir))
     if samples_page is not None:
         if len(samples_dirs) != len(metrics) or manifest is None:
             raise ValueError("the samples page needs --manifest and one --samples-dirs entry per --metrics file, in the same order")
@@ -86,6 +72,27 @@ def write_verdict(
     write_json(output, verdict)
     print(f"{verdict['experiment']}: {verdict['class'].upper()} ({verdict['branch']}) -> {verdict['next_action']}")
     return verdict
+
+
+def _verdict_plots(checkpoints: list[dict], scalars: dict | None, reference: dict | None, verdict: dict,
+                   larger_checkpoints: list[dict] | None, plots_dir: Path) -> dict[str, Path]:
+    """The verdict report's plots, by caption: codebook, pre-RVQ std, losses; the two scales when
+    the fidelity run is given; conversion quality and "does it convert" when outputs were measured."""
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    pngs = {
+        "Codebook perplexity and usage per stage": plots.plot_codebook(checkpoints, scalars, plots_dir / "codebook.png"),
+        "Pre-RVQ standard deviation": plots.plot_pre_rvq_std(checkpoints, scalars, plots_dir / "pre_rvq_std.png"),
+        "Losses": plots.plot_losses(checkpoints, scalars, plots_dir / "losses.png"),
+    }
+    if larger_checkpoints is not None:
+        pngs["The two protocol scales in protocol time"] = plots.plot_fidelity(
+            checkpoints, larger_checkpoints, verdict["fidelity"], plots_dir / "fidelity.png")
+    if any((cp.get("outputs") or {}).get("quality") for cp in checkpoints):
+        pngs["Conversion quality against the corpus's levels"] = plots.plot_quality(
+            checkpoints, reference, plots_dir / "quality.png")
+        pngs["Does it convert? Speaker, pitch level and content per checkpoint"] = plots.plot_conversion(
+            checkpoints, plots_dir / "conversion.png")
+    return pngs
 
 
 def write_ab(
