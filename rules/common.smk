@@ -2,6 +2,7 @@
 # chains and target lists. Every path scheme comes from streamvc_rvq.config.
 import json
 import math
+import os
 import re
 import sys
 from shlex import quote as shell_quote
@@ -46,13 +47,13 @@ def _checked(config):
 EXPERIMENTS, RESOLVED = _checked(config)
 RESULTS = results_dir(config)  # results/ or results/{preset}/{corpus}
 COMPARE = compare_dir(config)  # the remedy ladder and the experiments table
-DATA = data_dir(config["corpus"]["name"])
+CORPUS = config["corpus"]["name"]
+DATA = data_dir(CORPUS)
 
 
 wildcard_constraints:
     experiment="|".join(map(re.escape, EXPERIMENTS)),
     step=r"\d+",
-    corpus=re.escape(config["corpus"]["name"]),
     comparison="|".join(map(re.escape, config.get("ab", {}))) or "none",
 
 
@@ -70,18 +71,29 @@ def experiment_steps(experiment):
     return RESOLVED[experiment]["train"]["steps"]
 
 
+# The corpus's files (one corpus per run: config corpus.name) and the data rules' logs.
+MANIFEST = f"{DATA}/manifest.csv"
+REJECTED = f"{DATA}/rejected.csv"
+FRAME_LABELS = f"{DATA}/frame_labels.npz"
+REFERENCE_LEVELS = f"{DATA}/reference_levels.json"  # the corpus's own levels of the quality measures
+
+
+def data_log(rule_name):
+    return f"results/logs/{rule_name}/{CORPUS}.log"
+
+
 def manifest():
-    return f"{DATA}/manifest.csv"
+    return MANIFEST
 
 
 def reference_levels():
     """The corpus's own levels of the quality measures (the verdict's reference)."""
-    return f"{DATA}/reference_levels.json"
+    return REFERENCE_LEVELS
 
 
 def frame_labels():
     """The content-label file training and evaluation read; none with corpus.labels: none."""
-    return [] if config["corpus"]["labels"] == "none" else f"{DATA}/frame_labels.npz"
+    return [] if config["corpus"]["labels"] == "none" else FRAME_LABELS
 
 
 def labels_flag(wildcards, input):
@@ -107,6 +119,7 @@ def resume_flag(wildcards, input):
 
 
 # Per-experiment file patterns (wildcards {experiment}, {step}): one home for the rules.
+VERDICT = f"{RESULTS}/{{experiment}}/verdict.json"
 CHECKPOINT = f"{RESULTS}/{{experiment}}/checkpoints/step_{{step}}.pt"
 SCALARS = f"{RESULTS}/{{experiment}}/scalars/step_{{step}}.json"
 TENSORBOARD = f"{RESULTS}/{{experiment}}/tensorboard"
@@ -154,11 +167,11 @@ def verdict_inputs(wildcards):
         inputs["control"] = experiment_metrics(control)
     seeds = seed_runs(config, wildcards.experiment)
     if seeds:
-        inputs["seed_verdicts"] = expand("{results}/{experiment}/verdict.json", results=RESULTS, experiment=seeds)
+        inputs["seed_verdicts"] = expand(VERDICT, experiment=seeds)
     longer = fidelity_variant(config, wildcards.experiment)
     if longer and wildcards.experiment in verdict_arms(config):
         inputs["fidelity_metrics"] = experiment_metrics(longer)
-        inputs["fidelity_verdict"] = f"{RESULTS}/{longer}/verdict.json"
+        inputs["fidelity_verdict"] = VERDICT.format(experiment=longer)
     return inputs
 
 
@@ -182,7 +195,7 @@ def comparison_runs(comparison):
 def ab_inputs(wildcards):
     runs = comparison_runs(wildcards.comparison)
     return {
-        "verdicts": expand("{results}/{experiment}/verdict.json", results=RESULTS, experiment=runs),
+        "verdicts": expand(VERDICT, experiment=runs),
         "metrics": [m for run in runs for m in experiment_metrics(run)],
     }
 
@@ -207,7 +220,7 @@ def ladder_runs():
 def ladder_inputs(wildcards):
     runs = ladder_runs()
     return {
-        "verdicts": expand("{results}/{experiment}/verdict.json", results=RESULTS, experiment=runs),
+        "verdicts": expand(VERDICT, experiment=runs),
         "metrics": [m for run in runs for m in experiment_metrics(run)],
         "scalars": [f for run in runs for f in chain_scalars(run)],
         "reference": reference_levels(),
@@ -234,11 +247,11 @@ def table_inputs(wildcards):
     runs = ladder_runs()
     return {
         "metrics": [m for run in runs for m in experiment_metrics(run)],
-        "verdicts": expand("{results}/{experiment}/verdict.json", results=RESULTS, experiment=runs),
+        "verdicts": expand(VERDICT, experiment=runs),
     }
 
 
 def default_targets():
-    targets = [f"{RESULTS}/{config['verdict']['experiment']}/verdict.json"]
+    targets = [VERDICT.format(experiment=config["verdict"]["experiment"])]
     targets += [ab_target(config, comparison) for comparison in config.get("ab", {})]
     return targets

@@ -1,14 +1,14 @@
 rule prepare_data:
     output:
-        manifest=data_dir("{corpus}") + "/manifest.csv",
-        rejected=data_dir("{corpus}") + "/rejected.csv",
+        manifest=MANIFEST,
+        rejected=REJECTED,
     log:
-        "results/logs/prepare_data/{corpus}.log",
+        data_log("prepare_data"),
     params:
         corpus=json.dumps(dict(prepare_config(config["corpus"]), name=config["corpus"]["name"]), sort_keys=True),
         sample_rate=config["model"]["sample_rate"],
         hop_length=hop_length(config["model"]),
-        output_dir=lambda wildcards: data_dir(wildcards.corpus),
+        output_dir=lambda wildcards, output: os.path.dirname(output.manifest),
     threads: 2
     resources:
         mem_mb=4000,
@@ -23,11 +23,11 @@ rule prepare_data:
 
 rule frame_labels:
     input:
-        manifest=data_dir("{corpus}") + "/manifest.csv",
+        manifest=MANIFEST,
     output:
-        labels=data_dir("{corpus}") + "/frame_labels.npz",
+        labels=FRAME_LABELS,
     log:
-        "results/logs/frame_labels/{corpus}.log",
+        data_log("frame_labels"),
     params:
         labels=labels_config(config["corpus"]),
         flags=" ".join(f"--{key.replace('_', '-')} {value}" for key, value in labels_config(config["corpus"]).items()),
@@ -47,11 +47,11 @@ rule frame_labels:
 
 rule reference_levels:
     input:
-        manifest=data_dir("{corpus}") + "/manifest.csv",
+        manifest=MANIFEST,
     output:
-        levels=data_dir("{corpus}") + "/reference_levels.json",
+        levels=REFERENCE_LEVELS,
     log:
-        "results/logs/reference_levels/{corpus}.log",
+        data_log("reference_levels"),
     params:
         levels=reference_config(config),
         measures=" ".join(reference_config(config)["measures"]),

@@ -2,7 +2,7 @@ rule verdict:
     input:
         unpack(verdict_inputs),
     output:
-        verdict=f"{RESULTS}/{{experiment}}/verdict.json",
+        verdict=VERDICT,
         report=report(
             f"{RESULTS}/{{experiment}}/report/report.md",
             caption="report/verdict.rst",
