@@ -79,3 +79,14 @@ def test_evaluation_at_step_n_uses_the_stages_of_step_n_minus_1(micro_manifest, 
     per = metrics["validation"]["per_utterance"]
     assert len(per["loss_l1"]) == metrics["validation"]["num_utterances"]
     assert abs(sum(per["loss_l1"]) / len(per["loss_l1"]) - metrics["validation"]["loss_l1"]) < 1e-9
+
+
+def test_the_stage_schedule_answers_for_training_evaluation_and_inference():
+    """One home for "stages at step N": the schedule of a config equals the pure functions it wraps."""
+    from streamvc_rvq.quantization.rvq import StageSchedule
+
+    schedule = StageSchedule.of({"rvq": {"num_quantizers": 8, "progressive_steps": 2000}})
+    assert [schedule.active_at(s) for s in (0, 1999, 2000, 20000)] == [1, 1, 2, 8]
+    assert [schedule.in_checkpoint(s) for s in (0, 2000, 2001, 10000)] == [1, 1, 2, 5]
+    assert schedule.trained_steps(1, 10000) == 8000 and schedule.trained_steps(5, 10000) == 0
+    assert StageSchedule(3, 0).active_at(0) == 3 and StageSchedule(3, 0).in_checkpoint(5) == 3

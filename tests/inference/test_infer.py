@@ -92,11 +92,12 @@ def test_stream_equals_offline_for_a_causal_config(checkpoints, wavs, tmp_path, 
     assert infer(capsys, checkpoints["phase1_causal"], wavs["stereo44k"], wavs["ref"], streamed, "--stream")[0] == 0
     # compare in float32 before PCM quantisation, through the same library call
     from streamvc_rvq.data.audio import load_audio
-    from streamvc_rvq.inference.conversion import convert, load_trained_model, num_active_at
+    from streamvc_rvq.inference.conversion import convert, load_trained_model
+    from streamvc_rvq.quantization.rvq import StageSchedule
 
     model, cfg, step = load_trained_model(checkpoints["phase1_causal"])
     src, ref = load_audio(wavs["stereo44k"]), load_audio(wavs["ref"])
-    n = num_active_at(cfg["model"], step)
+    n = StageSchedule.of(cfg["model"]).in_checkpoint(step)
     diff = (convert(model, src, ref, n) - convert(model, src, ref, n, stream=True)).abs().max()
     assert float(diff) <= 1e-4
 

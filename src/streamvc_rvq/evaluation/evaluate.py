@@ -4,7 +4,7 @@ losses, and sample conversions between held-out speakers (written as wavs).
 Only valid frames count (:mod:`streamvc_rvq.model.valid_frames`): code histograms, the
 pre-RVQ statistics and the validation losses skip each utterance's first
 ``model.warmup_frames`` frames. A checkpoint at step N is evaluated with the stages it was
-trained with (:func:`checkpoint_stages`); a stage that becomes active at N is listed under
+trained with (:meth:`StageSchedule.in_checkpoint`); a stage that becomes active at N is listed under
 ``untrained_stages`` and never judged."""
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from streamvc_rvq.evaluation.conversion_controls import target_controls
 from streamvc_rvq.quality.scorer import KINDS, QualityScorer, quality_line
 from streamvc_rvq.quality.reference_levels import spread_over_speakers
 from streamvc_rvq.quality.speaker_similarity import cosine, verification_of
-from streamvc_rvq.inference.conversion import convert, load_trained_model, num_active_at
+from streamvc_rvq.inference.conversion import convert, load_trained_model
 from streamvc_rvq.provenance import provenance as run_provenance
 from streamvc_rvq.quantization import stats
 from streamvc_rvq.quantization.frame_stats import FrameScaleAccumulator
-from streamvc_rvq.quantization.rvq import active_quantizers, stage_trained_steps
+from streamvc_rvq.quantization.rvq import StageSchedule
 from streamvc_rvq.training import losses
 from streamvc_rvq.training.scalars_file import read_segment_scalars
 
@@ -311,7 +311,8 @@ def evaluate_checkpoint(
     device_ = select_device(device or eval_cfg["device"])
     model, ckpt_cfg, step = load_trained_model(checkpoint, cfg["model"], device_)
     model_cfg = ckpt_cfg["model"]
-    num_active = num_active_at(model_cfg, step)
+    schedule = StageSchedule.of(model_cfg)
+    num_active = schedule.in_checkpoint(step)
     cap = eval_cfg["max_validation_utterances"]
     valid = load_utterances(manifest, "valid", labels=labels)
     if cap:
@@ -334,27 +335,25 @@ def evaluate_checkpoint(
         "train": content_label_metrics(model, train_sample, device_),
         "valid": metrics.pop("content_labels_valid"),  # measured in the pass above
     }
-    rvq_cfg = model_cfg["rvq"]
-    metrics["untrained_stages"] = _stage_ages(metrics["stages"], step, num_active, rvq_cfg)
+    metrics["untrained_stages"] = _stage_ages(metrics["stages"], step, num_active, schedule)
     metrics["speaker_embedding"] = speaker_embedding_separation(
         model, spread_over_speakers(heldout, SPEAKER_UTTERANCES), device_)
     metrics["outputs"] = write_samples(
         model, valid, heldout, num_active, eval_cfg["num_conversions"], Path(samples_dir),
         model_cfg["sample_rate"], eval_cfg["silence_std"], device_, tuple(eval_cfg["quality_measures"]),
     )
-    metrics["training_curve"] = _training_curve(scalars, step, rvq_cfg["progressive_steps"])
+    metrics["training_curve"] = _training_curve(scalars, step, schedule.progressive_steps)
     write_json(output, metrics)
     _print_summary(metrics, step)
     return metrics
 
 
-def _stage_ages(stages: list[dict], step: int, num_active: int, rvq_cfg: dict) -> list[dict]:
+def _stage_ages(stages: list[dict], step: int, num_active: int, schedule: StageSchedule) -> list[dict]:
     """Sets each measured stage's ``trained_steps``; returns the stages the schedule has started
     but this checkpoint does not run yet (0 steps trained)."""
     for entry in stages:
-        entry["trained_steps"] = stage_trained_steps(entry["index"], step, rvq_cfg["progressive_steps"])
-    started = active_quantizers(step, rvq_cfg["num_quantizers"], rvq_cfg["progressive_steps"])
-    return [{"index": i, "trained_steps": 0} for i in range(num_active, started)]
+        entry["trained_steps"] = schedule.trained_steps(entry["index"], step)
+    return [{"index": i, "trained_steps": 0} for i in range(num_active, schedule.active_at(step))]
 
 
 def _training_curve(scalars: Sequence[Path], step: int, progressive: int) -> dict:

@@ -7,7 +7,6 @@ from pathlib import Path
 import torch
 
 from streamvc_rvq.model.streamvc import StreamVC
-from streamvc_rvq.quantization.rvq import checkpoint_stages
 from streamvc_rvq.training.checkpoint import check_model_config, load_checkpoint
 
 
@@ -26,12 +25,6 @@ def load_trained_model(
     model = StreamVC(cfg["model"])
     model.load_state_dict(checkpoint["model"])
     return model.to(device).eval(), cfg, int(checkpoint["step"])
-
-
-def num_active_at(model_cfg: dict, step: int) -> int:
-    """Stages a checkpoint at ``step`` was trained with (it saw steps 0 .. step - 1)."""
-    rvq = model_cfg["rvq"]
-    return checkpoint_stages(step, rvq["num_quantizers"], rvq["progressive_steps"])
 
 
 @torch.inference_mode()

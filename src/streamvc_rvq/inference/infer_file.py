@@ -8,7 +8,8 @@ import torch
 
 from streamvc_rvq.config import schema_default
 from streamvc_rvq.data.audio import AudioError, load_audio, save_wav
-from streamvc_rvq.inference.conversion import convert, load_trained_model, num_active_at
+from streamvc_rvq.inference.conversion import convert, load_trained_model
+from streamvc_rvq.quantization.rvq import StageSchedule
 from streamvc_rvq.training.checkpoint import CheckpointError
 
 
@@ -44,7 +45,7 @@ def convert_file(
     src = _read(Path(source), "source", sample_rate, model.hop_length)
     ref = _read(Path(target_ref), "target reference", sample_rate, model.hop_length)
     try:
-        out = convert(model, src.to(device), ref.to(device), num_active_at(cfg["model"], step), stream=stream)
+        out = convert(model, src.to(device), ref.to(device), StageSchedule.of(cfg["model"]).in_checkpoint(step), stream=stream)
     except ValueError as err:  # e.g. streaming refused for a non-causal config
         raise InferenceError(str(err)) from None
     out = out.float().cpu()

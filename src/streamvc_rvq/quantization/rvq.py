@@ -185,6 +185,32 @@ def stage_trained_steps(stage: int, step: int, progressive_steps: int) -> int:
     return max(0, step - stage * progressive_steps)
 
 
+@dataclass(frozen=True)
+class StageSchedule:
+    """Which stages run when: stage ``i`` starts at global step ``i x progressive_steps`` (all at
+    once with 0). The one answer to "stages active at step N" for training, evaluation and inference."""
+
+    num_quantizers: int
+    progressive_steps: int
+
+    @classmethod
+    def of(cls, model_cfg: dict) -> StageSchedule:
+        """The schedule of a resolved ``model`` config."""
+        return cls(int(model_cfg["rvq"]["num_quantizers"]), int(model_cfg["rvq"]["progressive_steps"]))
+
+    def active_at(self, step: int) -> int:
+        """Stages a training step ``step`` runs."""
+        return active_quantizers(step, self.num_quantizers, self.progressive_steps)
+
+    def in_checkpoint(self, step: int) -> int:
+        """Stages a checkpoint at ``step`` was trained with (and is evaluated and converts with)."""
+        return checkpoint_stages(step, self.num_quantizers, self.progressive_steps)
+
+    def trained_steps(self, stage: int, step: int) -> int:
+        """Training steps stage ``stage`` has had in a checkpoint at ``step``."""
+        return stage_trained_steps(stage, step, self.progressive_steps)
+
+
 # ----------------------------------------------------------------------------------------
 # Small named functions: the maths of codebook learning.
 

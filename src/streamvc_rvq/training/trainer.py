@@ -27,8 +27,7 @@ from streamvc_rvq.model.streamvc import StreamVC
 from streamvc_rvq.modules.discriminator import MultiScaleSTFTDiscriminator
 from streamvc_rvq.provenance import provenance
 from streamvc_rvq.quantization.frame_stats import frame_scale_stats
-from streamvc_rvq.inference.conversion import num_active_at
-from streamvc_rvq.quantization.rvq import active_quantizers
+from streamvc_rvq.quantization.rvq import StageSchedule
 from streamvc_rvq.training import losses
 from streamvc_rvq.training.checkpoint import (
     CheckpointError,
@@ -190,8 +189,7 @@ class Trainer:
         self.clip_groups = clip_groups(state.model)
 
     def active_stages(self, step: int) -> int:
-        rvq = self.model_cfg["rvq"]
-        return active_quantizers(step, rvq["num_quantizers"], rvq["progressive_steps"])
+        return StageSchedule.of(self.model_cfg).active_at(step)
 
     def batch(self, utterances, step: int, stream: str = "batch") -> Batch:
         return sample_batch(
@@ -446,7 +444,7 @@ def _log_audio_example(writer, trainer: Trainer, utterance, step: int) -> None:
     model.eval()
     with torch.no_grad():
         audio = utterance.audio[: 4 * sample_rate].unsqueeze(0).to(trainer.device)
-        out = model(audio, audio, num_active_at(trainer.model_cfg, step))
+        out = model(audio, audio, StageSchedule.of(trainer.model_cfg).in_checkpoint(step))
         writer.add_audio("audio/reconstruction", out.audio[0].clamp(-1, 1).cpu(), step, sample_rate=sample_rate)
         writer.add_audio("audio/input", audio[0].cpu(), step, sample_rate=sample_rate)
     model.train(was_training)
