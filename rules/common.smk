@@ -5,6 +5,7 @@ import math
 import os
 import re
 import sys
+from pathlib import Path
 from shlex import quote as shell_quote
 
 from streamvc_rvq.config import (
@@ -255,3 +256,52 @@ def default_targets():
     targets = [VERDICT.format(experiment=config["verdict"]["experiment"])]
     targets += [ab_target(config, comparison) for comparison in config.get("ab", {})]
     return targets
+
+
+# The catch-all target rules (rules/targets.smk): this config's experiment directories under results/, and
+# the input function that stops the plan with one line naming what this config builds.
+_OWN = [f"{RESULTS}/{experiment}"[len("results/") :] for experiment in EXPERIMENTS]
+
+
+def _target_check(kind):
+    def check(wildcards):
+        target = kind.format(**wildcards)
+        wanted = f"results/{wildcards.path}/{target}"
+        if wildcards.path in _OWN:  # a real target (the constraint already excludes it)
+            return []
+        head, _, last = wildcards.path.rpartition("/")
+        this = f"this config (preset {config['preset']}, corpus {config['corpus']['name']}) writes to {RESULTS}/"
+        if last not in EXPERIMENTS:
+            sys.exit(f"error: {wanted}: no experiment {last!r} in this config; its experiments: {', '.join(EXPERIMENTS)}")
+        parts = head.split("/") if head else []
+        owner = (
+            f"preset {parts[0]} on corpus {parts[1]}" if len(parts) == 2 else "the paper preset on the espeak corpus"
+        )
+        sys.exit(
+            f"error: {wanted} belongs to {owner}, but {this}; add that preset's --configfile "
+            f"(after the targets) or ask for {RESULTS}/{last}/{target}"
+        )
+
+    return check
+
+
+def cpu_time_notice(workflow):
+    """Before a long local CPU run: one line with the whole DAG's training time, measured here
+    (streamvc_rvq.training.throughput). Never on a cluster (jobs run elsewhere) or in touch
+    mode; never stops the run."""
+    if not workflow.local_exec or workflow.touch:
+        return
+    from streamvc_rvq.training.throughput import cpu_plan_notice, cpu_training_plan, quick_command
+
+    try:
+        jobs = [(job.wildcards.experiment, int(job.wildcards.step), job.threads)
+                for job in workflow.dag.needrun_jobs() if job.rule.name == "train"]
+        planned, job_threads = cpu_training_plan(jobs, RESOLVED)
+        cores = max(1, min(workflow.cores or 1, os.cpu_count() or 1))
+        overlays = [str(f) for f in workflow.configfiles if Path(f).name != "config.yaml"]
+        hint = quick_command(config["corpus"]["name"] if config["corpus"]["type"] == "folder" else None, overlays)
+        notice = cpu_plan_notice(planned, cores, job_threads, config["preset"], hint)
+    except Exception as err:  # an estimate must never stop the run
+        notice = f"(no CPU time estimate: {type(err).__name__}: {err})"
+    if notice:
+        print(notice, file=sys.stderr, flush=True)

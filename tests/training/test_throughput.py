@@ -55,3 +55,17 @@ def test_the_measurement_draws_labels_the_head_can_hold():
     cfg = deep_merge(micro_config(), {"model": {"content_encoder": {"num_labels": 8}}})
     [seconds] = throughput.measure_seconds_per_step(cfg, torch.device("cpu"))
     assert seconds > 0
+
+
+def test_the_dags_training_jobs_become_the_cpu_plan():
+    """Each step target trains from the previous one of its experiment; a job on an explicit
+    accelerator is not planned on this CPU; the plan keeps the most threads a job gets."""
+    phase1, baseline = micro_config(), micro_config("baseline")
+    gpu = {**micro_config("phase1_beta1"), "train": {**micro_config("phase1_beta1")["train"], "device": "cuda"}}
+    resolved = {"phase1": phase1, "baseline": baseline, "phase1_beta1": gpu}
+    steps = phase1["train"]["steps"]
+    jobs = [("phase1", steps[0], 1), ("phase1", steps[1], 2), ("baseline", steps[0], 1), ("phase1_beta1", steps[0], 4)]
+    planned, threads = throughput.cpu_training_plan(jobs, resolved)
+    assert [(cfg["experiment"], n) for cfg, n in planned] == [
+        ("phase1", steps[0]), ("phase1", steps[1] - steps[0]), ("baseline", steps[0])]
+    assert threads == 2

@@ -9,6 +9,7 @@ told the whole DAG's training time and pointed at the quick preset before days g
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 import statistics
 import time
 
@@ -81,6 +82,30 @@ def makespan(chains: list[float], slots: int) -> float:
     for seconds in sorted(chains, reverse=True):
         loads[loads.index(min(loads))] += seconds
     return max(loads)
+
+
+def trains_on_cpu(device: str) -> bool:
+    """Whether a job with train.device ``device`` trains on this machine's CPU; an explicit
+    accelerator is taken at its word (it may exist only where the job runs)."""
+    from streamvc_rvq.device import select_device
+
+    return device == "cpu" or (device == "auto" and select_device("auto").type == "cpu")
+
+
+def cpu_training_plan(train_jobs: Iterable[tuple[str, int, int]], resolved: dict[str, dict]) -> tuple[list[tuple[dict, int]], int]:
+    """From a DAG's training jobs ``(experiment, step, threads)``: the ``(config, steps)`` of
+    those that train on this CPU (each step target trains from the previous one of its
+    experiment) and the most threads a job gets: :func:`cpu_plan_notice`'s inputs."""
+    planned, job_threads = [], 1
+    for experiment, step, threads in train_jobs:
+        cfg = resolved[experiment]
+        if not trains_on_cpu(cfg["train"]["device"]):
+            continue
+        steps = cfg["train"]["steps"]
+        index = steps.index(step)
+        planned.append((cfg, step - (steps[index - 1] if index else 0)))
+        job_threads = max(job_threads, int(threads))
+    return planned, job_threads
 
 
 def cpu_plan_notice(planned: list[tuple[dict, int]], cores: int, job_threads: int, preset: str,
