@@ -157,3 +157,25 @@ def test_every_ladder_arm_trains_past_its_second_stage_and_converts(micro_manife
         assert bool(valid.any())
         torch.testing.assert_close(model.decoder.rvq.decode(out.rvq.codes)[0][:, valid], out.rvq.quantized[0][:, valid],
                                    atol=1e-4, rtol=1e-4)
+
+
+def test_train_settings_are_the_schemas_train_keys_typed_once():
+    """TrainSettings has exactly the schema's train keys; a key a config lacks takes the schema's
+    default, an unknown key is one line naming it."""
+    from dataclasses import fields
+    from importlib.resources import files
+
+    import yaml
+
+    from streamvc_rvq.training.settings import TrainSettings
+
+    schema = yaml.safe_load(files("streamvc_rvq").joinpath("schema.yaml").read_text())
+    assert {f.name for f in fields(TrainSettings)} == set(schema["properties"]["train"]["properties"])
+    cfg = micro_config("phase1")["train"]
+    settings = TrainSettings.of(cfg)
+    assert settings.steps == tuple(cfg["steps"]) and settings.betas == tuple(cfg["betas"])
+    assert settings.loss_weights["speaker_consistency"] == cfg["loss_weights"]["speaker_consistency"]
+    older = {k: v for k, v in cfg.items() if k != "speaker_consistency_rows"}
+    assert TrainSettings.of(older).speaker_consistency_rows == 0
+    with pytest.raises(ValueError, match="unknown train setting"):
+        TrainSettings.of({**cfg, "learning_rate": 1e-3})

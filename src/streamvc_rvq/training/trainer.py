@@ -38,6 +38,7 @@ from streamvc_rvq.training.checkpoint import (
     set_rng_state,
 )
 from streamvc_rvq.training.precision import Precision
+from streamvc_rvq.training.settings import TrainSettings
 from streamvc_rvq.training.schedule import lr_factor
 from streamvc_rvq.training.scalars_file import write_segment_scalars
 from streamvc_rvq.training.snapshots import (
@@ -71,8 +72,8 @@ class TrainState:
     precision: Precision
 
 
-def gan_enabled(train_cfg: dict) -> bool:
-    weights = train_cfg["loss_weights"]
+def gan_enabled(train: TrainSettings) -> bool:
+    weights = train.loss_weights
     return weights["adversarial"] > 0 or weights["feature_matching"] > 0
 
 
@@ -89,25 +90,21 @@ def parameter_groups(model: StreamVC, lr: float) -> list[dict]:
 
 def build_state(cfg: dict, device: torch.device) -> TrainState:
     """Fresh model and optimiser, initialised from ``train.seed`` alone."""
-    train_cfg = cfg["train"]
-    torch.manual_seed(train_cfg["seed"])
+    train = TrainSettings.of(cfg["train"])
+    torch.manual_seed(train.seed)
     model = StreamVC(cfg["model"]).to(device)
     optimizer = torch.optim.AdamW(
-        parameter_groups(model, train_cfg["lr"]), lr=train_cfg["lr"], betas=tuple(train_cfg["betas"]),
-        weight_decay=train_cfg["weight_decay"],
+        parameter_groups(model, train.lr), lr=train.lr, betas=train.betas, weight_decay=train.weight_decay,
     )
-    total = train_cfg["steps"][-1]
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, train_cfg["warmup_steps"], total)
-    )
+    total = train.steps[-1]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, train.warmup_steps, total))
     discriminator = disc_optimizer = None
-    if gan_enabled(train_cfg):
+    if gan_enabled(train):
         discriminator = MultiScaleSTFTDiscriminator().to(device)
         disc_optimizer = torch.optim.AdamW(
-            discriminator.parameters(), lr=train_cfg["lr"], betas=tuple(train_cfg["betas"]),
-            weight_decay=train_cfg["weight_decay"],
+            discriminator.parameters(), lr=train.lr, betas=train.betas, weight_decay=train.weight_decay,
         )
-    precision = Precision(train_cfg.get("precision", "fp32"), device)
+    precision = Precision(train.precision, device)
     return TrainState(model, optimizer, scheduler, discriminator, disc_optimizer, step=0, precision=precision)
 
 
@@ -180,12 +177,12 @@ def clip_groups(model: StreamVC) -> list[list[nn.Parameter]]:
 class Trainer:
     def __init__(self, cfg: dict, state: TrainState, device: torch.device):
         self.cfg, self.state, self.device = cfg, state, device
-        self.model_cfg, self.train_cfg = cfg["model"], cfg["train"]
+        self.model_cfg, self.train = cfg["model"], TrainSettings.of(cfg["train"])
         self.spectral = losses.MultiScaleSpectralLoss(sample_rate=self.model_cfg["sample_rate"]).to(device)
         self.hop = state.model.hop_length
-        self.crop_frames = max(1, int(round(self.train_cfg["crop_seconds"] * self.model_cfg["sample_rate"])) // self.hop)
+        self.crop_frames = max(1, int(round(self.train.crop_seconds * self.model_cfg["sample_rate"])) // self.hop)
         self.context_frames = state.model.warmup_frames  # run, never scored (valid-frames rule)
-        self.audio_per_step = self.train_cfg["batch_size"] * self.crop_frames * self.hop / self.model_cfg["sample_rate"]
+        self.audio_per_step = self.train.batch_size * self.crop_frames * self.hop / self.model_cfg["sample_rate"]
         self.clip_groups = clip_groups(state.model)
 
     def active_stages(self, step: int) -> int:
@@ -193,7 +190,7 @@ class Trainer:
 
     def batch(self, utterances, step: int, stream: str = "batch") -> Batch:
         return sample_batch(
-            utterances, self.train_cfg["seed"], step, self.train_cfg["batch_size"], self.crop_frames, self.hop,
+            utterances, self.train.seed, step, self.train.batch_size, self.crop_frames, self.hop,
             context_frames=self.context_frames, stream=stream,
         )
 
@@ -253,7 +250,7 @@ class Trainer:
     def _loss_terms(self, batch: Batch, source: torch.Tensor, out, step: int) -> tuple[LossTerms, dict]:
         """The weighted loss terms of one step and the extra scalars they give (label accuracy,
         the discriminator's loss after its own step)."""
-        state, weights = self.state, self.train_cfg["loss_weights"]
+        state, weights = self.state, self.train.loss_weights
         # The left context is run, not scored. The audio losses cover the scored window of
         # every row alike: a short utterance's trailing zero padding is scored as silence (as
         # before), while RVQ statistics and the label loss skip it (``out.valid``).
@@ -291,7 +288,7 @@ class Trainer:
         state.optimizer.zero_grad(set_to_none=True)
         precision.scaler.scale(total).backward()
         precision.scaler.unscale_(state.optimizer)
-        norms = [torch.nn.utils.clip_grad_norm_(group, self.train_cfg["grad_clip"]) for group in self.clip_groups]
+        norms = [torch.nn.utils.clip_grad_norm_(group, self.train.grad_clip) for group in self.clip_groups]
         for norm in norms:
             # with float16 loss scaling an overflow is expected now and then: the scaler
             # skips that step and lowers its scale
@@ -324,7 +321,7 @@ class Trainer:
         ``train.speaker_consistency_rows`` rows are converted (0: all), each scored against
         every row's reference: the conversion re-runs the decoder, so its cost scales with them."""
         model = self.state.model
-        rows = self.train_cfg["speaker_consistency_rows"] or len(speakers)
+        rows = self.train.speaker_consistency_rows or len(speakers)
         order = torch.roll(torch.arange(len(speakers), device=out.speaker.device), 1)[:rows]
         converted = model.reconvert(out, order)[:, scored:]
         encoder = model.speaker_encoder
@@ -349,7 +346,7 @@ class Trainer:
             raise TrainingError(f"non-finite loss at step {step}: discriminator = {float(loss)}")
         state.disc_optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(state.discriminator.parameters(), self.train_cfg["grad_clip"])
+        torch.nn.utils.clip_grad_norm_(state.discriminator.parameters(), self.train.grad_clip)
         state.disc_optimizer.step()
         return float(loss.detach())
 
@@ -408,7 +405,7 @@ def check_content_supervision(cfg: dict, utterances) -> None:
     problem = content_gradient_problem(cfg)
     if problem:
         raise TrainingError(problem)
-    encoder, allow = cfg["model"]["content_encoder"], cfg["train"].get("allow_untrained_content_encoder", False)
+    encoder, allow = cfg["model"]["content_encoder"], TrainSettings.of(cfg["train"]).allow_untrained_content_encoder
     unlabelled = sum(u.labels is None for u in utterances)
     if unlabelled and encoder["stop_gradient"] and not allow:
         raise TrainingError(
@@ -427,7 +424,7 @@ def check_content_supervision(cfg: dict, utterances) -> None:
 def _supervision(cfg: dict, utterances, labels) -> str:
     """What trains the content encoder, in words, for the log's first lines."""
     encoder = cfg["model"]["content_encoder"]
-    if any(u.labels is None for u in utterances) or encoder["num_labels"] == 0 or cfg["train"]["loss_weights"]["content_ce"] == 0:
+    if any(u.labels is None for u in utterances) or encoder["num_labels"] == 0 or TrainSettings.of(cfg["train"]).loss_weights["content_ce"] == 0:
         return "NOT trained by labels" + (" (stop_gradient: random and frozen)" if encoder["stop_gradient"] else "")
     classes = len({int(v) for u in utterances for v in u.labels.unique()})
     source = "the corpus's label files" if labels == "manifest" else str(labels)
@@ -468,9 +465,9 @@ def train_to_step(
 
     ``labels``: where the frame labels come from (see :func:`load_utterances`). A snapshot
     this job left when it was killed is resumed from (see :mod:`.snapshots`)."""
-    output = Path(output)
-    device_ = select_device(device or cfg["train"]["device"])
-    use_deterministic_algorithms(cfg["train"].get("deterministic", False))
+    output, train = Path(output), TrainSettings.of(cfg["train"])
+    device_ = select_device(device or train.device)
+    use_deterministic_algorithms(train.deterministic)
     _remove_leftovers(output)
     state = build_state(cfg, device_)
     if resume is not None:
@@ -563,7 +560,7 @@ def _train_segment(trainer: Trainer, utterances, start: int, end: int, writer: S
                    snapshots: SnapshotPolicy) -> None:
     """Steps ``state.step .. end - 1``, logging every ``train.log_every`` steps, with snapshots
     as ``snapshots`` says and at the next step after SIGTERM/SIGINT (then it stops)."""
-    state, log_every = trainer.state, trainer.train_cfg["log_every"]
+    state, log_every = trainer.state, trainer.train.log_every
     state.model.train()
     last_snapshot = time.monotonic()
     with StopRequest() as stop:
