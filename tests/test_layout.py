@@ -34,3 +34,11 @@ def test_no_function_in_src_is_60_lines_or_longer():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 >= 60:
                 long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}")
     assert long == []
+
+
+def test_decisions_do_not_import_the_files_a_person_reads():
+    """verdict/ decides; reporting/ presents what it decided: the dependency goes one way (judge.py,
+    the command glue that writes a verdict and its report, is the one module that sees both)."""
+    offenders = [str(p.relative_to(SRC)) for p in (SRC / "verdict").glob("*.py")
+                 if re.search(r"^from streamvc_rvq\.reporting\b", p.read_text(), re.M) and p.name != "judge.py"]
+    assert offenders == []

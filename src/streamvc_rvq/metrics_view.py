@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from streamvc_rvq.config import model_with_defaults
+
 
 def load(path: str | Path) -> dict:
     """One result file (a metrics file, a verdict, reference levels)."""
@@ -90,3 +92,24 @@ def conversion_quality(cp: dict | None, key: str, *more: str) -> float | None:
 def frame_scale(cp: dict | None) -> float | None:
     """Median per-frame norm of the RVQ input over sqrt(D) (``pre_rvq_frame.frame_scale``)."""
     return number(get(cp, "pre_rvq_frame", "frame_scale"))
+
+
+def training_config(metrics: dict) -> dict:
+    """The training config a metrics file carries, its model section completed with the schema's
+    defaults (a checkpoint from before a key existed was trained at that key's default)."""
+    cfg = dict(metrics.get("training_config") or {})
+    if "model" in cfg:
+        cfg["model"] = model_with_defaults(cfg["model"])
+    return cfg
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of a nested dict (lists kept as values)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out

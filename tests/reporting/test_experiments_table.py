@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from streamvc_rvq.reporting.experiments_table import build_table, differing_keys, flatten, read_runs, sort_rows
+from streamvc_rvq.metrics_view import flatten
+from streamvc_rvq.reporting.experiments_table import build_table, differing_keys, read_runs, sort_rows
 
 
 def _write_run(root, name, cps, config, verdict=None):

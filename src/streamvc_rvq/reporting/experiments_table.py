@@ -12,8 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from streamvc_rvq.config import model_with_defaults
-from streamvc_rvq.metrics_view import load, load_checkpoints
+from streamvc_rvq.metrics_view import flatten, load, load_checkpoints, training_config
 from streamvc_rvq.verdict.decision import answers
 
 # (column suffix, path into a metrics dict); one home for what the table shows per checkpoint
@@ -24,18 +23,6 @@ CHECKPOINT_METRICS: tuple[tuple[str, tuple], ...] = (
     ("dnsmos_ovrl", ("outputs", "quality", "convert", "dnsmos", "ovrl")),
     ("towards_target", ("outputs", "quality", "convert", "towards_target_margin")),
 )
-
-
-def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    """Dotted keys of a nested dict (lists kept as values)."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
 
 
 def differing_keys(configs: Sequence[dict[str, Any]]) -> list[str]:
@@ -57,15 +44,6 @@ def _at(tree: Any, path: tuple) -> Any:
             return None
         tree = tree[key]
     return tree
-
-
-def training_config(metrics: dict) -> dict:
-    """The training config a metrics file carries, its model section completed with the schema's
-    defaults (a checkpoint from before a key existed was trained at that key's default)."""
-    cfg = dict(metrics.get("training_config") or {})
-    if "model" in cfg:
-        cfg["model"] = model_with_defaults(cfg["model"])
-    return cfg
 
 
 def read_runs(results: Path) -> list[dict]:

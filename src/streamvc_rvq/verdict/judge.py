@@ -15,7 +15,7 @@ from streamvc_rvq.verdict.comparison import candidate_decision, compare_arms, co
 from streamvc_rvq.verdict.confidence import scale_fidelity, seed_agreement
 from streamvc_rvq.config import arm_of
 from streamvc_rvq.training.scalars_file import read_segment_scalars, segment_experiment
-from streamvc_rvq.reporting.experiments_table import training_config
+from streamvc_rvq.metrics_view import training_config
 from streamvc_rvq.reporting.ladder_report import plot_quality as plot_ladder_quality
 from streamvc_rvq.reporting.ladder_report import plot_stage_metric, write_ladder_report
 from streamvc_rvq.verdict.remedy_ladder import PHASE2_EXPERIMENT, phase2_overlay, rank_ladder

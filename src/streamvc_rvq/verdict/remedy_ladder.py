@@ -24,7 +24,7 @@ from typing import Mapping, Sequence
 from streamvc_rvq.quantization.build import LIBRARY
 
 from streamvc_rvq.verdict.comparison import seed_noise_allowance
-from streamvc_rvq.reporting.experiments_table import flatten
+from streamvc_rvq.metrics_view import flatten
 from streamvc_rvq.metrics_view import stage_value
 from streamvc_rvq.verdict.decision import answers
 
