@@ -14,6 +14,10 @@ rule unknown_verdict:
         _target_check("verdict.json"),
     output:
         "results/{path}/verdict.json",
+    log:
+        "results/logs/unknown_target/{path}/verdict.log",
+    conda:
+        "../envs/streamvc.yaml"
     shell:
         "false"
 
@@ -23,6 +27,10 @@ rule unknown_checkpoint:
         _target_check("checkpoints/step_{step}.pt"),
     output:
         "results/{path}/checkpoints/step_{step}.pt",
+    log:
+        "results/logs/unknown_target/{path}/checkpoint_{step}.log",
+    conda:
+        "../envs/streamvc.yaml"
     shell:
         "false"
 
@@ -32,6 +40,10 @@ rule unknown_metrics:
         _target_check("metrics/step_{step}.json"),
     output:
         "results/{path}/metrics/step_{step}.json",
+    log:
+        "results/logs/unknown_target/{path}/metrics_{step}.log",
+    conda:
+        "../envs/streamvc.yaml"
     shell:
         "false"
 
