@@ -31,6 +31,7 @@ from streamvc_rvq.config import (
     verdict_arms,
 )
 from streamvc_rvq.quantization.build import unavailable_reason
+from streamvc_rvq.verdict.roles import quality_measures_at
 
 
 def _checked(config):
@@ -99,6 +100,16 @@ def frame_labels():
 
 def labels_flag(wildcards, input):
     return f"--labels {input.labels}" if input.labels else "--labels none"
+
+
+def quality_measures_flag(wildcards):
+    """The quality measures this checkpoint's evaluation runs: where the verdict reads them
+    (evaluation.quality_at: verdict) or at every checkpoint."""
+    resolved = RESOLVED[wildcards.experiment]
+    evaluation = resolved["evaluation"]
+    measures = quality_measures_at(int(wildcards.step), resolved["train"]["steps"], evaluation["quality_measures"],
+                                   every=evaluation["quality_at"] == "every")
+    return "--quality-measures " + " ".join(measures)
 
 
 def previous_checkpoint(wildcards):

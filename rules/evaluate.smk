@@ -18,6 +18,7 @@ rule evaluate:
     params:
         config=config_for("evaluate"),
         labels=labels_flag,
+        measures=quality_measures_flag,
     threads: 1
     resources:
         mem_mb=4000,
@@ -26,5 +27,5 @@ rule evaluate:
         "../envs/streamvc.yaml"
     shell:
         "streamvc-rvq evaluate --config-json {params.config:q} --manifest {input.manifest} {params.labels} "
-        "--checkpoint {input.checkpoint} --scalars {input.scalars} "
+        "--checkpoint {input.checkpoint} --scalars {input.scalars} {params.measures} "
         "--samples-dir {output.samples} --output {output.metrics} --threads {threads} > {log} 2>&1"

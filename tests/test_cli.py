@@ -55,3 +55,13 @@ def test_os_errors_name_the_path_and_the_cause():
         f"/x/m.csv: {os.strerror(errno.ENOENT)}"
     assert os_error_line(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))) == \
         f"{os.strerror(errno.ENOSPC)} (the operating system named no file)"
+
+
+def test_an_unknown_quality_measure_is_one_line_before_any_file_is_read(tmp_path, capsys):
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--config", "config/micro.yaml", "--manifest", str(tmp_path / "none.csv"),
+                 "--checkpoint", str(tmp_path / "none.pt"), "--samples-dir", str(tmp_path / "s"), "--output", str(out),
+                 "--quality-measures", "dnsmos", "mos"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "'mos'" in err
+    assert not out.exists()

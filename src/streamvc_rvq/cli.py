@@ -121,12 +121,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from streamvc_rvq.data.content_labels import LabelError
     from streamvc_rvq.training.checkpoint import CheckpointError
 
+    from streamvc_rvq.quality.scorer import MEASURES
+
     cfg = load_experiment_config(args)
+    unknown = sorted(set(args.quality_measures or ()) - set(MEASURES))
+    if unknown:
+        raise UserError(f"--quality-measures: unknown {unknown}; choose from {list(MEASURES)}")
     _set_threads(args.threads)
     try:
         evaluate_checkpoint(
             cfg, checkpoint=args.checkpoint, manifest=args.manifest, scalars=args.scalars,
             samples_dir=args.samples_dir, output=args.output, device=args.device, labels=_labels(args.labels),
+            quality_measures=args.quality_measures,
         )
     except (CheckpointError, LabelError) as err:
         raise UserError(str(err)) from None
@@ -313,6 +319,10 @@ def _add_training_parsers(sub) -> None:
     p.add_argument("--samples-dir", required=True, type=Path, help="where converted and reconstructed wavs go")
     p.add_argument("--output", required=True, type=Path, help="metrics JSON to write")
     p.add_argument("--device", default=None, help="auto | cpu | mps | cuda[:N]; overrides evaluation.device")
+    p.add_argument("--quality-measures", nargs="*", default=None, metavar="MEASURE",
+                   help="the quality measures to run here (of speaker, dnsmos, recognition; none: pitch and signal "
+                        "only); overrides evaluation.quality_measures (the workflow passes those the verdict reads at "
+                        "this step)")
     _add_threads_arg(p)
     _add_labels_arg(p)
     p.set_defaults(func=cmd_evaluate)

@@ -80,6 +80,15 @@ def test_evaluation_at_step_n_uses_the_stages_of_step_n_minus_1(micro_manifest, 
     assert len(per["loss_l1"]) == metrics["validation"]["num_utterances"]
     assert abs(sum(per["loss_l1"]) / len(per["loss_l1"]) - metrics["validation"]["loss_l1"]) < 1e-9
 
+    # a checkpoint whose role reads only DNSMOS (the workflow's --quality-measures): the rest equal
+    only = evaluate_checkpoint(cfg, checkpoint=ckpt, manifest=micro_manifest, scalars=[], samples_dir=tmp_path / "s2",
+                               output=tmp_path / "m2.json", device="cpu", quality_measures=["dnsmos"])
+    assert only["outputs"]["quality"]["measures"] == ["dnsmos"]
+    assert only["outputs"]["quality"]["convert"]["dnsmos"] == quality["convert"]["dnsmos"]
+    assert not any("speaker_similarity_source" in s for s in only["outputs"]["samples"])
+    assert "controls" not in only["outputs"]["quality"]["convert"] and "recognition_skipped" not in only["outputs"]["quality"]
+    assert only["stages"] == metrics["stages"] and only["validation"] == metrics["validation"]
+
 
 def test_the_stage_schedule_answers_for_training_evaluation_and_inference():
     """One home for "stages at step N": the schedule of a config equals the pure functions it wraps."""

@@ -166,3 +166,19 @@ def test_the_ladder_plans_without_the_optional_library_and_says_why(workflow, tm
     with_library = run_snakemake(workflow, "-n", "-p", target, "--forcerun", target)
     assert "phase2_encodec_library/checkpoints" in with_library.stdout + with_library.stderr
     assert "--skipped" not in with_library.stdout + with_library.stderr
+
+
+def test_each_evaluation_runs_the_quality_measures_its_role_reads(workflow):
+    """evaluation.quality_at: verdict gives the micro steps [2, 4, 10, 20] DNSMOS at 10 (5k) and
+    everything at 20; every gives everything everywhere."""
+    measures = overlay(workflow, "measures.yaml", "evaluation: {quality_measures: [speaker, dnsmos]}\n")
+    every = overlay(workflow, "every.yaml", "evaluation: {quality_at: every}\n")
+
+    def flags(*configs):
+        proc = run_snakemake(workflow, "-n", "-p", f"{MICRO}/phase1/verdict.json",
+                             configfiles=("config/micro.yaml", *configs))
+        found = re.findall(r"phase1/scalars/step_(\d+)\.json --quality-measures ?([a-z ]*?) ?--", proc.stdout)
+        return {int(step): words.split() for step, words in found}
+
+    assert flags(measures) == {2: [], 4: [], 10: ["dnsmos"], 20: ["speaker", "dnsmos"]}
+    assert flags(measures, every) == {s: ["speaker", "dnsmos"] for s in (2, 4, 10, 20)}

@@ -304,9 +304,11 @@ def write_samples(model, valid, heldout, num_active: int, count: int, samples_di
 def evaluate_checkpoint(
     cfg: dict, *, checkpoint: Path, manifest: Path, scalars: Sequence[Path], samples_dir: Path,
     output: Path, device: str | None = None, labels: str | Path | None = "manifest",
+    quality_measures: Sequence[str] | None = None,
 ) -> dict:
     """Metrics of one checkpoint; ``labels`` as in :func:`load_utterances` (content-label accuracy);
-    ``scalars``: the training scalars files of the chain up to the checkpoint (curve facts)."""
+    ``scalars``: the training scalars files of the chain up to the checkpoint (curve facts);
+    ``quality_measures``: those to run here (None: ``evaluation.quality_measures``)."""
     eval_cfg = cfg["evaluation"]
     device_ = select_device(device or eval_cfg["device"])
     model, ckpt_cfg, step = load_trained_model(checkpoint, cfg["model"], device_)
@@ -340,7 +342,8 @@ def evaluate_checkpoint(
         model, spread_over_speakers(heldout, SPEAKER_UTTERANCES), device_)
     metrics["outputs"] = write_samples(
         model, valid, heldout, num_active, eval_cfg["num_conversions"], Path(samples_dir),
-        model_cfg["sample_rate"], eval_cfg["silence_std"], device_, tuple(eval_cfg["quality_measures"]),
+        model_cfg["sample_rate"], eval_cfg["silence_std"], device_,
+        tuple(eval_cfg["quality_measures"] if quality_measures is None else quality_measures),
     )
     metrics["training_curve"] = _training_curve(scalars, step, schedule.progressive_steps)
     write_json(output, metrics)

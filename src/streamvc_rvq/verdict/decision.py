@@ -124,10 +124,9 @@ from streamvc_rvq.evaluation.conversion_controls import mean_interval
 from streamvc_rvq.metrics_view import active_stages, conversion_quality, frame_scale, silence, stage, stage_value
 from streamvc_rvq.metrics_view import get as _get
 from streamvc_rvq.metrics_view import number as _num
+from streamvc_rvq.verdict.roles import ROLE_ORDER, ROLES
 from streamvc_rvq.verdict.thresholds import PROTOCOL, Thresholds
 
-ROLES: tuple[tuple[str, int], ...] = (("1k", 1000), ("2k", 2000), ("5k", 5000), ("10k", 10000))
-ROLE_ORDER = {role: i for i, (role, _) in enumerate(ROLES)}
 NOMINAL_PROGRESSIVE_STEPS = 2000
 
 
