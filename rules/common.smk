@@ -69,6 +69,15 @@ def config_for(rule_name):
     return params
 
 
+def depth_first(wildcards):
+    """Job priority: the controls first, then the experiments in config order, so that with few
+    cores whole experiments finish one after another (a run stopped early keeps finished arms)
+    instead of every arm's first segment before any arm's second."""
+    controls = {control_of(config, name) for name in EXPERIMENTS} - {None}
+    order = sorted(EXPERIMENTS, key=lambda name: name not in controls)  # stable: config order otherwise
+    return len(order) - order.index(wildcards.experiment)
+
+
 def experiment_steps(experiment):
     return RESOLVED[experiment]["train"]["steps"]
 

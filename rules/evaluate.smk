@@ -20,6 +20,7 @@ rule evaluate:
         labels=labels_flag,
         measures=quality_measures_flag,
     threads: 1
+    priority: depth_first
     resources:
         mem_mb=4000,
         runtime=60,

@@ -14,6 +14,7 @@ rule train:
         resume=resume_flag,
         tensorboard=TENSORBOARD,
     threads: 1
+    priority: depth_first
     resources:
         mem_mb=8000,
         runtime=720,

@@ -28,6 +28,7 @@ rule verdict:
         config=config_for("verdict"),
         comparisons=comparison_flags,
     threads: 1
+    priority: depth_first
     resources:
         mem_mb=2000,
         runtime=10,

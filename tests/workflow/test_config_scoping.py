@@ -182,3 +182,18 @@ def test_each_evaluation_runs_the_quality_measures_its_role_reads(workflow):
 
     assert flags(measures) == {2: [], 4: [], 10: ["dnsmos"], 20: ["speaker", "dnsmos"]}
     assert flags(measures, every) == {s: ["speaker", "dnsmos"] for s in (2, 4, 10, 20)}
+
+
+def test_the_ladder_runs_depth_first_control_first(workflow):
+    """Job priorities: the control, then the experiments in config order; an experiment's every
+    job ranks with it, so with few cores whole arms finish before the next starts."""
+    proc = run_snakemake(workflow, "-n", f"{MICRO}/compare/remedies.json")
+    jobs = re.findall(r"^rule (\w+):.*?wildcards: experiment=(\w+)(?:, step=(\d+))?.*?priority: (\d+)", proc.stdout,
+                      flags=re.S | re.M)
+    priority = {}
+    for rule, experiment, step, value in jobs:
+        priority.setdefault(experiment, set()).add(int(value))
+    assert all(len(values) == 1 for values in priority.values()), priority  # one rank per experiment
+    order = sorted(priority, key=lambda name: -priority[name].pop())
+    assert order[:2] == ["baseline", "phase1"], order
+    assert len(order) >= 8 and len(set(order)) == len(order)
