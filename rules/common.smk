@@ -69,6 +69,26 @@ def config_for(rule_name):
     return params
 
 
+# The HTML report's categories, numbered: its menu sorts them as text, and the verdict comes first.
+REPORT_CATEGORIES = {
+    "verdict": "1. Verdict",
+    "samples": "2. Samples",
+    "ab": "3. A/B",
+    "ladder": "4. Remedy ladder",
+    "experiments": "5. Experiments",
+}
+
+
+def samples_page_labels(wildcards):
+    """Report labels of a samples page (``step_{page}.html``, page ``50`` or ``50.2``): the report
+    sorts labels as text, so the checkpoint's rank leads, zero-padded ("02 of 12" before "10 of 12")."""
+    step, _, part = wildcards.page.partition(".")
+    steps = sorted(experiment_steps(wildcards.experiment))
+    rank = steps.index(int(step)) + 1 if int(step) in steps else len(steps) + 1
+    width = len(str(len(steps)))
+    return {"checkpoint": f"{rank:0{width}d} of {len(steps)}: step {step}", "part": part or "1"}
+
+
 def depth_first(wildcards):
     """Job priority: the controls first, then the experiments in config order, so that with few
     cores whole experiments finish one after another (a run stopped early keeps finished arms)

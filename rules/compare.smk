@@ -5,7 +5,7 @@ rule experiments_table:
     input:
         unpack(table_inputs),
     output:
-        csv=report(f"{COMPARE}/experiments.csv", caption="report/experiments.rst", category="Experiments"),
+        csv=report(f"{COMPARE}/experiments.csv", caption="report/experiments.rst", category=REPORT_CATEGORIES["experiments"]),
         markdown=f"{COMPARE}/experiments.md",
     log:
         f"{RESULTS}/logs/compare/experiments.log",
@@ -28,12 +28,12 @@ rule remedy_ladder:
     output:
         ladder=f"{COMPARE}/remedies.json",
         phase2=f"{COMPARE}/phase2.yaml",
-        report=report(f"{COMPARE}/remedies.md", caption="report/ladder.rst", category="Remedy ladder"),
+        report=report(f"{COMPARE}/remedies.md", caption="report/ladder.rst", category=REPORT_CATEGORIES["ladder"]),
         plots=report(
             directory(f"{COMPARE}/remedies_plots"),
             patterns=["{name}.png"],
             caption="report/ladder.rst",
-            category="Remedy ladder",
+            category=REPORT_CATEGORIES["ladder"],
         ),
     log:
         f"{RESULTS}/logs/compare/remedies.log",

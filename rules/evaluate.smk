@@ -6,13 +6,8 @@ rule evaluate:
         scalars=checkpoint_scalars,
     output:
         metrics=f"{RESULTS}/{{experiment}}/metrics/step_{{step}}.json",
-        samples=report(
-            directory(f"{RESULTS}/{{experiment}}/samples/step_{{step}}"),
-            patterns=["{name}.wav"],
-            caption="report/samples.rst",
-            category="Samples",
-            subcategory="{experiment} step {step}",
-        ),
+        # played through the verdict's samples pages (the report offers a wav only as a download)
+        samples=directory(f"{RESULTS}/{{experiment}}/samples/step_{{step}}"),
     log:
         f"{RESULTS}/{{experiment}}/logs/evaluate_step_{{step}}.log",
     params:

@@ -3,24 +3,27 @@ rule verdict:
         unpack(verdict_inputs),
     output:
         verdict=VERDICT,
-        report=report(
-            f"{RESULTS}/{{experiment}}/report/report.md",
+        report=f"{RESULTS}/{{experiment}}/report/report.md",
+        report_html=report(
+            f"{RESULTS}/{{experiment}}/report/verdict.html",
             caption="report/verdict.rst",
-            category="Verdict",
+            category=REPORT_CATEGORIES["verdict"],
             subcategory="{experiment}",
         ),
         plots=report(
             directory(f"{RESULTS}/{{experiment}}/report/plots"),
             patterns=["{name}.png"],
             caption="report/plots.rst",
-            category="Verdict",
+            category=REPORT_CATEGORIES["verdict"],
             subcategory="{experiment}",
         ),
-        samples_page=report(
-            f"{RESULTS}/{{experiment}}/report/samples.html",
+        samples_pages=report(
+            directory(f"{RESULTS}/{{experiment}}/report/samples"),
+            patterns=["step_{page}.html"],
             caption="report/samples_page.rst",
-            category="Samples",
+            category=REPORT_CATEGORIES["samples"],
             subcategory="{experiment}",
+            labels=samples_page_labels,
         ),
     log:
         f"{RESULTS}/{{experiment}}/logs/verdict.log",
@@ -37,8 +40,8 @@ rule verdict:
     shell:
         "streamvc-rvq verdict --config-json {params.config:q} --metrics {input.metrics} --reference-levels {input.reference} "
         "{params.comparisons} --scalars {input.scalars} --output {output.verdict} "
-        "--report {output.report} --plots-dir {output.plots} --samples-dirs {input.samples} "
-        "--manifest {input.manifest} --samples-page {output.samples_page} > {log} 2>&1"
+        "--report {output.report} --report-html {output.report_html} --plots-dir {output.plots} "
+        "--samples-dirs {input.samples} --manifest {input.manifest} --samples-pages {output.samples_pages} > {log} 2>&1"
 
 
 rule ab_comparison:
@@ -49,13 +52,13 @@ rule ab_comparison:
         report=report(
             f"{RESULTS}/ab/{{comparison}}.md",
             caption="report/ab.rst",
-            category="A/B",
+            category=REPORT_CATEGORIES["ab"],
         ),
         plots=report(
             directory(f"{RESULTS}/ab/{{comparison}}_plots"),
             patterns=["{name}.png"],
             caption="report/ab.rst",
-            category="A/B",
+            category=REPORT_CATEGORIES["ab"],
         ),
     log:
         f"{RESULTS}/logs/ab/{{comparison}}.log",

@@ -193,8 +193,8 @@ def cmd_verdict(args: argparse.Namespace) -> None:
     write_verdict(
         cfg, metrics=args.metrics, control_metrics=args.control_metrics, scalars=args.scalars,
         output=args.output, report=args.report, plots_dir=args.plots_dir, reference_levels=args.reference_levels,
-        samples_dirs=args.samples_dirs, manifest=args.manifest, samples_page=args.samples_page,
-        seed_verdicts=args.seed_verdicts, fidelity_verdict=args.fidelity_verdict, fidelity_metrics=args.fidelity_metrics,
+        samples_dirs=args.samples_dirs, manifest=args.manifest, samples_pages=args.samples_pages,
+        report_html=args.report_html, seed_verdicts=args.seed_verdicts, fidelity_verdict=args.fidelity_verdict, fidelity_metrics=args.fidelity_metrics,
     )
 
 
@@ -340,8 +340,11 @@ def _add_judging_parsers(sub) -> None:
     p.add_argument("--report", required=True, type=Path, help="Markdown report to write")
     p.add_argument("--plots-dir", required=True, type=Path, help="where the report's PNG plots go")
     p.add_argument("--samples-dirs", nargs="*", type=Path, default=[], help="the samples directory of each --metrics file, same order")
-    p.add_argument("--manifest", type=Path, help="results/data/{corpus}/manifest.csv (the samples page plays each source and target reference)")
-    p.add_argument("--samples-page", type=Path, help="HTML page to write where every sample plays at every checkpoint")
+    p.add_argument("--manifest", type=Path, help="results/data/{corpus}/manifest.csv (the samples pages play each source and target reference)")
+    p.add_argument("--samples-pages", type=Path, help="folder of HTML pages to write, one per checkpoint (split into parts "
+                   "past the report's page budget), where every sample plays")
+    p.add_argument("--report-html", type=Path, help="the Markdown report as one self-contained HTML page (what "
+                   "Snakemake's HTML report shows first)")
     p.add_argument("--seed-verdicts", nargs="*", type=Path, default=[],
                    help="verdict.json of the same experiment at the other seeds (verdict.seeds): class per seed and spread")
     p.add_argument("--fidelity-verdict", type=Path,

@@ -85,36 +85,85 @@ def test_ab_report(tmp_path, make_cp):
 
 
 def test_quality_table_and_playable_samples(tmp_path, healthy_run, reference):
-    import numpy as np
-    import soundfile as sf
-
-    from streamvc_rvq.reporting.samples_page import write_samples_page
+    from streamvc_rvq.reporting.samples_page import write_samples_pages
 
     cps = healthy_run()
     table = "\n".join(quality_table(cps, dict(reference, num_utterances=9, num_speakers=3)))
     assert "| corpus | 9 utterances of 3 speakers | same speaker 0.9 / different 0.65 (EER 0.05, AUC 0.99)" in table
     assert "| 10000 | convert (—) | 0.7 / 0.5 | 0.6 | 3.10 / 3.60 / 2.60 |" in table
-    # the samples page: each output at each checkpoint, its source and target reference, all embedded
-    (tmp_path / "audio").mkdir()
+    # one page per checkpoint: each output, its source and target reference, all embedded
+    dirs = _samples_fixture(tmp_path, cps[:2], seconds=0.25)
+    pages = write_samples_pages(cps[:2], dirs, tmp_path / "manifest.csv", tmp_path / "samples", "phase1")
+    assert [p.name for p in pages] == ["step_1000.html", "step_2000.html"]
+    page = pages[0].read_text()
+    assert page.count('<audio controls preload="metadata" src="data:audio/ogg;base64,') == 3  # output, source, target
+    assert "step 1000" in page and "step 2000" not in page and "sim→target 0.61" in page and "WER 0.50" in page
+    assert "hello &lt;there&gt;" in page  # transcripts are escaped
+
+
+def _samples_fixture(tmp_path, cps, seconds: float, outputs: int = 1) -> list:
+    """A manifest of two held-out utterances and ``outputs`` noise conversions per checkpoint
+    (noise: FLAC cannot shrink it, so its size is the page's worst case)."""
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
     rate = 16000
+    (tmp_path / "audio").mkdir(exist_ok=True)
     for name in ("a_0", "b_0"):
-        sf.write(tmp_path / "audio" / f"{name}.wav", np.zeros(rate // 4, dtype=np.float32), rate)
+        sf.write(tmp_path / "audio" / f"{name}.wav", 0.1 * rng.standard_normal(int(rate * seconds)).astype(np.float32), rate)
     (tmp_path / "manifest.csv").write_text(
         "utterance_id,path,speaker,duration,split,labels_path,text\n"
-        "a_0,audio/a_0.wav,a,0.25,heldout,,hello there\nb_0,audio/b_0.wav,b,0.25,heldout,,\n")
+        f"a_0,audio/a_0.wav,a,{seconds},heldout,,hello <there>\nb_0,audio/b_0.wav,b,{seconds},heldout,,\n")
     dirs = []
-    for cp in cps[:2]:
+    for cp in cps:
         d = tmp_path / f"samples_{cp['step']}"
         d.mkdir()
-        sf.write(d / "convert_a_0_to_b.wav", 0.1 * np.ones(rate // 4, dtype=np.float32), rate)
-        cp["outputs"]["samples"] = [{"name": "convert_a_0_to_b", "kind": "convert", "source": "a_0",
-                                     "target_reference": "b_0", "target_speaker": "b", "speaker_similarity_target": 0.61,
-                                     "transcript": "hello <there>", "errors": {"word_errors": 1, "words": 2}}]
+        cp["outputs"]["samples"] = []
+        for i in range(outputs):
+            sf.write(d / f"convert_a_0_to_b_{i}.wav", 0.1 * rng.standard_normal(int(rate * seconds)).astype(np.float32), rate)
+            cp["outputs"]["samples"].append({
+                "name": f"convert_a_0_to_b_{i}", "kind": "convert", "source": "a_0", "target_reference": "b_0",
+                "target_speaker": "b", "speaker_similarity_target": 0.61, "transcript": "hello <there>",
+                "errors": {"word_errors": 1, "words": 2}})
         dirs.append(d)
-    page = write_samples_page(cps[:2], dirs, tmp_path / "manifest.csv", tmp_path / "samples.html", "phase1").read_text()
-    assert page.count('<audio controls preload="none" src="data:audio/flac;base64,') == 4  # 2 steps + source + target
-    assert "step 1000" in page and "step 2000" in page and "sim→target 0.61" in page and "WER 0.50" in page
-    assert "hello &lt;there&gt;" in page  # transcripts are escaped
+    return dirs
+
+
+def test_samples_pages_split_to_stay_openable_in_the_report(tmp_path, healthy_run):
+    """Twelve 8-second noise conversions (36 players, about 2.5 MB of Opus) at one checkpoint do not
+    fit one page the report can open (Chromium shows nothing past 2 MB of data: address): the page
+    splits into parts, each under the limit once base64-encoded, and no sample is lost."""
+    import base64
+
+    from streamvc_rvq.reporting.samples_page import write_samples_pages
+    from streamvc_rvq.reporting.verdict_page import CHROMIUM_URL_LIMIT
+
+    cps = healthy_run()[:1]
+    dirs = _samples_fixture(tmp_path, cps, seconds=8.0, outputs=12)
+    pages = write_samples_pages(cps, dirs, tmp_path / "manifest.csv", tmp_path / "samples", "phase1")
+    assert len(pages) > 1 and pages[1].name == "step_1000.2.html"
+    assert all(len(base64.b64encode(p.read_bytes())) + 100 < CHROMIUM_URL_LIMIT for p in pages)
+    assert sum(p.read_text().count("<audio") for p in pages) == 36
+    assert "part 1 of" in pages[0].read_text()
+
+
+def test_verdict_html_page_embeds_plots_within_budget(tmp_path):
+    """The verdict as HTML: tables rendered, the plots inlined (the report opens the page from a
+    data: address where a relative link resolves to nothing); a plot past the budget stays a link
+    and the page says so."""
+    from streamvc_rvq.reporting.verdict_page import markdown_page
+
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "small.png").write_bytes(b"\x89PNG" + b"0" * 1000)
+    (tmp_path / "plots" / "big.png").write_bytes(b"\x89PNG" + b"0" * 5000)
+    text = ("# Verdict: PARTIAL — phase1\n\n| criterion | passed |\n|---|---|\n| a | yes |\n\n"
+            "![small](plots/small.png)\n\n![big](plots/big.png)\n")
+    page = markdown_page(text, "phase1", tmp_path, budget=4000)
+    assert "<h1>Verdict: PARTIAL — phase1</h1>" in page and "<td>a</td>" in page
+    assert page.count('src="data:image/png;base64,') == 1 and '<a href="plots/big.png">big</a>' in page
+    assert "1 plot(s) left out" in page
+    assert markdown_page(text, "phase1", tmp_path).count("data:image/png") == 2
 
 
 def test_verdict_report_notices(tmp_path, healthy_run):
@@ -147,3 +196,21 @@ def test_conversion_table_shows_every_measure_and_a_dash_where_one_is_missing(he
     assert " | — / — | " in rows[str(cps[0]["step"])]
     assert " | 90% of 24 (33%) | — | " in rows[str(cps[1]["step"])]
     assert rows["corpus"].endswith("same speaker 0.9 / different 0.65 |")
+
+
+def test_verdict_report_links_each_checkpoints_samples_page(tmp_path, healthy_run):
+    cps = healthy_run()
+    verdict = decide(cps, steps=STEPS, progressive_steps=2000)
+    pages = [tmp_path / "report" / "samples" / name for name in ("step_1000.html", "step_1000.2.html")]
+    md = write_verdict_report(verdict, cps, None, None, tmp_path / "report" / "report.md", samples_pages=pages).read_text()
+    assert "[step 1000](samples/step_1000.html) · [step 1000.2](samples/step_1000.2.html)" in md
+    assert "Listen" not in write_verdict_report(verdict, cps, None, None, tmp_path / "v.md").read_text()
+
+
+def test_a_rate_opus_lacks_plays_as_flac():
+    import numpy as np
+
+    from streamvc_rvq.reporting.samples_page import audio_tag
+
+    assert 'src="data:audio/flac;base64,' in audio_tag(np.zeros(2205, dtype=np.float32), 22050)
+    assert 'src="data:audio/ogg;base64,' in audio_tag(np.zeros(1600, dtype=np.float32), 16000)

@@ -301,10 +301,15 @@ def conversion_table(checkpoints: Sequence[dict], reference: dict | None) -> lis
     return lines + [""]
 
 
-def _quality_section(checkpoints: Sequence[dict], reference: dict | None, samples_page: str | os.PathLike | None,
+def _listen_links(samples_pages: Sequence[Path], base: Path) -> str:
+    """Links to the samples pages, relative to the report (in Snakemake's report: 2. Samples)."""
+    links = [f"[{Path(p).stem.replace('_', ' ')}]({Path(os.path.relpath(p, base)).as_posix()})" for p in samples_pages]
+    return (" Listen, one page per checkpoint (in the HTML report: 2. Samples): " + " · ".join(links) + ".") if links else ""
+
+
+def _quality_section(checkpoints: Sequence[dict], reference: dict | None, listen: str,
                      control: dict | None, control_checkpoints: Sequence[dict] | None) -> list[str]:
     """Conversion quality next to the corpus's levels (and the control's, when given)."""
-    listen = f" Listen: [{Path(samples_page).name}]({Path(samples_page).name})." if samples_page else ""
     lines = ["## Conversion quality", "",
              "Measured on each checkpoint's held-out conversions and validation reconstructions by models "
              "independent of ours (Resemblyzer, DNSMOS, pocketsphinx), next to the same measures on the "
@@ -393,15 +398,16 @@ def _control_lines(control: dict | None) -> list[str]:
 
 
 def write_verdict_report(verdict: dict, checkpoints: Sequence[dict], control: dict | None,
-                         pngs: PngList | None, out_md: str | os.PathLike, samples_page: str | os.PathLike | None = None,
+                         pngs: PngList | None, out_md: str | os.PathLike, samples_pages: Sequence[Path] = (),
                          control_checkpoints: Sequence[dict] | None = None) -> Path:
-    """The Markdown verdict report; its first line states the class. Returns the path."""
+    """The Markdown verdict report; its first line states the class; ``samples_pages``: the
+    pages where the samples play, linked from it. Returns the path."""
     lines = (_verdict_heading(verdict) + _protocol_steps_lines(verdict) + _notice_lines(verdict)
              + _seeds_statement(verdict) + _criteria_lines(verdict["criteria"])
              + _decision_lines(verdict.get("branches")) + ["## Checkpoints", ""] + _checkpoint_table(checkpoints))
     if any((cp.get("outputs") or {}).get("quality") for cp in checkpoints):
-        lines += _quality_section(checkpoints, verdict.get("reference_levels"), samples_page, control,
-                                  control_checkpoints)
+        lines += _quality_section(checkpoints, verdict.get("reference_levels"),
+                                  _listen_links(samples_pages, Path(out_md).parent), control, control_checkpoints)
     if verdict.get("seeds"):
         lines += _seed_lines(verdict["seeds"])
     if verdict.get("fidelity"):

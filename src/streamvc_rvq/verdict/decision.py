@@ -824,7 +824,7 @@ ADVICE: dict[str, str] = {
     "usage_active_stages": "a later stage uses under 5 % of its codebook: run the remedy ladder ({command})",
     "loss_stft_improving": "the spectral loss rose beyond its noise allowance: train longer or check train.lr",
     "loss_l1_improving": "the waveform L1 rose beyond its noise allowance: train longer or check train.lr",
-    "audio_quality_improving": "DNSMOS fell from 5k to 10k: listen to the samples (report/samples.html)",
+    "audio_quality_improving": "DNSMOS fell from 5k to 10k: listen to the samples (report/samples/, one page per checkpoint)",
 }
 CLASS_OF_BRANCH = {row.branch: row.verdict_class for row in DECISION_TABLE}
 
@@ -908,7 +908,7 @@ PRECONDITIONS: tuple[Precondition, ...] = (
                  "conversion"),
 )
 NEXT_CONVERSION = {
-    "success": "the model converts: listen to report/samples.html",
+    "success": "the model converts: listen to report/samples/ (one page per checkpoint)",
     "partial": "the conversions follow the target only in part ({failed}): see the criteria's notes",
     "failure": "the decoder does not follow the target voice ({failed}) although its speaker embedding separates "
                "speakers: check the FiLM path and the pitch statistics",

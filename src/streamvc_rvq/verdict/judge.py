@@ -19,15 +19,16 @@ from streamvc_rvq.metrics_view import training_config
 from streamvc_rvq.reporting.ladder_report import plot_quality as plot_ladder_quality
 from streamvc_rvq.reporting.ladder_report import plot_stage_metric, write_ladder_report
 from streamvc_rvq.verdict.remedy_ladder import PHASE2_EXPERIMENT, phase2_overlay, rank_ladder
-from streamvc_rvq.reporting.samples_page import write_samples_page
+from streamvc_rvq.reporting.samples_page import write_samples_pages
+from streamvc_rvq.reporting.verdict_page import write_markdown_page
 from streamvc_rvq.verdict.decision import COMMITMENT_COST_AB, decide
 
 
 def write_verdict(
     cfg: dict, *, metrics: Sequence[Path], control_metrics: Sequence[Path], scalars: Sequence[Path],
     output: Path, report: Path, plots_dir: Path, reference_levels: Path | None = None,
-    samples_dirs: Sequence[Path] = (), manifest: Path | None = None, samples_page: Path | None = None,
-    seed_verdicts: Sequence[Path] = (), fidelity_verdict: Path | None = None, fidelity_metrics: Sequence[Path] = (),
+    samples_dirs: Sequence[Path] = (), manifest: Path | None = None, samples_pages: Path | None = None,
+    report_html: Path | None = None, seed_verdicts: Sequence[Path] = (), fidelity_verdict: Path | None = None, fidelity_metrics: Sequence[Path] = (),
 ) -> dict:
     checkpoints = load_checkpoints(metrics)
     reference = load(reference_levels) if reference_levels else None
@@ -61,14 +62,17 @@ def write_verdict(
         verdict["control"] = control
     pngs = _verdict_plots(checkpoints, read_segment_scalars(scalars) or None, reference, verdict,
                           None if larger is None else larger[1], Path(plots_dir))
-    if samples_page is not None:
+    pages: list[Path] = []
+    if samples_pages is not None:
         if len(samples_dirs) != len(metrics) or manifest is None:
-            raise ValueError("the samples page needs --manifest and one --samples-dirs entry per --metrics file, in the same order")
+            raise ValueError("the samples pages need --manifest and one --samples-dirs entry per --metrics file, in the same order")
         by_step = {load(m)["step"]: Path(d) for m, d in zip(metrics, samples_dirs)}
-        write_samples_page(checkpoints, [by_step[cp["step"]] for cp in checkpoints], manifest, samples_page,
-                           f"{verdict['experiment']}: samples at every checkpoint")
-    reporting.write_verdict_report(verdict, checkpoints, control, pngs, Path(report), samples_page=samples_page,
+        pages = write_samples_pages(checkpoints, [by_step[cp["step"]] for cp in checkpoints], manifest, samples_pages,
+                                    f"{verdict['experiment']}: samples")
+    reporting.write_verdict_report(verdict, checkpoints, control, pngs, Path(report), samples_pages=pages,
                                    control_checkpoints=control_cps)
+    if report_html is not None:
+        write_markdown_page(Path(report), report_html, f"{verdict['experiment']}: {verdict['class']}")
     write_json(output, verdict)
     print(f"{verdict['experiment']}: {verdict['class'].upper()} ({verdict['branch']}) -> {verdict['next_action']}")
     return verdict
