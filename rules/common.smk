@@ -274,7 +274,7 @@ def ladder_flags(wildcards):
     flags = "--arms " + " ".join(arms)
     # Phase 2 = the winner with the GAN losses of the phase2_gan experiment (their one home)
     gan = config["experiments"]["phase2_gan"]["train"]["loss_weights"]
-    flags += " --gan-loss-weights " + shell_quote(json.dumps(gan, sort_keys=True))
+    flags += f" --gan-loss-weights {shell_quote(json.dumps(gan, sort_keys=True))}"
     flags += "".join(" --scalars " + " ".join(chain_scalars(run)) for run in ladder_runs())
     if skipped:
         flags += " --skipped " + " ".join(shell_quote(f"{arm}={reason}") for arm, reason in skipped.items())

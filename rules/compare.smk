@@ -10,7 +10,7 @@ rule experiments_table:
     log:
         f"{RESULTS}/logs/compare/experiments.log",
     params:
-        results=RESULTS,
+        results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.csv)),  # {results}/compare/..
     threads: 1
     resources:
         mem_mb=1000,

@@ -197,3 +197,9 @@ def test_the_ladder_runs_depth_first_control_first(workflow):
     order = sorted(priority, key=lambda name: -priority[name].pop())
     assert order[:2] == ["baseline", "phase1"], order
     assert len(order) >= 8 and len(set(order)) == len(order)
+
+
+def test_the_workflow_lints_clean(workflow):
+    proc = run_snakemake(workflow, "--lint", configfiles=())
+    out = proc.stdout + proc.stderr
+    assert "Lints for" not in out and "good condition" in out, out[-3000:]
