@@ -27,9 +27,11 @@ def test_every_threads_option_defaults_to_zero_meaning_the_default():
 
 def test_the_default_experiment_has_one_home():
     choices = _subparsers()
-    for name in ("train", "evaluate", "verdict", "infer", "model-summary"):
+    for name in ("train", "evaluate", "verdict", "model-summary"):
         experiment = next(a for a in choices[name]._actions if a.dest == "experiment")
         assert experiment.default == DEFAULT_EXPERIMENT, name
+    # infer's checkpoint carries its config: --experiment applies only with --config (then the default)
+    assert choices["infer"].get_default("experiment") is None
 
 
 def test_ladder_takes_one_scalars_group_per_run_and_ab_needs_its_name(tmp_path):

@@ -235,15 +235,39 @@ def cmd_infer(args: argparse.Namespace) -> None:
     from streamvc_rvq.inference.infer_file import InferenceError, convert_file
 
     _set_threads(args.threads)
-    cfg = load_experiment_config(args) if (args.config or args.config_json) else None
+    given = args.config or args.config_json
+    if args.experiment is not None and not given:
+        raise UserError("infer: --experiment picks the experiment of --config to check the checkpoint against; "
+                        "without --config the checkpoint's own config is used: drop --experiment or add --config")
+    if given:
+        args.experiment = args.experiment or DEFAULT_EXPERIMENT
+    cfg = load_experiment_config(args) if given else None
     try:
         stats = convert_file(
             checkpoint=args.checkpoint, config=cfg, source=args.source, target_ref=args.target_ref,
-            output=args.output, device=args.device, stream=args.stream,
+            output=args.output, device=args.device, stream=args.stream, progress=_progress_printer("converting"),
         )
     except InferenceError as err:
         raise UserError(str(err)) from None
     print(json.dumps(stats, indent=2))
+
+
+def _progress_printer(what: str):
+    """``progress(done, total)`` printing to stderr at every tenth of the work, with an ETA."""
+    import time
+
+    started, shown = time.monotonic(), [0]
+
+    def progress(done: int, total: int) -> None:
+        tenth = 10 * done // total
+        if total < 4 or tenth == shown[0]:
+            return
+        shown[0] = tenth
+        elapsed = time.monotonic() - started
+        eta = elapsed * (total - done) / max(done, 1)
+        print(f"{what}: {100 * done // total} % ({elapsed:.0f} s, about {eta:.0f} s left)", file=sys.stderr, flush=True)
+
+    return progress
 
 
 def cmd_model_summary(args: argparse.Namespace) -> None:
@@ -393,7 +417,8 @@ def _add_tool_parsers(sub) -> None:
     p.add_argument("--device", default="cpu", help="auto | cpu | mps | cuda[:N] (default cpu)")
     p.add_argument("--stream", action="store_true", help="process 20 ms chunks through the streaming path (causal configs only)")
     _add_threads_arg(p)
-    p.set_defaults(func=cmd_infer)
+    # the checkpoint carries its config: --experiment only names the section of --config to check it against
+    p.set_defaults(func=cmd_infer, experiment=None)
 
     p = sub.add_parser("model-summary", help="parameters and multiply-accumulates per second of audio, per component")
     _add_config_args(p)

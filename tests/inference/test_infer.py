@@ -105,3 +105,70 @@ def test_stream_equals_offline_for_a_causal_config(checkpoints, wavs, tmp_path, 
 def test_stream_is_refused_for_utterance_normalisation(checkpoints, wavs, tmp_path, capsys):
     code, _, err = infer(capsys, checkpoints["phase1"], wavs["stereo44k"], wavs["ref"], tmp_path / "o.wav", "--stream")
     assert code == 2 and "utterance" in err
+
+
+def _speechlike(seconds: float, rate: int = 16000, seed: int = 1) -> "torch.Tensor":
+    """A voiced tone whose pitch and loudness drift, so the utterance statistics differ by part."""
+    import torch
+
+    t = np.arange(int(seconds * rate)) / rate
+    f0 = 110 + 60 * t / seconds + 15 * np.sin(2 * np.pi * 0.7 * t)
+    tone = np.sin(2 * np.pi * np.cumsum(f0) / rate) * (0.1 + 0.3 * t / seconds)
+    noise = 0.02 * np.random.default_rng(seed).standard_normal(t.size)
+    return torch.from_numpy((tone + noise).astype(np.float32))
+
+
+@pytest.mark.parametrize("experiment", ["phase1", "phase1_causal"])
+def test_a_long_source_converts_in_chunks_equal_to_the_whole_file(checkpoints, experiment):
+    """phase1 normalises over the whole utterance (not streamable): the chunked path keeps the
+    utterance statistics and equals the whole-file conversion; converting each chunk alone (the
+    control) does not."""
+    import torch
+
+    from streamvc_rvq.inference.conversion import convert, load_trained_model
+    from streamvc_rvq.quantization.rvq import StageSchedule
+
+    model, cfg, step = load_trained_model(checkpoints[experiment])
+    n = StageSchedule.of(cfg["model"]).in_checkpoint(step)
+    src, ref = _speechlike(6.0), _speechlike(2.0, seed=2)
+    whole = convert(model, src, ref, n)
+    calls = []
+    chunked = convert(model, src, ref, n, chunk_frames=37, progress=lambda done, total: calls.append((done, total)))
+    assert chunked.shape == whole.shape and float((chunked - whole).abs().max()) <= 1e-4
+    assert calls[-1][0] == calls[-1][1] == 2 * 9 and len(calls) == 18  # 300 frames: 9 chunks, two passes
+    hop = model.hop_length
+    alone = torch.cat([convert(model, src[a * hop : (a + 37) * hop], ref, n) for a in range(0, 300, 37)])
+    assert float((alone - whole).abs().max()) > 1e-3
+    # the streaming state is left clean: the whole-file conversion again gives the same
+    assert torch.equal(convert(model, src, ref, n), whole)
+
+
+def test_pitch_analysed_in_chunks_equals_the_whole(checkpoints):
+    from streamvc_rvq.inference.conversion import load_trained_model
+
+    model, _, _ = load_trained_model(checkpoints["phase1"])
+    audio = _speechlike(3.0).unsqueeze(0)
+    whole, parts = model.pitch.yin(audio), model.pitch.yin(audio, 11)
+    for name in ("f0", "unvoiced", "cmnd", "energy"):
+        assert torch_equal(getattr(whole, name), getattr(parts, name)), name
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return a.shape == b.shape and bool(torch.allclose(a.float(), b.float(), atol=1e-5, rtol=0))
+
+
+def test_experiment_without_config_is_one_line(checkpoints, wavs, tmp_path, capsys):
+    code, _, err = infer(capsys, checkpoints["phase1"], wavs["stereo44k"], wavs["ref"], tmp_path / "o.wav",
+                         "--experiment", "nonexistent")
+    assert code == 2 and err.count("\n") == 1 and "--experiment" in err and not (tmp_path / "o.wav").exists()
+
+
+def test_a_source_shorter_than_the_warm_up_gets_a_note(checkpoints, wavs, tmp_path, capsys):
+    code, _, err = infer(capsys, checkpoints["phase1"], wavs["stereo44k"], wavs["ref"], tmp_path / "o.wav")
+    assert code == 0 and "note:" not in err
+    short = tmp_path / "short.wav"
+    sf.write(short, 0.1 * np.sin(np.arange(1600) / 10).astype(np.float32), 16000)  # 0.1 s
+    code, _, err = infer(capsys, checkpoints["phase1"], short, wavs["ref"], tmp_path / "o.wav")
+    assert code == 0 and err.startswith("note: the source is 0.10 s")

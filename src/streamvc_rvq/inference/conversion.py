@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from streamvc_rvq.model.streamvc import StreamVC
+from streamvc_rvq.modules.conv import reset_streams
 from streamvc_rvq.training.checkpoint import check_model_config, load_checkpoint
 
 
@@ -28,17 +30,63 @@ def load_trained_model(
 
 
 @torch.inference_mode()
-def convert(model: StreamVC, source: torch.Tensor, reference: torch.Tensor, num_active: int, stream: bool = False) -> torch.Tensor:
+def convert(model: StreamVC, source: torch.Tensor, reference: torch.Tensor, num_active: int, stream: bool = False,
+            chunk_frames: int | None = None, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Convert 1-D ``source`` to the voice of 1-D ``reference``; returns 1-D audio.
 
     ``stream=True`` feeds 20 ms chunks through the streaming path (causal configs only);
-    its output equals the offline output (tested to 1e-4).
+    its output equals the offline output (tested to 1e-4). ``chunk_frames``: the offline
+    conversion ``chunk_frames`` frames at a time (:func:`convert_in_chunks`) when the source is
+    longer; ``progress(done, total)`` is called after each chunk.
     """
     hop = model.hop_length
     frames = source.shape[-1] // hop
     source = source[: frames * hop]
-    if not stream:
-        return model(source.unsqueeze(0), reference.unsqueeze(0), num_active).audio[0]
-    converter = model.stream(reference.unsqueeze(0), num_active)
-    chunks = [converter.process(source[i * hop : (i + 1) * hop].unsqueeze(0)) for i in range(frames)]
-    return torch.cat(chunks, dim=-1)[0]
+    if stream:
+        converter = model.stream(reference.unsqueeze(0), num_active)
+        chunks = [converter.process(source[i * hop : (i + 1) * hop].unsqueeze(0)) for i in range(frames)]
+        return torch.cat(chunks, dim=-1)[0]
+    if chunk_frames and frames > chunk_frames:
+        return convert_in_chunks(model, source, reference, num_active, chunk_frames, progress)
+    return model(source.unsqueeze(0), reference.unsqueeze(0), num_active).audio[0]
+
+
+@torch.inference_mode()
+def convert_in_chunks(model: StreamVC, source: torch.Tensor, reference: torch.Tensor, num_active: int,
+                      chunk_frames: int, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """The offline conversion of a long ``source`` in memory bounded by ``chunk_frames``, not by
+    the file: the causal convolutions run chunk by chunk through their streaming state, while
+    what needs the whole utterance (pitch whitening, the pre-RVQ normalisation's statistics, the
+    RVQ) runs on frame-rate tensors of the whole file (a few MB for an hour). Any config, streamable
+    or not; equal to ``model(source, reference)`` within float rounding (tested to 1e-4)."""
+    hop, device = model.hop_length, source.device
+    source = model._prepare(source.unsqueeze(0))
+    reference = reference.unsqueeze(0).to(source.dtype)
+    frames = source.shape[-1] // hop
+    spans = [(start, min(frames, start + chunk_frames)) for start in range(0, frames, chunk_frames)]
+    total, done = 2 * len(spans), 0
+    reset_streams(model)
+    model._active_stream = None  # an open streaming converter of this model must not resume on this state
+    content = []
+    for start, stop in spans:
+        # clone: a stream step's output can be a view into its layer's working buffer
+        content.append(model.content_encoder.stream_step(source[:, start * hop : stop * hop]).clone())
+        done += 1
+        if progress:
+            progress(done, total)
+    pitch = model.pitch.retarget(model.pitch.features_of(model.pitch.yin(source, chunk_frames)),
+                                 model.pitch_statistics(reference))
+    stats, valid = model.frame_masks(frames, 1, None, device)
+    quantized = model.decoder.quantize(torch.cat(content, dim=-1), num_active, stats, valid)[0].quantized
+    films = model.decoder.film_coefficients(model.speaker_encoder(reference))
+    audio = []
+    for start, stop in spans:
+        part = pitch[..., start:stop]
+        excitation = model.excitation.stream_step(model.pitch.target_f0(part)) if model.excitation is not None else None
+        audio.append(model.decoder.synthesize_step(torch.cat((quantized[..., start:stop], part), dim=1), films,
+                                                   excitation).clone())
+        done += 1
+        if progress:
+            progress(done, total)
+    reset_streams(model)
+    return torch.cat(audio, dim=-1)[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -32,11 +33,15 @@ def _read(path: Path, role: str, sample_rate: int, min_samples: int) -> torch.Te
     return audio
 
 
+CHUNK_SECONDS = 5.0  # a longer source converts this much at a time (memory bounded by it, not the file)
+
+
 def convert_file(
     *, checkpoint: Path, config: dict | None, source: Path, target_ref: Path, output: Path,
-    device: str = "cpu", stream: bool = False,
+    device: str = "cpu", stream: bool = False, progress=None,
 ) -> dict:
-    """Convert ``source`` to the voice in ``target_ref``; write ``output`` atomically; return stats."""
+    """Convert ``source`` to the voice in ``target_ref``; write ``output`` atomically; return
+    stats; ``progress(done, total)`` as the conversion goes."""
     try:
         model, cfg, step = load_trained_model(checkpoint, config["model"] if config else None, device)
     except CheckpointError as err:
@@ -44,8 +49,14 @@ def convert_file(
     sample_rate = cfg["model"]["sample_rate"]
     src = _read(Path(source), "source", sample_rate, model.hop_length)
     ref = _read(Path(target_ref), "target reference", sample_rate, model.hop_length)
+    if src.numel() < model.warmup_frames * model.hop_length:
+        print(f"note: the source is {src.numel() / sample_rate:.2f} s, shorter than the model's "
+              f"{model.warmup_frames * model.hop_length / sample_rate:.2f} s warm-up: all of it is converted with "
+              "less context than training gave each scored frame", file=sys.stderr)
+    chunk_frames = int(CHUNK_SECONDS * sample_rate) // model.hop_length
     try:
-        out = convert(model, src.to(device), ref.to(device), StageSchedule.of(cfg["model"]).in_checkpoint(step), stream=stream)
+        out = convert(model, src.to(device), ref.to(device), StageSchedule.of(cfg["model"]).in_checkpoint(step),
+                      stream=stream, chunk_frames=chunk_frames, progress=progress)
     except ValueError as err:  # e.g. streaming refused for a non-causal config
         raise InferenceError(str(err)) from None
     out = out.float().cpu()

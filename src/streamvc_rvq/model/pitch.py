@@ -194,9 +194,26 @@ class PitchEnergy(StreamingModule):
         return YinOutput(f0.transpose(1, 2), ~voiced.transpose(1, 2), b.transpose(1, 2), energy)
 
     @torch.no_grad()
-    def yin(self, audio: Tensor) -> YinOutput:
-        """Yin f0 of ``audio: B x T``: one value per 20 ms frame and threshold."""
-        return self.yin_segments(self.segments(audio))
+    def yin(self, audio: Tensor, frames_per_chunk: int | None = None) -> YinOutput:
+        """Yin f0 of ``audio: B x T``: one value per 20 ms frame and threshold. With
+        ``frames_per_chunk`` the segments are analysed that many frames at a time (the same
+        values; memory bounded by the chunk, not the file: a segment spans 1024 FFT bins)."""
+        if frames_per_chunk is None:
+            return self.yin_segments(self.segments(audio))
+        audio = audio.to(torch.float32)
+        frames, hop, history = audio.shape[-1] // self.hop_length, self.hop_length, self.segment - self.hop_length
+        parts = []
+        for start in range(0, frames, frames_per_chunk):
+            stop = min(frames, start + frames_per_chunk)
+            first = start * hop - history
+            piece = F.pad(audio[..., max(0, first) : stop * hop], (max(0, -first), 0))
+            parts.append(self.yin_segments(piece.unfold(-1, self.segment, hop)))
+        # joined in the whole-file layout (B x F x K, seen transposed): the whitening's sums then
+        # add in the same order, so the features are bit-identical (a harmonic excitation turns
+        # any f0 rounding into a phase drift that grows with the file's length)
+        joined = [torch.cat([v.transpose(1, 2) for v in values], dim=1).transpose(1, 2)
+                  for values in zip(*((p.f0, p.unvoiced, p.cmnd) for p in parts))]
+        return YinOutput(*joined, torch.cat([p.energy for p in parts], dim=-1))
 
     # -- whitening and features -----------------------------------------------------------
     def _centred_log_f0(self, yin: YinOutput) -> tuple[Tensor, Tensor]:
@@ -218,7 +235,10 @@ class PitchEnergy(StreamingModule):
 
     @torch.no_grad()
     def forward(self, audio: Tensor) -> Tensor:
-        yin = self.yin(audio)
+        return self.features_of(self.yin(audio))
+
+    def features_of(self, yin: YinOutput) -> Tensor:
+        """The whitened features of a whole utterance's Yin output (what :meth:`forward` returns)."""
         x, voiced = self._centred_log_f0(yin)
         if self.whitening == "utterance":
             count, s1, s2 = voiced.sum(-1, keepdim=True), x.sum(-1, keepdim=True), (x * x).sum(-1, keepdim=True)
