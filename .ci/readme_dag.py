@@ -1,7 +1,7 @@
-"""Regenerate the Mermaid DAG in README.md from `snakemake --dag mermaid-js`.
+"""Regenerate the Mermaid DAG in docs/dag.md from `snakemake --dag mermaid-js`.
 
     python .ci/readme_dag.py           # rewrite the block
-    python .ci/readme_dag.py --check   # exit 1 if the README's block is stale
+    python .ci/readme_dag.py --check   # exit 1 if the block is stale
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"(<!-- dag:start[^>]*-->\n)(.*?)(<!-- dag:end -->)", re.DOTALL)
 TARGET = "results/phase1/verdict.json"
+DOC = ROOT / "docs" / "dag.md"
 
 
 def mermaid_dag() -> str:
@@ -39,18 +40,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
-    readme = (ROOT / "README.md").read_text()
+    readme = DOC.read_text()
     match = BLOCK.search(readme)
     if not match:
-        print("README.md has no <!-- dag:start --> ... <!-- dag:end --> block", file=sys.stderr)
+        print("docs/dag.md has no <!-- dag:start --> ... <!-- dag:end --> block", file=sys.stderr)
         return 1
     block = "```mermaid\n" + mermaid_dag() + "```\n"
     if args.check:
         if match[2] != block:
-            print("README.md's DAG is stale: run python .ci/readme_dag.py", file=sys.stderr)
+            print("docs/dag.md's DAG is stale: run python .ci/readme_dag.py", file=sys.stderr)
             return 1
         return 0
-    (ROOT / "README.md").write_text(readme[: match.start(2)] + block + readme[match.end(2) :])
+    DOC.write_text(readme[: match.start(2)] + block + readme[match.end(2) :])
     return 0
 
 

@@ -169,7 +169,7 @@ def cmd_reference_levels(args: argparse.Namespace) -> None:
 
 def cmd_experiments(args: argparse.Namespace) -> None:
     from streamvc_rvq.atomic import atomic_write_bytes
-    from streamvc_rvq.reporting.experiments_table import build_table, read_runs, sort_rows, to_csv, to_markdown
+    from streamvc_rvq.reporting.experiments_table import build_table, compact, read_runs, sort_rows, to_csv, to_markdown
 
     runs = read_runs(args.results)
     if not runs:
@@ -183,7 +183,7 @@ def cmd_experiments(args: argparse.Namespace) -> None:
         atomic_write_bytes(args.csv, to_csv(columns, rows).encode())
     if args.markdown:
         atomic_write_bytes(args.markdown, to_markdown(columns, rows).encode())
-    print(to_markdown(columns, rows), end="")
+    print(to_markdown(columns if args.wide else compact(columns, rows), rows), end="")
 
 
 def cmd_verdict(args: argparse.Namespace) -> None:
@@ -406,6 +406,8 @@ def _add_tool_parsers(sub) -> None:
     p.add_argument("--descending", action="store_true", help="sort from the largest value")
     p.add_argument("--csv", type=Path, help="also write the table as CSV")
     p.add_argument("--markdown", type=Path, help="also write the table as Markdown")
+    p.add_argument("--wide", action="store_true", help="print every column (default: those holding a value, the "
+                   "metrics at the last checkpoint only; the CSV and Markdown files always hold every column)")
     p.set_defaults(func=cmd_experiments)
 
     p = sub.add_parser("infer", help="convert SOURCE to the voice of TARGET_REF with a checkpoint")

@@ -72,8 +72,13 @@ def test_cli_prints_and_writes_the_table(tmp_path, healthy_run):
                            "--sort", "train.lr", "--descending", "--csv", str(tmp_path / "t.csv")],
                           capture_output=True, text=True, check=True)
     lines = proc.stdout.splitlines()
-    assert lines[0].startswith("| run | experiment | seed | class | codebook | conversion | branch | train.lr |")
+    # a terminal gets the columns holding a value (no verdicts here) and the last checkpoint's metrics
+    assert lines[0].startswith("| run | experiment | train.lr | perplexity_q0@10000 |") and "@5000" not in lines[0]
     assert "| phase1_beta1 | phase1_beta1 |" in lines[2] and "| phase1 | phase1 |" in lines[3]
+    wide = subprocess.run([sys.executable, "-m", "streamvc_rvq", "experiments", "--results", str(tmp_path / "results"),
+                           "--wide"], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert wide[0].startswith("| run | experiment | seed | class | codebook | conversion | branch | train.lr |")
+    assert "perplexity_q0@1000 |" in wide[0]
     assert (tmp_path / "t.csv").read_text().splitlines()[0].startswith("run,experiment,seed,class,codebook,conversion,branch,train.lr,")
     empty = subprocess.run([sys.executable, "-m", "streamvc_rvq", "experiments", "--results", str(tmp_path / "none")],
                            capture_output=True, text=True)
@@ -90,3 +95,12 @@ def test_a_run_from_before_a_model_key_existed_reads_at_that_keys_default(tmp_pa
     columns, rows = build_table(read_runs(tmp_path))
     assert "model.rvq.projection_dim" in columns and "model.rvq.implementation" not in columns
     assert {r["experiment"]: r["model.rvq.projection_dim"] for r in rows} == {"phase1": 0, "lowdim": 8}
+
+
+def test_the_control_row_states_what_the_verdicts_found_of_it(tmp_path, healthy_run, make_cp, hist):
+    _write_run(tmp_path, "phase1", healthy_run(), {"train": {"lr": 1e-4}},
+               {"class": "partial", "control": {"control_experiment": "baseline", "collapse_reproduced": True}})
+    _write_run(tmp_path, "baseline", [make_cp(s, counts=[hist.collapsed()], experiment="baseline")
+                                      for s in (1000, 2000)], {"train": {"lr": 2e-4}})
+    by = {r["experiment"]: r for r in build_table(read_runs(tmp_path))[1]}
+    assert by["baseline"]["class"] == "control: collapse reproduced" and by["phase1"]["class"] == "partial"

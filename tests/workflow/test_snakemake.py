@@ -220,7 +220,7 @@ def test_readme_commands_run_against_the_micro_config(workflow):
     assert report.stat().st_size > 10_000 and "verdict" in report.read_text(errors="ignore").lower()
 
 
-def test_readme_dag_is_current():
+def test_the_dag_in_docs_is_current():
     proc = subprocess.run([sys.executable, str(ROOT / ".ci" / "readme_dag.py"), "--check"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 

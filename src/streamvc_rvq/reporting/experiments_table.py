@@ -69,17 +69,31 @@ def read_runs(results: Path) -> list[dict]:
     return runs
 
 
+def _control_classes(runs: Sequence[dict]) -> dict[str, str]:
+    """The class of each control run as the verdicts that judged against it state it (a control
+    has no verdict of its own): ``control: collapse reproduced`` or ``control: not reproduced``."""
+    classes = {}
+    for run in runs:
+        control = (run["verdict"] or {}).get("control") or {}
+        if control.get("control_experiment") is not None:
+            said = "collapse reproduced" if control.get("collapse_reproduced") else "collapse not reproduced"
+            classes.setdefault(control["control_experiment"], f"control: {said}")
+    return classes
+
+
 def build_table(runs: Sequence[dict]) -> tuple[list[str], list[dict]]:
     """(columns, rows): identity, verdict, the differing config values, then each checkpoint's metrics."""
     config_columns = differing_keys([r["config"] for r in runs])
     steps = sorted({int(cp["step"]) for r in runs for cp in r["checkpoints"]})
     metric_columns = [f"{name}@{step}" for step in steps for name, _ in CHECKPOINT_METRICS]
     columns = ["run", "experiment", "seed", "class", "codebook", "conversion", "branch", *config_columns, *metric_columns]
+    controls = _control_classes(runs)
     rows = []
     for run in runs:
         codebook, conversion = answers(run["verdict"] or {})
         row = {"run": run["path"], "experiment": run["experiment"], "seed": run["seed"],
-               "class": (run["verdict"] or {}).get("class"), "codebook": codebook, "conversion": conversion,
+               "class": (run["verdict"] or {}).get("class") or controls.get(run["experiment"]),
+               "codebook": codebook, "conversion": conversion,
                "branch": (run["verdict"] or {}).get("branch")}
         row.update({k: run["config"].get(k) for k in config_columns})
         for cp in run["checkpoints"]:
@@ -87,6 +101,14 @@ def build_table(runs: Sequence[dict]) -> tuple[list[str], list[dict]]:
                 row[f"{name}@{int(cp['step'])}"] = _at(cp, path)
         rows.append({c: row.get(c) for c in columns})
     return columns, rows
+
+
+def compact(columns: list[str], rows: list[dict]) -> list[str]:
+    """The columns a terminal shows: those holding a value in some row, the per-checkpoint
+    metrics at the last checkpoint only (``--wide``: every column)."""
+    steps = sorted({int(c.rsplit("@", 1)[1]) for c in columns if "@" in c})
+    keep = [c for c in columns if "@" not in c or int(c.rsplit("@", 1)[1]) == steps[-1]]
+    return [c for c in keep if any(r.get(c) not in (None, "") for r in rows)]
 
 
 def sort_rows(rows: list[dict], column: str | None, descending: bool = False) -> list[dict]:
