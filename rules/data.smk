@@ -18,7 +18,9 @@ rule prepare_data:
     shell:
         "streamvc-rvq prepare-data --corpus-json {params.corpus:q} "
         "--sample-rate {params.sample_rate} --hop-length {params.hop_length} --output-dir {params.output_dir} "
-        "--threads {threads} > {log} 2>&1; grep -E '^(split|note):' {log} >&2"
+        # on failure the error line reaches the terminal, and the log (kept) names what was rejected
+        "--threads {threads} > {log} 2>&1 || {{ grep -E '^error:' {log} >&2; echo 'log: {log}' >&2; exit 1; }}; "
+        "grep -E '^(split|note):' {log} >&2"
 
 
 rule frame_labels:

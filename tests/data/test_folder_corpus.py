@@ -146,7 +146,7 @@ def test_libritts_layout_speaker_is_the_first_folder(tmp_path):
     assert splits == {"train", "valid", "heldout"}
 
 
-def test_too_few_usable_files_is_one_clear_error(tmp_path):
+def test_too_few_usable_files_is_one_clear_error(tmp_path, capsys):
     root = tmp_path / "small"
     write(root / "a" / "1.wav", speechlike(1.0, 16000), 16000, "PCM_16")
     write(root / "a" / "2.wav", speechlike(1.0, 16000, seed=1), 16000, "PCM_16")
@@ -160,8 +160,12 @@ def test_too_few_usable_files_is_one_clear_error(tmp_path):
     message = str(err.value)
     assert "\n" not in message
     assert message == (f"only 3 usable files from 2 speakers in {root.resolve()} (need >= 20 files "
-                       "and >= 4 speakers); see rejected.csv for the 2 files not used")
+                       "and >= 4 speakers: corpus.min_files, corpus.min_speakers); the 2 files not used and why "
+                       "are listed above it in this log (`rejected:` lines)")
     assert len(_rows(out / "rejected.csv")) == 2
+    # the workflow deletes a failed job's outputs: the evidence is in its log (stderr) too
+    logged = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rejected: ")]
+    assert len(logged) == 2 and any(line.endswith("empty file") for line in logged)
     assert not (out / "manifest.csv").exists()
     # a root that does not exist is a clear error too
     with pytest.raises(CorpusError, match="not a directory"):

@@ -203,3 +203,24 @@ def test_the_workflow_lints_clean(workflow):
     proc = run_snakemake(workflow, "--lint", configfiles=())
     out = proc.stdout + proc.stderr
     assert "Lints for" not in out and "good condition" in out, out[-3000:]
+
+
+def test_a_too_small_corpus_fails_with_its_evidence_kept(workflow):
+    """The failed ingest's outputs (rejected.csv) are deleted by snakemake; the error line reaches
+    the terminal with the config keys that decide, and the kept log lists every rejected file."""
+    import numpy as np
+    import soundfile as sf
+
+    root = workflow / "tiny_corpus"
+    for speaker in ("a", "b"):
+        (root / speaker).mkdir(parents=True)
+        sf.write(root / speaker / "1.wav", 0.1 * np.sin(np.arange(16000) / 8).astype(np.float32), 16000)
+    (root / "b" / "2.wav").write_bytes(b"")
+    tiny = overlay(workflow, "tiny.yaml", f"corpus: {{name: tiny, type: folder, folder: {{root: {root}}}}}\n")
+    proc = run_snakemake(workflow, "--cores", "1", "results/data/tiny/manifest.csv",
+                         configfiles=("config/micro.yaml", tiny), check=False)
+    assert proc.returncode != 0
+    assert "corpus.min_files" in proc.stderr and "log: results/logs/prepare_data/tiny.log" in proc.stderr
+    log = (workflow / "results/logs/prepare_data/tiny.log").read_text()
+    assert "rejected: " in log and "empty file" in log
+    assert not (workflow / "results/data/tiny/rejected.csv").exists()  # gone with the failed job

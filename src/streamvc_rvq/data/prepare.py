@@ -23,6 +23,7 @@ import csv
 import io
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from .labels import VOCABULARY, write_vocabulary
 from .splits import SplitError, assign_splits
 
 MANIFEST_COLUMNS = ("utterance_id", "path", "speaker", "duration", "split", "labels_path", "text")
+REJECTED_SHOWN = 200  # rejected files listed in the log when the corpus is too small
 REJECTED_COLUMNS = ("path", "reason")
 FLAGGED_COLUMNS = ("path", "utterance_id", "reason")
 
@@ -175,11 +177,17 @@ def _splits(cfg: dict, utts: list[dict], rejected: list[dict], source: str) -> d
     need_files, need_spk = int(cfg["min_files"]), int(cfg["min_speakers"])
     held = int(cfg["held_out_speakers"])
     if n_files < need_files or n_spk < need_spk:
-        extra = (f"; see rejected.csv for the {_plural(len(rejected), 'file')} not used"
-                 if rejected else "")
+        # the workflow deletes a failed job's outputs (rejected.csv with them): the evidence goes
+        # to stderr, which is the job's log, and the log survives
+        for row in rejected[:REJECTED_SHOWN]:
+            print(f"rejected: {row['path']}: {row['reason']}", file=sys.stderr)
+        if len(rejected) > REJECTED_SHOWN:
+            print(f"rejected: ... and {len(rejected) - REJECTED_SHOWN} more", file=sys.stderr)
+        extra = (f"; the {_plural(len(rejected), 'file')} not used and why are listed above it in this log "
+                 "(`rejected:` lines)" if rejected else "")
         raise CorpusError(f"only {_plural(n_files, 'usable file')} from "
                           f"{_plural(n_spk, 'speaker')} in {source} (need >= {need_files} files "
-                          f"and >= {need_spk} speakers){extra}")
+                          f"and >= {need_spk} speakers: corpus.min_files, corpus.min_speakers){extra}")
     if n_spk <= held:
         raise CorpusError(f"{_plural(n_spk, 'speaker')} in {source} cannot give "
                           f"held_out_speakers={held} and keep one for training "
