@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -270,6 +271,16 @@ def _progress_printer(what: str):
     return progress
 
 
+def cmd_plan(args: argparse.Namespace) -> None:
+    from streamvc_rvq.config import ConfigError
+    from streamvc_rvq.plan import PlanError, plan
+
+    try:
+        print(plan(args.targets, DEFAULT_CONFIG, args.configfile or (), args.cores))
+    except (PlanError, ConfigError) as err:
+        raise UserError(str(err)) from None
+
+
 def cmd_model_summary(args: argparse.Namespace) -> None:
     from streamvc_rvq.model.summary import model_summary
 
@@ -409,6 +420,13 @@ def _add_tool_parsers(sub) -> None:
     p.add_argument("--wide", action="store_true", help="print every column (default: those holding a value, the "
                    "metrics at the last checkpoint only; the CSV and Markdown files always hold every column)")
     p.set_defaults(func=cmd_experiments)
+
+    p = sub.add_parser("plan", help="what `snakemake TARGET` would run: jobs per rule, training steps and device, "
+                       "and on a CPU the measured training time (run it in the workflow's folder)")
+    p.add_argument("targets", nargs="+", help="snakemake targets, e.g. results/phase1/verdict.json")
+    p.add_argument("--configfile", nargs="+", help="config files after config/config.yaml, as snakemake's --configfile")
+    p.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="the cores snakemake would get (default: all)")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("infer", help="convert SOURCE to the voice of TARGET_REF with a checkpoint")
     p.add_argument("--checkpoint", required=True, type=Path, help="a step_N.pt written by `train` (its config travels with it)")

@@ -3,7 +3,10 @@ through the snakemake command line on the micro config."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -224,3 +227,19 @@ def test_a_too_small_corpus_fails_with_its_evidence_kept(workflow):
     log = (workflow / "results/logs/prepare_data/tiny.log").read_text()
     assert "rejected: " in log and "empty file" in log
     assert not (workflow / "results/data/tiny/rejected.csv").exists()  # gone with the failed job
+
+
+def test_plan_says_what_a_target_would_run_before_anything_runs(workflow):
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    proc = subprocess.run([sys.executable, "-m", "streamvc_rvq", "plan", f"{MICRO}/phase1_beta1/verdict.json",
+                           "--configfile", "config/micro.yaml", "--cores", "2"],
+                          cwd=workflow, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    jobs, training, cpu = proc.stdout.splitlines()
+    assert "train 8" in jobs and "verdict 1" in jobs  # the arm and its control, 4 segments each
+    assert training.startswith("training: 40 steps in 8 jobs over 2 experiments")
+    assert cpu.startswith("CPU training: 40 steps")
+    assert not (workflow / MICRO / "phase1_beta1").exists()  # nothing ran
+    bad = subprocess.run([sys.executable, "-m", "streamvc_rvq", "plan", "results/nonsense.json"],
+                         cwd=workflow, env=env, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1
