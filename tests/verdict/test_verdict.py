@@ -673,8 +673,21 @@ def test_configured_scale_is_the_verdicts_and_hand_cut_steps_are_flagged(healthy
     by_hand = decide(healthy_run(steps), steps=steps, progressive_steps=100, reference=REFERENCE, scale=1.0)
     assert by_hand["scale"] == 0.05  # inferred, as before train.scale existed
     assert any("cut by hand" in w for w in by_hand["warnings"])
+    assert by_hand["steps_cut_by_hand"] and not scaled["steps_cut_by_hand"]
     paper = decide(healthy_run(STEPS), steps=STEPS, progressive_steps=2000, reference=REFERENCE, scale=1.0)
     assert not paper["scaled"] and not any("cut by hand" in w for w in paper["warnings"])
+    assert not paper["steps_cut_by_hand"]
+
+
+def test_the_report_says_cut_by_hand_not_scaled_for_hand_cut_steps(tmp_path, healthy_run):
+    from streamvc_rvq.reporting.report import write_verdict_report
+
+    steps = [50, 100, 250, 500]
+    for scale, says, never in ((1.0, "Steps are **cut by hand**", "Steps are **scaled**"),
+                               (0.05, "Steps are **scaled**", "cut by hand")):
+        verdict = decide(healthy_run(steps), steps=steps, progressive_steps=100, reference=REFERENCE, scale=scale)
+        md = write_verdict_report(verdict, healthy_run(steps), None, None, tmp_path / "v.md").read_text()
+        assert says in md and never not in md
 
 
 # ------------------------------------------------------------------ the tables themselves

@@ -152,8 +152,10 @@ def _protocol_steps_lines(verdict: dict) -> list[str]:
         return [f"Steps as in the protocol: {', '.join(str(c['step']) for c in roles)}.", ""]
     mapping = ", ".join(f"{c['role']} → step {c['step']}" for c in roles)
     fidelity = verdict.get("fidelity")
-    return [f"Steps are **scaled** (scale {scale_label(verdict['scale'])}): the protocol's checkpoints "
-            f"are read at {mapping}.", "",
+    how = (f"**cut by hand** (x {scale_label(verdict['scale'])} of the protocol's, train.scale 1: not the protocol "
+           "scaled, see the warning)" if verdict.get("steps_cut_by_hand")
+           else f"**scaled** (scale {scale_label(verdict['scale'])})")
+    return [f"Steps are {how}: the protocol's checkpoints are read at {mapping}.", "",
             f"**Fidelity:** {fidelity['statement']} (`{fidelity.get('experiment')}`; see the section below)."
             if fidelity else "**Fidelity:** not measured for this run; set `verdict.fidelity_times` "
             "(config/confidence.yaml) to run it at a larger scale and state how the two agree.", ""]

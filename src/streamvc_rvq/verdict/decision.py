@@ -192,11 +192,12 @@ def protocol_scale(steps: Sequence[int], progressive_steps: int, scale: float | 
     ``scale``: the config's ``train.scale`` (the steps were scaled from paper-size values by
     it); 1 or None infers it from the steps, for a config that cut its steps by hand (with 1,
     a warning says that such a run is not the protocol scaled).
-    Returns ``{"scale", "scaled", "roles": [{"role", "nominal_step", "step"}], "warnings"}``
-    (``step`` is None for a role beyond the configured steps).
+    Returns ``{"scale", "scaled", "by_hand", "roles": [{"role", "nominal_step", "step"}], "warnings"}``
+    (``step`` is None for a role beyond the configured steps; ``by_hand``: steps cut without
+    train.scale).
     """
     steps = [int(s) for s in steps]
-    warnings = []
+    warnings, by_hand = [], False
     if scale is not None and scale != 1.0:
         scale = float(scale)
     else:
@@ -207,7 +208,8 @@ def protocol_scale(steps: Sequence[int], progressive_steps: int, scale: float | 
             scale = steps[0] / ROLES[0][1]
         else:
             scale = 1.0
-        if given is not None and scale != 1.0:
+        by_hand = given is not None and scale != 1.0
+        if by_hand:
             warnings.append(
                 f"the steps are cut by hand (x {scale:g}, train.scale 1): the run kept the paper-size learning rate "
                 "and EMA decay, so it is a shorter, less trained run, not the protocol scaled; write paper-size "
@@ -223,7 +225,7 @@ def protocol_scale(steps: Sequence[int], progressive_steps: int, scale: float | 
                 f"= {nominal * scale:g}; the criteria apply at step {step} anyway"
             )
     scaled = scale != 1.0 or any(r["step"] is not None and r["step"] != r["nominal_step"] for r in roles)
-    return {"scale": scale, "scaled": scaled, "roles": roles, "warnings": warnings}
+    return {"scale": scale, "scaled": scaled, "by_hand": by_hand, "roles": roles, "warnings": warnings}
 
 
 @dataclass(frozen=True)
@@ -1069,6 +1071,7 @@ def decide(checkpoints: list[dict], *, steps: list[int], progressive_steps: int,
         "criteria": criteria,
         "scaled": plan["scaled"],
         "scale": plan["scale"],
+        "steps_cut_by_hand": plan["by_hand"],
         "steps": [int(s) for s in steps],
         "progressive_steps": int(progressive_steps),
         "checkpoints": summary,
