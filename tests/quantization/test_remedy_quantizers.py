@@ -227,6 +227,21 @@ def test_simvq_moves_every_code_while_a_gradient_codebook_moves_only_the_chosen(
     assert not isinstance(layer.codebook, torch.nn.Parameter) and layer.transform.weight.requires_grad
 
 
+def test_simvq_starts_at_the_base_codebooks_scale():
+    """The arm changes how codes learn, not their starting scale: its initial codes are the
+    gradient codebook's N(0, 1) (nn.Linear's default map would give std ~0.58)."""
+    for size, dim in ((1024, 32), (32, 8)):
+        torch.manual_seed(0)
+        simvq = ResidualVectorQuantizer(num_quantizers=2, codebook_size=size, codebook_dim=dim, codebook_update="simvq")
+        torch.manual_seed(0)
+        base = ResidualVectorQuantizer(num_quantizers=2, codebook_size=size, codebook_dim=dim)
+        for layer in simvq.layers:
+            std = float(layer.lookup_codebook().detach().std())
+            assert 0.8 <= std <= 1.25, std
+        # the first stage's codes are the very base codebook (later stages draw after the map's init)
+        assert torch.equal(simvq.layers[0].lookup_codebook().detach(), base.layers[0].lookup_codebook().detach())
+
+
 def test_simvq_refuses_writes_into_its_frozen_base():
     for bad in ({"kmeans_init": True}, {"dead_code_threshold": 0.4}):
         with pytest.raises(ValueError, match="frozen"):

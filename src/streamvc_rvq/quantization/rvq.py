@@ -330,6 +330,9 @@ class VectorQuantizer(nn.Module):
         if settings.codebook_update == "simvq":  # a frozen base; the learned map moves every code at once
             self.register_buffer("codebook", init)
             self.transform = nn.Linear(self.codebook_dim, self.codebook_dim, bias=False)
+            # the identity: the codes start as the base's N(0, 1), as phase1's do (nn.Linear's default
+            # would start them at std ~0.58 and change the code-scale mismatch the arm is not about)
+            nn.init.eye_(self.transform.weight)
         elif self.use_ema:
             self.register_buffer("codebook", init)
             self.register_buffer("embed_sum", init.clone())
