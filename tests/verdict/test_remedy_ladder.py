@@ -16,9 +16,11 @@ def verdict(cls: str, failed=(), unevaluated=()) -> dict:
     return {"class": cls, "branch": cls, "criteria": crit}
 
 
-def metrics(step: int, ppl: float, ovrl: float | None = None) -> dict:
+def metrics(step: int, ppl: float, ovrl: float | None = None, size: int = 1024, used: int | None = None) -> dict:
+    used = size // 2 if used is None else used
     cp = {"step": step, "num_active_quantizers": 2,
-          "stages": [{"index": 0, "perplexity": ppl, "usage": 0.5, "top_code_share": 0.1},
+          "stages": [{"index": 0, "perplexity": ppl, "usage": used / size, "top_code_share": 0.1,
+                      "codes_used": used, "dead_codes": size - used},
                      {"index": 1, "perplexity": ppl / 2, "usage": 0.4, "top_code_share": 0.1}],
           "validation": {"loss_stft": 20.0}}
     if ovrl is not None:
@@ -28,6 +30,20 @@ def metrics(step: int, ppl: float, ovrl: float | None = None) -> dict:
 
 def run(cls, ppl, failed=(), ovrl=None):
     return verdict(cls, failed), [metrics(10, ppl * 2, ovrl), metrics(20, ppl, ovrl)]
+
+
+def test_a_bigger_but_emptier_codebook_does_not_rank_first():
+    """Micro's case: residual FSQ's 1000-point grid with 210 points used and perplexity 77.5
+    against a 32-code codebook using all 32 at perplexity 30. By raw perplexity (the control, the
+    old last key) FSQ wins; as a share of its codebook it is the emptier one and ranks second."""
+    native = (verdict("partial"), [metrics(10, 31.0, size=32, used=32), metrics(20, 30.0, size=32, used=32)])
+    fsq = (verdict("partial"), [metrics(10, 80.0, size=1000, used=215), metrics(20, 77.5, size=1000, used=210)])
+    ladder = rank_ladder({"phase2_ema": {0: native}, "phase2_fsq": {0: fsq}}, reference="phase1")
+    assert [s["arm"] for s in ladder["ranking"]] == ["phase2_ema", "phase2_fsq"]
+    by = {s["arm"]: s for s in ladder["ranking"]}
+    assert by["phase2_fsq"]["perplexity_q0"] > by["phase2_ema"]["perplexity_q0"]  # raw: FSQ would win
+    assert by["phase2_fsq"]["codebook_size_q0"] == 1000 and by["phase2_ema"]["perplexity_share_q0"] > 0.95
+    assert {"key": "perplexity_share_q0", "better": "higher"} in ladder["rank_keys"]
 
 
 def test_a_collapsed_arm_ranks_below_a_healthy_one_and_the_statement_names_the_fix():

@@ -118,8 +118,9 @@ def plot_quality(runs_by_arm: Mapping[str, ArmRuns], reference_levels: dict | No
 RANKING_COLUMNS = (
     ("rank", "rank"), ("arm", "arm"), ("classes", "verdicts"), ("fixed", "fixed the collapse"),
     ("collapse_passed_share", "codebook criteria passed"), ("criteria_passed_share", "all criteria passed"),
+    ("perplexity_share_q0", "perplexity share q0 (log ppl / log size)"),
     ("perplexity_q0", "perplexity q0"), ("perplexity", "perplexity per stage"), ("usage_q0", "usage q0"),
-    ("codes_used_q0", "codes used q0 (whole pass)"),
+    ("codes_used_q0", "codes used q0 (whole pass)"), ("codebook_size_q0", "codebook size q0"),
     ("top_code_share_q0", "top-code share q0"), ("loss_stft", "loss_stft"), ("dnsmos_ovrl", "DNSMOS OVRL"),
     ("towards_target_margin", "towards target"), ("cer", "CER"),
 )

@@ -7,8 +7,10 @@ every :data:`COLLAPSE_CRITERIA` criterion and no seed's verdict is a failure.
 The ranking is lexicographic over :data:`RANK_KEYS` (a table, not code): first the verdict
 class, then the share of codebook criteria passed, then the share of all criteria passed,
 then the quality of the conversions at the last checkpoint (DNSMOS OVRL, the towards-target
-speaker margin, the recognition error), and last the stage-0 perplexity. A missing value
-ranks below any measured one.
+speaker margin, the recognition error), and last stage 0's perplexity as a share of its
+codebook (log perplexity / log codebook size: 0 = one code, 1 = every code equally), so a
+quantizer with a bigger codebook (FSQ's 1000-point grid against a 32-code codebook) does not win
+by size. A missing value ranks below any measured one.
 
 A cross-check arm (``model.rvq.implementation`` other than native) is paired with the native
 arm whose training config is the same apart from the implementation; they *agree* when both
@@ -43,7 +45,7 @@ RANK_KEYS: tuple[tuple[str, int], ...] = (
     ("dnsmos_ovrl", +1),
     ("towards_target_margin", +1),
     ("cer", -1),
-    ("perplexity_q0", +1),
+    ("perplexity_share_q0", +1),
 )
 IMPLEMENTATION_KEY = "model.rvq.implementation"
 # implementations of the native quantizer's maths by someone else: a cross-check each (fsq is another quantizer)
@@ -60,6 +62,19 @@ def _quality(cp: dict, *path: str):
     for key in path:
         node = node.get(key) if isinstance(node, dict) else None
     return node
+
+
+def perplexity_share(perplexity: float | None, codebook_size: int | None) -> float | None:
+    """log(perplexity) / log(codebook size): codebook health comparable across codebook sizes."""
+    if perplexity is None or not codebook_size or codebook_size < 2 or perplexity < 1:
+        return None
+    return math.log(perplexity) / math.log(codebook_size)
+
+
+def _codebook_size(cp: dict, index: int) -> int | None:
+    """A stage's codebook size from its statistics (codes used + dead codes)."""
+    used, dead = stage_value(cp, index, "codes_used"), stage_value(cp, index, "dead_codes")
+    return None if used is None or dead is None else int(used) + int(dead)
 
 
 def seed_summary(verdict: dict, checkpoints: Sequence[dict]) -> dict:
@@ -85,6 +100,8 @@ def seed_summary(verdict: dict, checkpoints: Sequence[dict]) -> dict:
         "perplexity": [stage_value(last, i, "perplexity") for i in range(n_active)],
         "usage_q0": stage_value(last, 0, "usage"),
         "codes_used_q0": stage_value(last, 0, "codes_used"),
+        "codebook_size_q0": _codebook_size(last, 0) if last else None,
+        "perplexity_share_q0": perplexity_share(stage_value(last, 0, "perplexity"), _codebook_size(last, 0)) if last else None,
         "top_code_share_q0": stage_value(last, 0, "top_code_share"),
         "loss_stft": (last.get("validation") or {}).get("loss_stft"),
         "dnsmos_ovrl": _quality(last, "dnsmos", "ovrl"),
@@ -116,12 +133,14 @@ def arm_summary(arm: str, seeds: Mapping[int, dict]) -> dict:
         "last_step": max((r["last_step"] for r in runs if r["last_step"] is not None), default=None),
         "perplexity": [_mean([p[i] if i < len(p) else None for p in perplexities]) for i in range(stages)],
     }
-    for key in ("usage_q0", "codes_used_q0", "top_code_share_q0", "loss_stft", "dnsmos_ovrl", "towards_target_margin",
-                "output_similarity", "cer"):
+    for key in ("usage_q0", "codes_used_q0", "codebook_size_q0", "perplexity_share_q0", "top_code_share_q0",
+                "loss_stft", "dnsmos_ovrl", "towards_target_margin", "output_similarity", "cer"):
         summary[key] = _mean([r[key] for r in runs])
     summary["perplexity_q0"] = summary["perplexity"][0] if summary["perplexity"] else None
     q0 = [p[0] for p in perplexities if p and p[0] is not None]
     summary["perplexity_q0_std"] = statistics.stdev(q0) if len(q0) >= 2 else None  # the seed spread
+    shares = [r["perplexity_share_q0"] for r in runs if r["perplexity_share_q0"] is not None]
+    summary["perplexity_share_q0_std"] = statistics.stdev(shares) if len(shares) >= 2 else None
     return summary
 
 
@@ -129,17 +148,18 @@ PHASE2_EXPERIMENT = "phase2"  # the experiment phase2.yaml defines and points th
 
 
 def ranking_certainty(ranking: Sequence[dict]) -> dict:
-    """How sure the first place is: the first two arms' stage-0 perplexity at the last
-    checkpoint, and their seed spreads. With two or more seeds each, a margin within the two
-    spreads together (the A/B's rule) is a tie; with one seed there is no noise allowance."""
+    """How sure the first place is: the first two arms' stage-0 perplexity share (the ranking's
+    codebook key) at the last checkpoint, and their seed spreads. With two or more seeds each, a
+    margin within the two spreads together (the A/B's rule) is a tie; with one seed there is no
+    noise allowance."""
     if len(ranking) < 2:
         return {"top": ranking[0]["arm"] if ranking else None, "runner_up": None, "tie": None,
                 "text": "one arm: nothing to rank against"}
     first, second = ranking[0], ranking[1]
-    margin = (None if first.get("perplexity_q0") is None or second.get("perplexity_q0") is None
-              else first["perplexity_q0"] - second["perplexity_q0"])
-    out = {"top": first["arm"], "runner_up": second["arm"], "margin_perplexity_q0": margin,
-           "seed_spread": seed_noise_allowance([first.get("perplexity_q0_std"), second.get("perplexity_q0_std")]),
+    key = "perplexity_share_q0"
+    margin = None if first.get(key) is None or second.get(key) is None else first[key] - second[key]
+    out = {"top": first["arm"], "runner_up": second["arm"], "margin_perplexity_share_q0": margin,
+           "seed_spread": seed_noise_allowance([first.get(f"{key}_std"), second.get(f"{key}_std")]),
            "seeds": [len(first["seeds"]), len(second["seeds"])]}
     same_class = first.get("class_rank") == second.get("class_rank")
     if out["seed_spread"] is None or margin is None:
@@ -148,8 +168,8 @@ def ranking_certainty(ranking: Sequence[dict]) -> dict:
                        "allowance (ladder.seeds: [0, 1, 2] gives one)")
     else:
         out["tie"] = same_class and abs(margin) <= out["seed_spread"]
-        out["text"] = (f"{first['arm']} ranks first, {second['arm']} second: stage-0 perplexity {_num(margin)} apart, "
-                       f"seed spread {_num(out['seed_spread'])}: "
+        out["text"] = (f"{first['arm']} ranks first, {second['arm']} second: stage-0 perplexity share {_num(margin)} "
+                       f"apart, seed spread {_num(out['seed_spread'])}: "
                        + ("a tie (the margin is within the seed spread)" if out["tie"] else "a clear first"))
     return out
 
