@@ -69,14 +69,17 @@ def test_an_arm_fixes_the_collapse_only_when_every_seed_does():
     assert ladder["statement"].startswith("No remedy fixed the collapse") and "phase2_cosine" in ladder["statement"]
 
 
-def test_quality_breaks_a_tie_on_the_criteria_and_missing_quality_ranks_last():
+def test_codebook_health_then_quality_break_a_tie_on_the_criteria_and_missing_quality_ranks_last():
+    """Tied on the criteria: the healthier codebook first (the ladder's question), then quality;
+    an arm whose quality was not measured ranks after those with the same codebook health."""
     ladder = rank_ladder({
         "a": {0: run("partial", 20.0, ovrl=1.2)},
         "b": {0: run("partial", 20.0, ovrl=2.0)},
-        "c": {0: run("partial", 90.0)},  # no quality measured: ranks after both, whatever its perplexity
+        "c": {0: run("partial", 90.0)},  # the healthiest codebook, no quality measured
+        "d": {0: run("partial", 20.0)},  # a's and b's codebook, no quality measured
     })
-    assert [s["arm"] for s in ladder["ranking"]] == ["b", "a", "c"]
-    assert [s["rank"] for s in ladder["ranking"]] == [1, 2, 3]
+    assert [s["arm"] for s in ladder["ranking"]] == ["c", "b", "a", "d"]
+    assert [s["rank"] for s in ladder["ranking"]] == [1, 2, 3, 4]
 
 
 def test_the_class_outranks_everything_after_it():

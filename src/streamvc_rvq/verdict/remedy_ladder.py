@@ -5,12 +5,12 @@ numbers are means over its seeds, and it *fixes the collapse* only when every se
 every :data:`COLLAPSE_CRITERIA` criterion and no seed's verdict is a failure.
 
 The ranking is lexicographic over :data:`RANK_KEYS` (a table, not code): first the verdict
-class, then the share of codebook criteria passed, then the share of all criteria passed,
-then the quality of the conversions at the last checkpoint (DNSMOS OVRL, the towards-target
-speaker margin, the recognition error), and last stage 0's perplexity as a share of its
-codebook (log perplexity / log codebook size: 0 = one code, 1 = every code equally), so a
-quantizer with a bigger codebook (FSQ's 1000-point grid against a 32-code codebook) does not win
-by size. A missing value ranks below any measured one.
+class, then the share of codebook criteria passed, then the share of all criteria passed, then
+codebook health at the last checkpoint, stage 0's perplexity as a share of its own codebook
+(log perplexity / log codebook size: 0 = one code, 1 = every code equally, so a quantizer with a
+bigger codebook, FSQ's 1000-point grid against a 32-code codebook, does not win by size), and
+after it the quality of the conversions (DNSMOS OVRL, the towards-target speaker margin, the
+recognition error). A missing value ranks below any measured one.
 
 A cross-check arm (``model.rvq.implementation`` other than native) is paired with the native
 arm whose training config is the same apart from the implementation; they *agree* when both
@@ -42,10 +42,10 @@ RANK_KEYS: tuple[tuple[str, int], ...] = (
     ("class_rank", +1),
     ("collapse_passed_share", +1),
     ("criteria_passed_share", +1),
+    ("perplexity_share_q0", +1),
     ("dnsmos_ovrl", +1),
     ("towards_target_margin", +1),
     ("cer", -1),
-    ("perplexity_share_q0", +1),
 )
 IMPLEMENTATION_KEY = "model.rvq.implementation"
 # implementations of the native quantizer's maths by someone else: a cross-check each (fsq is another quantizer)
