@@ -32,6 +32,17 @@ def run(cls, ppl, failed=(), ovrl=None):
     return verdict(cls, failed), [metrics(10, ppl * 2, ovrl), metrics(20, ppl, ovrl)]
 
 
+def test_an_arm_whose_later_stages_go_unused_has_not_fixed_the_collapse():
+    """The quick ladder's phase2_codebook_lr: every perplexity criterion passed, the active
+    stages' usage failed at 5k and 10k. It must not count as a fix."""
+    unused = ("5k.usage_active_stages", "10k.usage_active_stages")
+    ladder = rank_ladder({"phase2_codebook_lr": {0: run("partial", 12.0, failed=unused)},
+                          "phase2_dead_code": {0: run("success", 600.0)}}, reference="phase1")
+    assert ladder["fixed"] == ["phase2_dead_code"]
+    lr = next(s for s in ladder["ranking"] if s["arm"] == "phase2_codebook_lr")
+    assert lr["collapse_failed"] == list(unused) and not lr["fixed"]
+
+
 def test_a_bigger_but_emptier_codebook_does_not_rank_first():
     """Micro's case: residual FSQ's 1000-point grid with 210 points used and perplexity 77.5
     against a 32-code codebook using all 32 at perplexity 30. By raw perplexity (the control, the

@@ -32,10 +32,13 @@ from streamvc_rvq.verdict.decision import answers
 
 CLASS_RANK = {"success": 2, "partial": 1, "failure": 0}
 # The criteria about the codebooks themselves (verdict criterion ids): a remedy that passes all
-# of these on every seed keeps its codes alive and spread, i.e. fixes the collapse.
+# of these on every seed keeps its codes alive and spread, i.e. fixes the collapse. The usage of
+# the active stages at 5k and 10k is one of them: on the quick ladder phase2_codebook_lr passed
+# the others while stage 0 fell from 66 to 12 (44 of 1024 codes) and its later stages went unused.
 COLLAPSE_CRITERIA = (
     "1k.perplexity_q0", "1k.usage_q0", "2k.perplexity_q0_stable",
-    "5k.perplexity_active_stages", "10k.perplexity_active_stages", "last.top_code_share_q0",
+    "5k.perplexity_active_stages", "10k.perplexity_active_stages",
+    "5k.usage_active_stages", "10k.usage_active_stages", "last.top_code_share_q0",
 )
 # (summary key, +1 = higher is better, -1 = lower is better), most important first
 RANK_KEYS: tuple[tuple[str, int], ...] = (
