@@ -257,13 +257,14 @@ def _progress_printer(what: str):
     """``progress(done, total)`` printing to stderr at every tenth of the work, with an ETA."""
     import time
 
-    started, shown = time.monotonic(), [0]
+    started, shown = time.monotonic(), 0
 
     def progress(done: int, total: int) -> None:
+        nonlocal shown
         tenth = 10 * done // total
-        if total < 4 or tenth == shown[0]:
+        if total < 4 or tenth == shown:
             return
-        shown[0] = tenth
+        shown = tenth
         elapsed = time.monotonic() - started
         eta = elapsed * (total - done) / max(done, 1)
         print(f"{what}: {100 * done // total} % ({elapsed:.0f} s, about {eta:.0f} s left)", file=sys.stderr, flush=True)

@@ -48,7 +48,7 @@ def plan(targets: Sequence[str], base_config: Path, configfiles: Sequence[str] =
          workdir: Path = Path(".")) -> str:
     """The plan as the lines to print; ``base_config``: the Snakefile's own configfile."""
     from streamvc_rvq.device import select_device
-    from streamvc_rvq.training.throughput import cpu_plan_notice, cpu_training_plan, trains_on_cpu
+    from streamvc_rvq.training.throughput import cpu_plan_notice, cpu_training_plan, segment_steps, trains_on_cpu
 
     rules, training = planned_jobs(dry_run(targets, configfiles, cores, workdir))
     if not rules:
@@ -56,7 +56,7 @@ def plan(targets: Sequence[str], base_config: Path, configfiles: Sequence[str] =
     config = load_config(Path(workdir) / base_config, *(Path(workdir) / f for f in configfiles))
     resolved = {name: resolve_experiment(config, name) for name in experiment_names(config)}
     lines = [f"{sum(rules.values())} jobs: " + ", ".join(f"{rule} {n}" for rule, n in sorted(rules.items()))]
-    steps = sum(_segment(resolved[e], s) for e, s in training)
+    steps = sum(segment_steps(resolved[e], s) for e, s in training)
     devices = sorted({resolved[e]["train"]["device"] for e, _ in training})
     on_cpu = [job for job in training if trains_on_cpu(resolved[job[0]]["train"]["device"])]
     lines.append(f"training: {steps} steps in {len(training)} jobs over {len({e for e, _ in training})} experiments; "
@@ -67,8 +67,3 @@ def plan(targets: Sequence[str], base_config: Path, configfiles: Sequence[str] =
         lines.append(notice or f"CPU training: {sum(n for _, n in planned)} steps, too few to be worth timing")
     return "\n".join(lines)
 
-
-def _segment(cfg: dict, step: int) -> int:
-    steps = cfg["train"]["steps"]
-    index = steps.index(step)
-    return step - (steps[index - 1] if index else 0)

@@ -92,6 +92,13 @@ def trains_on_cpu(device: str) -> bool:
     return device == "cpu" or (device == "auto" and select_device("auto").type == "cpu")
 
 
+def segment_steps(cfg: dict, step: int) -> int:
+    """Steps the training target ``step`` trains: from the previous configured step (or 0)."""
+    steps = cfg["train"]["steps"]
+    index = steps.index(step)
+    return step - (steps[index - 1] if index else 0)
+
+
 def cpu_training_plan(train_jobs: Iterable[tuple[str, int, int]], resolved: dict[str, dict]) -> tuple[list[tuple[dict, int]], int]:
     """From a DAG's training jobs ``(experiment, step, threads)``: the ``(config, steps)`` of
     those that train on this CPU (each step target trains from the previous one of its
@@ -101,9 +108,7 @@ def cpu_training_plan(train_jobs: Iterable[tuple[str, int, int]], resolved: dict
         cfg = resolved[experiment]
         if not trains_on_cpu(cfg["train"]["device"]):
             continue
-        steps = cfg["train"]["steps"]
-        index = steps.index(step)
-        planned.append((cfg, step - (steps[index - 1] if index else 0)))
+        planned.append((cfg, segment_steps(cfg, step)))
         job_threads = max(job_threads, int(threads))
     return planned, job_threads
 
