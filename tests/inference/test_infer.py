@@ -134,13 +134,49 @@ def test_a_long_source_converts_in_chunks_equal_to_the_whole_file(checkpoints, e
     whole = convert(model, src, ref, n)
     calls = []
     chunked = convert(model, src, ref, n, chunk_frames=37, progress=lambda done, total: calls.append((done, total)))
-    assert chunked.shape == whole.shape and float((chunked - whole).abs().max()) <= 1e-4
-    assert calls[-1][0] == calls[-1][1] == 2 * 9 and len(calls) == 18  # 300 frames: 9 chunks, two passes
+    assert chunked.shape == whole.shape
     hop = model.hop_length
+    first_flip = _first_code_flip(model, src, n, 37)
+    # equal to 1e-4 up to the first frame whose code flips on a tie to float precision (the
+    # chunks' content features differ from the one pass's by ~1e-6 relative: micro phase1 at
+    # step 2 flips one code of 300, at frame 289, and the causal decoder carries it to the end)
+    agree = slice(0, hop * (first_flip if first_flip is not None else 300))
+    assert float((chunked[agree] - whole[agree]).abs().max()) <= 1e-4
+    assert calls[-1][0] == calls[-1][1] == 2 * 9 and len(calls) == 18  # 300 frames: 9 chunks, two passes
     alone = torch.cat([convert(model, src[a * hop : (a + 37) * hop], ref, n) for a in range(0, 300, 37)])
     assert float((alone - whole).abs().max()) > 1e-3
     # the streaming state is left clean: the whole-file conversion again gives the same
     assert torch.equal(convert(model, src, ref, n), whole)
+
+
+ROUNDING = 1e-5  # relative difference of the chunked content features from the one pass's
+
+
+def _first_code_flip(model, source, num_active: int, chunk_frames: int) -> int | None:
+    """The first frame whose codes differ between the one-pass content features and the chunked
+    (streamed) ones, or None. Fails unless the two sets of features agree to float rounding
+    (:data:`ROUNDING`, relative to their largest value) and flips are rare: a code can then flip
+    only where a frame sits on the boundary between two codes to that precision."""
+    import torch
+
+    from streamvc_rvq.modules.conv import reset_streams
+
+    hop = model.hop_length
+    with torch.inference_mode():
+        audio = model._prepare(source.unsqueeze(0))
+        frames = audio.shape[-1] // hop
+        whole = model.content_encoder(audio)
+        whole = whole[0] if isinstance(whole, tuple) else whole
+        reset_streams(model)
+        parts = torch.cat([model.content_encoder.stream_step(audio[:, a * hop : min(frames, a + chunk_frames) * hop]).clone()
+                           for a in range(0, frames, chunk_frames)], dim=-1)
+        reset_streams(model)
+        assert float((whole - parts).abs().max()) <= ROUNDING * float(whole.abs().max())
+        stats, valid = model.frame_masks(frames, 1, None, audio.device)
+        one, other = (model.decoder.quantize(c, num_active, stats, valid)[0] for c in (whole, parts))
+    flips = sorted({f for a, b in zip(one.codes, other.codes) for f in (a[0] != b[0]).nonzero().flatten().tolist()})
+    assert len(flips) <= 0.01 * frames, flips
+    return flips[0] if flips else None
 
 
 def test_pitch_analysed_in_chunks_equals_the_whole(checkpoints):

@@ -147,6 +147,8 @@ def test_settings_the_library_cannot_reproduce_are_refused():
         build_rvq({**EMA, "codebook_update": "gradient", "implementation": "vector_quantize_pytorch"})
     with pytest.raises(ValueError, match="projection_dim"):
         build_rvq({**EMA, "projection_dim": 2, "implementation": "vector_quantize_pytorch"})
+    with pytest.raises(ValueError, match="rotation_stage"):
+        build_rvq({**EMA, "straight_through": "rotation", "implementation": "vector_quantize_pytorch"})
 
 
 # --- rotation trick (straight_through: rotation) ---------------------------------------------
@@ -193,6 +195,53 @@ def test_rotation_rvq_has_the_same_codes_and_value_but_another_input_gradient(pr
         grads[mode], values[mode] = xi.grad, out.quantized.detach()
     torch.testing.assert_close(values["identity"], values["rotation"])
     assert (grads["identity"] - grads["rotation"]).abs().max() > 1e-3
+
+
+def _input_gradient(rvq, x):
+    xi = x.clone().requires_grad_(True)
+    out = rvq(xi)
+    out.quantized.pow(3).sum().backward()
+    return xi.grad, out.quantized.detach()
+
+
+def test_per_stage_rotation_rotates_each_stage_from_its_residual_to_its_code():
+    """``rotation_stage``: the input's gradient is the sum over stages of (s_i R_i)^T g, each
+    rotation taken from that stage's residual to its code; the whole-stack rotation takes one
+    from the input to the summed codes (the input on which the two must differ)."""
+    from streamvc_rvq.quantization.rvq import rotation_trick
+
+    torch.manual_seed(2)
+    x = torch.randn(2, 6, 7)
+    results = {}
+    for mode in ("identity", "rotation", "rotation_stage"):
+        torch.manual_seed(3)
+        rvq = ResidualVectorQuantizer(num_quantizers=3, codebook_size=8, codebook_dim=6, straight_through=mode).eval()
+        results[mode] = _input_gradient(rvq, x)
+    torch.testing.assert_close(results["rotation_stage"][1], results["identity"][1])
+    # by hand: the stages' residuals and codes, each rotation's backward applied to g = 3 q^2
+    flat = x.transpose(1, 2).reshape(-1, 6)
+    g = 3 * results["identity"][1].transpose(1, 2).reshape(-1, 6) ** 2
+    expected, residual = torch.zeros_like(flat), flat
+    for layer in rvq.layers:
+        e = layer.lookup_codebook()[nearest_codes(residual, layer.lookup_codebook(), cosine=False)].detach()
+        r = residual.clone().requires_grad_(True)
+        rotation_trick(r, e).backward(g)
+        expected += r.grad
+        residual = residual - e
+    torch.testing.assert_close(results["rotation_stage"][0].transpose(1, 2).reshape(-1, 6), expected,
+                               atol=1e-5, rtol=1e-5)
+    assert (results["rotation_stage"][0] - results["rotation"][0]).abs().max() > 1e-2
+
+
+@needs_library
+def test_per_stage_rotation_gives_the_library_rotation_tricks_gradient():
+    torch.manual_seed(2)
+    x = torch.randn(2, 4, 9)
+    ours, theirs = twins(straight_through="rotation_stage")
+    grad_ours, value_ours = _input_gradient(ours.train(), x)  # the library rotates only when training
+    grad_theirs, value_theirs = _input_gradient(theirs.train(), x)
+    torch.testing.assert_close(value_ours, value_theirs, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad_ours, grad_theirs, atol=1e-4, rtol=1e-4)
 
 
 def test_straight_through_mode_is_checked():

@@ -113,7 +113,7 @@ def test_a_failed_run_leaves_the_previous_tensorboard_scalars_readable(micro_man
     tb = tmp_path / "tb"
     train_to_step(cfg, manifest=micro_manifest, step=4, output=tmp_path / "step_4.pt", tensorboard_dir=tb, device="cpu")
     before = read_scalars(tb)
-    diverging = micro_config("phase1", train={"steps": [4], "log_every": 1, "lr": 1e38, "grad_clip": 1e38})
+    diverging = micro_config("phase1", train={"steps": [4], "log_every": 1, "lr": 1e30, "grad_clip": 1e30})
     with pytest.raises(TrainingError, match="non-finite"):
         train_to_step(diverging, manifest=micro_manifest, step=4, output=tmp_path / "step_4.pt", tensorboard_dir=tb,
                       device="cpu")

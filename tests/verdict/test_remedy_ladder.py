@@ -217,3 +217,29 @@ def test_phase2_yaml_validates_and_trains_a_micro_checkpoint_with_the_gan_on(tmp
     out = train_to_step(cfg, manifest=micro_manifest, step=2, output=tmp_path / "step_2.pt", device="cpu")
     payload = torch.load(out, weights_only=True)
     assert "disc_optimizer" in payload and payload["config"]["model"]["rvq"]["codebook_update"] == "simvq"
+
+
+def test_an_arm_whose_trick_never_acted_is_named_and_one_that_acted_is_not():
+    from streamvc_rvq.reporting.ladder_report import trick_lines
+
+    base = {"model": {"rvq": {"straight_through": "identity", "dead_code_threshold": 0.0}}}
+    dead = {"model": {"rvq": {"straight_through": "identity", "dead_code_threshold": 0.4}}}
+    rotation = {"model": {"rvq": {"straight_through": "rotation", "dead_code_threshold": 0.0}}}
+    runs = {"phase1": {0: run("partial", 8.0)}, "dead": {0: run("partial", 8.0)}, "rot": {0: run("partial", 8.0)}}
+    configs = {"phase1": base, "dead": dead, "rot": rotation}
+    # the micro failure: no code ever redrawn; a rotation of a fraction of a degree
+    idle = {"dead": {"train/rvq_redrawn_q0": [(1, 0.0), (2, 0.0)], "train/rvq_redrawn_q1": [(2, 0.0)]},
+            "rot": {"train/rvq_rotation_angle_q0": [(1, 20.0), (2, 0.4)]}}
+    ladder = rank_ladder(runs, configs, reference="phase1", scalars=idle)
+    assert {(t["arm"], t["trick"]) for t in ladder["idle_tricks"]} == {
+        ("dead", "dead_code_threshold: 0.4"), ("rot", "straight_through: rotation")}
+    assert "did not act" in "\n".join(trick_lines(ladder))
+    acting = {"dead": {"train/rvq_redrawn_q0": [(1, 0.0), (2, 0.0)], "train/rvq_redrawn_q1": [(2, 0.03)]},
+              "rot": {"train/rvq_rotation_angle_q0": [(1, 0.4), (2, 12.0)]}}
+    ladder = rank_ladder(runs, configs, reference="phase1", scalars=acting)
+    assert ladder["idle_tricks"] == []
+    tricks = {s["arm"]: s["tricks"] for s in ladder["ranking"] if s["arm"] != "phase1"}
+    assert tricks["dead"][0]["value"] == pytest.approx(0.03) and tricks["rot"][0]["value"] == 12.0
+    # nothing logged: not known, not "did not act"
+    ladder = rank_ladder(runs, configs, reference="phase1", scalars={})
+    assert ladder["idle_tricks"] == [] and all(t["acted"] is None for s in ladder["ranking"] for t in s.get("tricks", []))

@@ -6,8 +6,9 @@ disagrees. The settings map as follows (``model.rvq`` -> library):
 
 * ``distance: cosine`` -> ``use_cosine_sim``; ``commitment_cost`` -> ``commitment_weight``;
   ``ema_decay`` -> ``decay``; ``laplace_eps`` -> ``eps``; ``kmeans_init`` -> ``kmeans_init``
-  with the native number of Lloyd iterations; ``straight_through: rotation`` ->
-  ``rotation_trick`` (off otherwise: the straight-through estimator, as in the native quantizer).
+  with the native number of Lloyd iterations; ``straight_through: rotation_stage`` ->
+  ``rotation_trick`` (the library rotates per stage; the whole-stack ``rotation`` is refused;
+  off otherwise: the straight-through estimator, as in the native quantizer).
 * ``dead_code_threshold`` is relative (x the expected assignments per code per step); the
   library's ``threshold_ema_dead_code`` is absolute, so it is set before every training
   forward from that batch's valid frames, and a redrawn code restarts at the expected count,
@@ -53,6 +54,9 @@ class LibraryResidualVQ(QuantizerStack):
             raise ValueError(
                 f"the vector_quantize_pytorch cross-check needs codebook_update: ema, got {settings.codebook_update!r}"
             )
+        if settings.straight_through == "rotation":
+            raise ValueError("the vector_quantize_pytorch cross-check rotates per stage: set straight_through: "
+                             "rotation_stage (the whole-stack rotation is the native quantizer's alone)")
         if settings.projection_dim:
             raise ValueError("the vector_quantize_pytorch cross-check has no per-stage projection: set projection_dim: 0")
         super().__init__(settings)
@@ -69,7 +73,7 @@ class LibraryResidualVQ(QuantizerStack):
             # relative, rescaled per batch in forward; any positive value turns replacement on
             threshold_ema_dead_code=settings.dead_code_threshold,
             commitment_weight=settings.commitment_cost,
-            rotation_trick=settings.straight_through == "rotation",
+            rotation_trick=settings.straight_through == "rotation_stage",
             return_zeros_for_masked_padding=False,
         )
         self.layers = self.rvq.layers

@@ -12,8 +12,13 @@ Tricks used, each a config switch of the ``model.rvq`` section:
   (``d quantized / d x = I``). It is applied once, to the whole residual stack.
 * **Rotation trick** (Fifty et al. 2024): with ``straight_through: rotation`` the gradient
   crosses the quantizer through the rotation and rescaling that map the input to its
-  quantized value (:func:`rotation_trick`), where it is taken (whole stack, or per stage
-  with projections); the forward value is the same.
+  quantized value (:func:`rotation_trick`); the forward value is the same. ``rotation``
+  takes it once, from the RVQ input to the summed codes (per stage with projections);
+  ``rotation_stage`` takes it at every stage, from its residual to its code, and sums the
+  stages, as vector-quantize-pytorch's ResidualVQ does (every stage's residual keeps its path
+  to the input, so the input's gradient is the sum of the stages' rotated gradients). Under
+  progressive RVQ the whole-stack rotation nears the identity as stages join (the summed codes
+  come closer to the input); the per-stage one keeps each stage's own angle.
 * **Codebook learning rate** (``codebook_lr_scale``): with the gradient update the
   codebooks are parameters, and the trainer gives them the model's learning rate times this
   factor (:meth:`QuantizerStack.codebook_parameters`), so they can move slower than the
@@ -82,6 +87,7 @@ bit-reproducible under ``torch.use_deterministic_algorithms(True)``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -92,7 +98,7 @@ from streamvc_rvq.quantization import stats as code_stats
 
 DISTANCES = ("euclidean", "cosine")
 CODEBOOK_UPDATES = ("gradient", "ema", "simvq")
-STRAIGHT_THROUGH = ("identity", "rotation")
+STRAIGHT_THROUGH = ("identity", "rotation", "rotation_stage")
 KMEANS_ITERS = 10
 
 
@@ -116,7 +122,7 @@ class RVQSettings:
     kmeans_init_frames_per_code: int = 8  # used by the training loop (multi-batch k-means)
     projection_dim: int = 0  # d > 0: DAC-style low-dimensional codes
     implementation: str = "native"  # which class :func:`~.build.build_rvq` builds
-    straight_through: str = "identity"  # or "rotation" (Fifty et al. 2024)
+    straight_through: str = "identity"  # "rotation" (whole stack) or "rotation_stage" (Fifty et al. 2024)
     codebook_lr_scale: float = 1.0  # the codebooks' learning rate / the model's (gradient update)
     fsq_levels: tuple[int, ...] = (8, 5, 5, 5)  # implementation: fsq (prod = codebook_size)
     affine_codebook: bool = False  # codes = scale * c + shift, scale and shift shared (Huh et al. 2023)
@@ -359,6 +365,19 @@ class VectorQuantizer(nn.Module):
             embed = embed * self.affine["scale"] + self.affine["shift"]
         return F.normalize(embed, dim=-1) if self.cosine else embed
 
+    @torch.no_grad()
+    def map_shift(self) -> torch.Tensor | None:
+        """How far the learned map over the whole codebook has moved from where it started (RMS
+        per entry: SimVQ's ``W`` from the identity, the affine scale from 1 and shift from 0);
+        None without one. 0 means the arm's trick has not acted."""
+        if self.transform is not None:
+            weight = self.transform.weight
+            return (weight - torch.eye(weight.shape[0], device=weight.device)).pow(2).mean().sqrt()
+        if self.affine is not None:
+            moved = torch.cat([self.affine["scale"] - 1.0, self.affine["shift"]])
+            return moved.pow(2).mean().sqrt()
+        return None
+
     def _raw(self, vectors: torch.Tensor) -> torch.Tensor:
         """Code-space vectors as stored rows: what :meth:`lookup_codebook` maps back onto ``vectors``."""
         if self.affine is None:
@@ -469,6 +488,9 @@ class VectorQuantizer(nn.Module):
         else:
             dead = code_stats.dead_code_count(counts, 1.0)
         stage_stats = code_stats.stage_stats(counts, dead, redrawn / self.codebook_size)
+        shift = self.map_shift()
+        if shift is not None:
+            stage_stats["map_shift"] = shift
         return StageOutput(r, e.detach(), codes, codebook_loss, commitment_loss, stage_stats)
 
 
@@ -492,9 +514,20 @@ def rotation_trick(x: torch.Tensor, q: torch.Tensor, eps: float = 1e-8) -> torch
     return rotated + (q - rotated).detach()  # exactly q forward, float rounding aside
 
 
+@torch.no_grad()
+def mean_angle(x: torch.Tensor, q: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean angle in degrees between the rows of ``x`` and ``q`` (valid rows): the rotation the
+    rotation trick applies to the gradient. Near 0 the trick is the straight-through estimator."""
+    if valid is not None:
+        x, q = x[valid], q[valid]
+    cos = F.cosine_similarity(x, q, dim=-1, eps=1e-8).clamp(-1.0, 1.0)
+    return torch.acos(cos).mean() * (180.0 / math.pi) if cos.numel() else cos.new_full((), float("nan"))
+
+
 def straight_through(x: torch.Tensor, q: torch.Tensor, mode: str) -> torch.Tensor:
-    """The value ``q`` with the gradient of ``mode`` (``identity``: VQ-VAE's; ``rotation``: :func:`rotation_trick`)."""
-    if mode == "rotation":
+    """The value ``q`` with the gradient of ``mode`` (``identity``: VQ-VAE's; ``rotation``,
+    ``rotation_stage``: :func:`rotation_trick`)."""
+    if mode in ("rotation", "rotation_stage"):
         return rotation_trick(x, q)
     return x + (q - x).detach()
 
@@ -613,6 +646,7 @@ class ResidualVectorQuantizer(QuantizerStack):
 
         residual = latents
         quantized = torch.zeros_like(latents)
+        rotating = self.settings.straight_through != "identity"
         codes, codebook_losses, commitment_losses, stage_stats = [], [], [], []
         for index, layer in enumerate(self.layers[:n_q]):
             if self.projection_dim:
@@ -622,14 +656,21 @@ class ResidualVectorQuantizer(QuantizerStack):
                 residual = residual - z_q.detach()
             else:
                 out = layer(residual, flat_valid)
-                quantized = quantized + out.code_vectors
+                if self.settings.straight_through == "rotation_stage":
+                    quantized = quantized + rotation_trick(out.inputs, out.code_vectors)
+                else:
+                    quantized = quantized + out.code_vectors
                 residual = out.inputs - out.code_vectors  # next residual uses the detached code
+            if self.settings.straight_through == "rotation_stage" or (self.projection_dim and rotating):
+                out.stats["rotation_angle"] = mean_angle(out.inputs, out.code_vectors, flat_valid)
             codes.append(out.codes.view(batch, -1))
             codebook_losses.append(out.codebook_loss)
             commitment_losses.append(out.commitment_loss)
             stage_stats.append(out.stats)
 
-        if not self.projection_dim:
+        if not self.projection_dim and self.settings.straight_through != "rotation_stage":
+            if rotating:  # one rotation for the stack, logged with stage 0
+                stage_stats[0]["rotation_angle"] = mean_angle(latents, quantized, flat_valid)
             quantized = straight_through(latents, quantized, self.settings.straight_through)  # whole stack
         loss = torch.stack(codebook_losses + commitment_losses).sum()
         return RVQOutput(

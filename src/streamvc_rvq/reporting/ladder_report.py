@@ -145,6 +145,23 @@ def ranking_table(ladder: dict) -> list[str]:
     return lines
 
 
+def trick_lines(ladder: dict) -> list[str]:
+    """Whether each arm's trick acted in its run: an arm whose trick never acted measured nothing."""
+    rows = [(s["arm"], t) for s in ladder["ranking"] for t in s.get("tricks", [])]
+    if not rows:
+        return []
+    lines = ["## Did each arm's trick act?", "",
+             "| arm | trick | acted | value | what the value is |", "|---|---|---|---|---|"]
+    word = {True: "yes", False: "**NO**", None: "not logged"}
+    lines += [f"| `{arm}` | `{t['trick']}` | {word[t['acted']]} | {fmt_value(t['value'])} | {t['meaning']} |"
+              for arm, t in rows]
+    idle = ladder.get("idle_tricks") or []
+    if idle:
+        lines += ["", "Tricks that did not act (these arms measured their base arm again): "
+                  + "; ".join(f"`{t['arm']}` (`{t['trick']}`)" for t in idle) + "."]
+    return lines + [""]
+
+
 def write_ladder_report(ladder: dict, out_md: str | os.PathLike, pngs: PngList | None = None,
                         experiments_table: str | os.PathLike | None = None) -> Path:
     out = Path(out_md)
@@ -167,6 +184,7 @@ def write_ladder_report(ladder: dict, out_md: str | os.PathLike, pngs: PngList |
                   f"`{a}` {fixed[check['fixed'][a]]} ({'/'.join(map(str, check['classes'][a]))}, perplexity q0 "
                   f"{fmt_value(check['perplexity_q0'][a])}), `{b}` {fixed[check['fixed'][b]]} "
                   f"({'/'.join(map(str, check['classes'][b]))}, perplexity q0 {fmt_value(check['perplexity_q0'][b])}).", ""]
+    lines += trick_lines(ladder)
     for arm, reason in ladder["skipped"].items():
         lines += [f"Left out: `{arm}`: {reason}.", ""]
     if experiments_table:

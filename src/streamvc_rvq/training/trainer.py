@@ -306,8 +306,9 @@ class Trainer:
         scalars = {tags.train(f"pre_rvq_{key}"): frame[key]
                    for key in ("frame_scale", "effective_rank", "first_frames_energy_share")}
         for i, stats in enumerate(out.rvq.stats):
-            for key in ("perplexity", "usage", "top_code_share", "redrawn"):
-                scalars[tags.stage(key, i)] = stats[key]
+            for key in ("perplexity", "usage", "top_code_share", "redrawn", "rotation_angle", "map_shift"):
+                if key in stats:  # the last two only where the arm's trick is on
+                    scalars[tags.stage(key, i)] = stats[key]
         return scalars
 
     def speaker_consistency(self, out, speakers: list[str], scored: int) -> torch.Tensor:

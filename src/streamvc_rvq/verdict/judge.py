@@ -166,12 +166,12 @@ def write_ladder(
         if seed is None:
             raise ValueError(f"{path}: verdict of {v['experiment']!r}, whose metrics were not given")
         by_arm[arm][seed] = (v, runs[arm][seed])
-    ladder = rank_ladder(by_arm, configs, reference=arms[0], skipped=skipped)
     curves = {}
     for files in scalars:
         arm = arm_of(segment_experiment(files[0]), arms)
         if arm not in curves:
             curves[arm] = read_segment_scalars(files)
+    ladder = rank_ladder(by_arm, configs, reference=arms[0], skipped=skipped, scalars=curves)
     reference = load(reference_levels) if reference_levels else None
     plots_dir = Path(plots_dir)
     pngs = {

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
+
+from streamvc_rvq import tags
 
 from streamvc_rvq.quantization.build import LIBRARY
 
@@ -184,13 +186,85 @@ def phase2_overlay(ladder: dict, configs: Mapping[str, dict], gan_loss_weights: 
     if not ladder["ranking"]:
         return None
     winner, reference = ladder["ranking"][0]["arm"], ladder["reference"]
-    mine = flatten(((configs.get(winner) or {}).get("model") or {}).get("rvq") or {})
-    base = flatten(((configs.get(reference) or {}).get("model") or {}).get("rvq") or {})
-    rvq = {key: value for key, value in mine.items() if base.get(key) != value}
+    rvq = rvq_change(configs.get(winner), configs.get(reference))
     experiment: dict = {"train": {"loss_weights": dict(gan_loss_weights)}}
     if rvq:
         experiment["model"] = {"rvq": rvq}
     return {"experiments": {PHASE2_EXPERIMENT: experiment}, "verdict": {"experiment": PHASE2_EXPERIMENT}}
+
+
+def rvq_change(config: Mapping | None, reference: Mapping | None) -> dict:
+    """The ``model.rvq`` keys of ``config`` that differ from ``reference``'s (the arm's trick)."""
+    mine = flatten(((config or {}).get("model") or {}).get("rvq") or {})
+    base = flatten(((reference or {}).get("model") or {}).get("rvq") or {})
+    return {key: value for key, value in mine.items() if base.get(key) != value}
+
+
+def builds_on(arm: str, configs: Mapping[str, Mapping], reference: str) -> list[str]:
+    """The arms ``arm`` adds one trick to: those whose change to the reference's quantizer is a
+    largest strict part of ``arm``'s (phase2_rotation_dead_code builds on phase2_rotation,
+    phase2_encodec on phase2_ema and phase2_dead_code), else the reference itself. A cross-check
+    arm (another implementation of an arm's maths) builds on nothing: it should *agree*."""
+    if arm == reference:
+        return []
+    change = rvq_change(configs[arm], configs[reference])
+    if change.get("implementation", "native") in CROSS_CHECK_IMPLEMENTATIONS:
+        return []
+    parts = {}
+    for other in configs:
+        if other in (arm, reference):
+            continue
+        theirs = rvq_change(configs[other], configs[reference])
+        if theirs and len(theirs) < len(change) and all(change.get(k, object()) == v for k, v in theirs.items()):
+            parts[other] = set(theirs)
+    largest = [a for a, keys in parts.items() if not any(keys < other for b, other in parts.items() if b != a)]
+    return largest or [reference]
+
+
+# Whether an arm's trick acted in a run, read from its training scalars (issue 37: on micro before it
+# was scaled, phase2_dead_code redrew no code and equalled phase1 to the last digit). Per trick:
+# (model.rvq key, the values that turn it on, the per-stage scalar that shows it, how the logged
+# points are summed up, the least value that counts as acting, what the value is).
+TRICK_EVIDENCE: tuple[tuple[str, Callable[[object], bool], str, str, float, str], ...] = (
+    ("dead_code_threshold", lambda v: float(v) > 0, "redrawn", "sum", 1e-12,
+     "codes redrawn, as codebook shares summed over the logged steps and stages"),
+    ("straight_through", lambda v: str(v).startswith("rotation"), "rotation_angle", "last", 1.0,
+     "mean angle in degrees from the input to its code at the last logged step (under 1 degree the "
+     "rotation is the straight-through estimator to within 2 %)"),
+    ("codebook_update", lambda v: v == "simvq", "map_shift", "last", 1e-6,
+     "RMS move of SimVQ's map from the identity at the last logged step"),
+    ("affine_codebook", bool, "map_shift", "last", 1e-6,
+     "RMS move of the affine scale from 1 and shift from 0 at the last logged step"),
+)
+
+
+def _stage_points(scalars: Mapping[str, Sequence], kind: str) -> list[Sequence]:
+    points, index = [], 0
+    while tags.stage(kind, index) in scalars:
+        points.append(scalars[tags.stage(kind, index)])
+        index += 1
+    return points
+
+
+def trick_evidence(change: Mapping[str, object], scalars: Mapping[str, Sequence] | None) -> list[dict]:
+    """For each trick of :data:`TRICK_EVIDENCE` an arm turns on (``change``: its ``model.rvq``
+    keys that differ from the reference's), whether it acted in the run whose training
+    ``scalars`` are given (``acted`` None when the run logged nothing to tell)."""
+    out = []
+    for key, on, kind, summary, least, meaning in TRICK_EVIDENCE:
+        if key not in change or not on(change[key]):
+            continue
+        stages = [[float(v) for _, v in pts if math.isfinite(float(v))] for pts in _stage_points(scalars or {}, kind)]
+        stages = [vals for vals in stages if vals]
+        if not stages:
+            value = None
+        elif summary == "sum":
+            value = sum(sum(vals) for vals in stages)
+        else:
+            value = max(vals[-1] for vals in stages)
+        out.append({"trick": f"{key}: {change[key]}", "scalar": kind, "value": value, "meaning": meaning,
+                    "acted": None if value is None else value >= least})
+    return out
 
 
 def rank_key(summary: dict) -> tuple:
@@ -260,15 +334,21 @@ def rank_ladder(
     runs: Mapping[str, Mapping[int, tuple[dict, Sequence[dict]]]],
     configs: Mapping[str, dict] | None = None,
     *, reference: str | None = None, skipped: Mapping[str, str] | None = None,
+    scalars: Mapping[str, Mapping[str, Sequence]] | None = None,
 ) -> dict:
     """The ladder's result.
 
     ``runs[arm][seed] = (verdict, metrics dicts)``; ``configs[arm]``: its training config (for
-    the cross-check pairing); ``reference``: the arm the remedies are measured against
-    (phase1); ``skipped``: arms left out, with the reason.
+    the cross-check pairing and whether its trick acted); ``reference``: the arm the remedies are
+    measured against (phase1); ``skipped``: arms left out, with the reason; ``scalars[arm]``: the
+    training scalars of one of its runs (:func:`trick_evidence`).
     """
+    configs = configs or {}
     summaries = {arm: arm_summary(arm, {seed: seed_summary(v, cps) for seed, (v, cps) in seeds.items()})
                  for arm, seeds in runs.items() if seeds}
+    for arm, summary in summaries.items():
+        if arm != reference and arm in configs and reference in configs:
+            summary["tricks"] = trick_evidence(rvq_change(configs[arm], configs[reference]), (scalars or {}).get(arm))
     ranking = sorted(summaries.values(), key=rank_key)
     for i, s in enumerate(ranking, 1):
         s["rank"] = i
@@ -280,7 +360,8 @@ def rank_ladder(
         "collapse_criteria": list(COLLAPSE_CRITERIA),
         "ranking": ranking,
         "fixed": [s["arm"] for s in ranking if s["fixed"]],
-        "cross_checks": cross_checks(summaries, configs or {}),
+        "cross_checks": cross_checks(summaries, configs),
+        "idle_tricks": [{"arm": s["arm"], **t} for s in ranking for t in s.get("tricks", []) if t["acted"] is False],
         "statement": statement(ranking, reference),
         "certainty": ranking_certainty(ranking),
     }
