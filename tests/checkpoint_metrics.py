@@ -77,7 +77,8 @@ def _make_cp(step, ppl=(20.0,), usage=None, share=None, *, counts=None, std=1.0,
             "pitch_level": {"correlation_with_target": 0.9, "correlation_with_source": 0.1,
                             "median_error_semitones": 1.0, "num_conversions": 24},
             "content_labels": {"output": {"accuracy": 0.5, "chance": 0.1, "num_frames": 2000},
-                               "source": {"accuracy": 0.6, "chance": 0.1, "num_frames": 800}}},
+                               "source": {"accuracy": 0.6, "chance": 0.1, "num_frames": 800}},
+            "frame_tone": {"output_db": -2.0, "source_db": -3.0, "excess_db": 1.0, "num_outputs": 24}},
             "reconstruct": {"speaker_similarity_source": 0.85}}
         cp["speaker_embedding"] = {"auc": speaker_auc, "eer": 0.1, "num_utterances": 32, "num_speakers": 4}
     if curve:

@@ -40,6 +40,7 @@ EXPECTED_IDS = [
     "10k.loss_stft_improving",
     "10k.loss_l1_improving",
     "10k.audio_quality_improving",
+    "last.frame_rate_tone",
     "10k.not_silent",
     "all.not_silent",
     "last.top_code_share_q0",
@@ -612,6 +613,21 @@ def test_audio_quality_must_improve_from_5k_to_10k(healthy_run):
     assert crit(run(healthy_run()), "10k.audio_quality_improving")["passed"] is True
 
 
+def test_a_frame_rate_tone_is_reported_and_warned_of_without_changing_the_class(healthy_run):
+    """The failing input: conversions whose frame-rate lines stand 12 dB over their sources'."""
+    clean = run(healthy_run())
+    cps = healthy_run()
+    cps[-1]["outputs"]["quality"]["convert"]["frame_tone"] = {"output_db": 9.0, "source_db": -3.0, "excess_db": 12.0,
+                                                               "num_outputs": 8}
+    toned = run(cps)
+    c = crit(toned, "last.frame_rate_tone")
+    assert (c["measured"], c["passed"], c["informational"]) == (12.0, False, True)
+    assert any("frame rate" in w for w in toned["warnings"])
+    assert (toned["class"], toned["branch"]) == (clean["class"], clean["branch"])
+    assert crit(clean, "last.frame_rate_tone")["passed"] is True
+    assert not any("frame rate" in w for w in clean["warnings"])
+
+
 def test_low_perplexity_defers_to_the_ab_it_names(make_cp):
     cps = [make_cp(s, [p], share=[0.2]) for s, p in zip(STEPS, (3.0, 3.5, 4.0, 4.5))]
     v = decide(cps, steps=STEPS, progressive_steps=2000, reference=REFERENCE, ab_command="snakemake X.json")
@@ -752,6 +768,8 @@ def test_threshold_texts_read_as_before_the_tables_were_data(healthy_run):
         "10k.loss_stft_improving": "< loss_stft(5k) = 2.5",
         "10k.loss_l1_improving": "< loss_l1(5k) = 0.05",
         "10k.audio_quality_improving": "> ovrl(5k) = 2.4",
+        "last.frame_rate_tone": "<= 3 dB (conversions' frame-rate lines over their sources'; reported, not yet part "
+                                "of the class)",
         "10k.not_silent": "== 0 (every output std > 0.01)",
         "all.not_silent": "== 0 at every available checkpoint",
         "last.top_code_share_q0": "< 0.5 (diverse; >= 0.5 is a monopoly)",

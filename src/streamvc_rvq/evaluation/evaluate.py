@@ -255,7 +255,7 @@ def write_samples(model, valid, heldout, num_active: int, count: int, samples_di
     samples_dir.mkdir(parents=True, exist_ok=True)
     jobs = [("convert", f"convert_{s.utterance_id}_to_{t.speaker}", s, t) for s, t in conversion_pairs(heldout, count)]
     jobs += [("reconstruct", f"reconstruct_{u.utterance_id}", u, u) for u in valid[:count]]
-    scorer = QualityScorer(measures, sample_rate)
+    scorer = QualityScorer(measures, sample_rate, frame_rate=sample_rate / model.hop_length)
     recognition_skipped = scorer.probe_recognition(list({src.utterance_id: src for _, _, src, _ in jobs}.values()))
     targets_of: dict[str, dict] = {}  # source utterance -> {target speaker: its reference}
     for kind, _, src, ref in jobs:

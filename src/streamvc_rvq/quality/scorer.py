@@ -2,13 +2,14 @@
 kind (``convert``, ``reconstruct``): speaker similarity (to the target reference and to the
 source), DNSMOS, log-F0 correlation and voicing agreement with the source, the conversions'
 pitch level against the target's, recognition error
-against the source's text next to the same error on the source audio, and for
+against the source's text next to the same error on the source audio, the frame-rate tone of
+the outputs next to their sources' (:mod:`streamvc_rvq.quality.frame_tone`), and for
 reconstructions SI-SDR and mel-cepstral distortion against their input.
 
 Which of the model-based measures run is ``evaluation.quality_measures`` (a subset of
 :data:`MEASURES`): a corpus that is not English drops ``recognition``, and a corpus whose own
 sources the recogniser cannot read (:func:`recognition_skip_reason`) skips it with a reason in the
-metrics. Pitch and the signal measures always run (they need no model)."""
+metrics. Pitch, the frame-rate tone and the signal measures always run (they need no model)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from streamvc_rvq.quality import dnsmos, recognition, signal_metrics
+from streamvc_rvq.quality.frame_tone import frame_rate_tone_db
 from streamvc_rvq.quality.pitch_metrics import median_f0, pitch_level_following, pitch_preservation
 from streamvc_rvq.quality.speaker_similarity import cosine, speaker_embedding
 
@@ -52,15 +54,17 @@ class QualityScorer:
     """Scores outputs against their source and target reference; embeddings and transcripts
     of corpus utterances are computed once and reused across samples."""
 
-    def __init__(self, measures: Sequence[str], sample_rate: int) -> None:
+    def __init__(self, measures: Sequence[str], sample_rate: int, frame_rate: float | None = None) -> None:
         unknown = sorted(set(measures) - set(MEASURES))
         if unknown:
             raise ValueError(f"unknown quality measure(s) {unknown}: choose from {list(MEASURES)}")
         self.measures, self.sample_rate = tuple(measures), sample_rate
+        self.frame_rate = frame_rate  # the model's (sample rate / hop): where its tone would sit; None: not measured
+        self._tones: dict[str, float | None] = {}
         self._embeddings: dict[str, np.ndarray | None] = {}
         self._transcripts: dict[str, dict] = {}
         self._levels: dict[str, float | None] = {}
-        self.seconds = {measure: 0.0 for measure in ("pitch", *MEASURES, "signal")}
+        self.seconds = {measure: 0.0 for measure in ("pitch", *MEASURES, "signal", "tone")}
 
     @contextmanager
     def timed(self, measure: str) -> Iterator[None]:
@@ -78,6 +82,12 @@ class QualityScorer:
         if utt.utterance_id not in self._levels:
             self._levels[utt.utterance_id] = median_f0(utt.audio, self.sample_rate)
         return self._levels[utt.utterance_id]
+
+    def utterance_tone(self, utt) -> float | None:
+        """The frame-rate tone of a corpus utterance (dB), once per utterance."""
+        if utt.utterance_id not in self._tones:
+            self._tones[utt.utterance_id] = frame_rate_tone_db(utt.audio, self.sample_rate, self.frame_rate)
+        return self._tones[utt.utterance_id]
 
     def utterance_errors(self, utt) -> dict | None:
         if not utt.text:
@@ -109,6 +119,10 @@ class QualityScorer:
             if kind == "convert":
                 entry["median_f0"] = {"output": median_f0(output, self.sample_rate),
                                       "target": self.utterance_level(reference), "source": self.utterance_level(source)}
+        if self.frame_rate:
+            with self.timed("tone"):
+                entry["frame_tone_db"] = frame_rate_tone_db(output, self.sample_rate, self.frame_rate)
+                entry["source_frame_tone_db"] = self.utterance_tone(source)
         embedding = None
         if "speaker" in self.measures:
             with self.timed("speaker"):
@@ -135,6 +149,8 @@ class QualityScorer:
             "log_f0_correlation": _mean([e["log_f0_correlation"] for e in entries]),
             "voicing_agreement": _mean([e["voicing_agreement"] for e in entries]),
         }
+        if any("frame_tone_db" in e for e in entries):
+            summary["frame_tone"] = frame_tone_summary(entries)
         if any("median_f0" in e for e in entries):
             summary["pitch_level"] = pitch_level_following([e["median_f0"] for e in entries if "median_f0" in e])
         if "speaker" in self.measures:
@@ -160,6 +176,17 @@ class QualityScorer:
         return summary
 
 
+def frame_tone_summary(entries: Sequence[dict]) -> dict:
+    """Medians over outputs of their frame-rate tone and their sources' (real speech), and the
+    excess: what the verdict compares with ``frame_tone_max_excess_db``."""
+    outputs = [e["frame_tone_db"] for e in entries if e.get("frame_tone_db") is not None]
+    sources = [e["source_frame_tone_db"] for e in entries if e.get("source_frame_tone_db") is not None]
+    output_db = float(np.median(outputs)) if outputs else None
+    source_db = float(np.median(sources)) if sources else None
+    return {"output_db": output_db, "source_db": source_db, "num_outputs": len(outputs),
+            "excess_db": None if output_db is None or source_db is None else output_db - source_db}
+
+
 def output_similarity(embeddings: Sequence[np.ndarray | None], targets: Sequence[str]) -> float | None:
     """Mean speaker similarity between outputs converted to different target speakers: near 1
     when every output sounds alike whatever the target (a collapsed decoder)."""
@@ -182,6 +209,9 @@ def quality_line(quality: dict) -> str:
         level = c["pitch_level"]
         parts.append(f"median F0 corr with target {_f(level['correlation_with_target'])} "
                      f"with source {_f(level['correlation_with_source'])}")
+    if "frame_tone" in c:
+        tone = c["frame_tone"]
+        parts.append(f"frame-rate tone {_f(tone['output_db'], 1)} dB (sources {_f(tone['source_db'], 1)} dB)")
     if "dnsmos" in c:
         parts.append(f"DNSMOS OVRL {_f(c['dnsmos']['ovrl'], 2)} ({c['dnsmos']['num_segments']} segments)")
     if "recognition" in c:

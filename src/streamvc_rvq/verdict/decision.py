@@ -597,6 +597,18 @@ def _pitch_follows_target(run: Run, c: Criterion) -> Measurement:
                        at=last)
 
 
+def _frame_rate_tone(run: Run, c: Criterion) -> Measurement:
+    last = run.present[-1]
+    tone = _get(run.cps[last], "outputs", "quality", "convert", "frame_tone") or {}
+    if tone.get("excess_db") is None:
+        return Measurement(None, f"at {last}: no frame-rate tone of the conversions in the metrics (re-evaluate "
+                           "with this version)", passed=None, at=last)
+    return Measurement(tone["excess_db"], (
+        f"at {last}: the lines at multiples of the frame rate stand {tone['output_db']:.1f} dB over the spectrum "
+        f"between them in {tone['num_outputs']} conversions, {tone['source_db']:.1f} dB in their sources "
+        "(the \"mosquito tone\" when high)"), at=last)
+
+
 def _content_kept(run: Run, c: Criterion) -> Measurement:
     last = run.present[-1]
     labels = _get(run.cps[last], "outputs", "quality", "convert", "content_labels") or {}
@@ -652,6 +664,9 @@ CRITERIA: tuple[Criterion, ...] = (
     *_still_healthy("10k", "5k"),
     Criterion("10k.audio_quality_improving", "outputs.quality.convert.dnsmos.ovrl", ">", None,
               partial(_dnsmos_improving, "5k"), against="ovrl(5k)"),
+    Criterion("last.frame_rate_tone", "outputs.quality.convert.frame_tone.excess_db", "<=", "frame_tone_max_excess_db",
+              _frame_rate_tone, words="dB (conversions' frame-rate lines over their sources'; reported, not yet "
+              "part of the class)", informational=True),
     Criterion("10k.not_silent", "outputs.num_silent", "==", "silent_outputs_max", _silent_outputs,
               words="(every output std > {silence_std:g})"),
     Criterion("all.not_silent", "outputs.num_silent, every checkpoint", "==", "silent_outputs_max", _silent_anywhere,
@@ -1005,6 +1020,11 @@ def verdict_warnings(plan: dict, ev: Evidence, run: Run, reference: dict | None)
                 f"{_fmt(scale_c['measured'])} is outside [{run.thresholds.frame_scale_band[0]:g}, {run.thresholds.frame_scale_band[1]:g}]: "
                 "the per-channel std is 1 by construction, the vectors the codebook sees are not at its scale"
             )
+    tone = ev.criteria["last.frame_rate_tone"]
+    if tone["passed"] is False:
+        warnings.append(f"the conversions carry a tone at the frame rate ({_fmt(tone['measured'])} dB over their "
+                        "sources' lines, the design note's \"mosquito tone\"): listen to the samples; the decoder "
+                        "imprints its frame grid (issue 38)")
     return warnings + checkpoint_warnings(run) + [w for w in (speaker_warning(reference, run.thresholds),) if w]
 
 

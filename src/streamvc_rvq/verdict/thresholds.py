@@ -48,6 +48,10 @@ class Thresholds:
     # The conversion answer's precondition: the model's own speaker embedding tells held-out speakers
     # apart at least this well (AUC; 0.5 is chance; the constant embedding of the review measured 0.52-0.58).
     model_speaker_min_auc: float = 0.75
+    # frame_rate_tone (informational): the conversions' lines at multiples of the frame rate stand
+    # at most this much higher over the spectrum between them than in their sources (real speech):
+    # a 50 Hz comb 10 dB under the speech adds ~8 dB, one 20 dB under ~4 dB (quality/frame_tone.py)
+    frame_tone_max_excess_db: float = 3.0
 
 
 PROTOCOL = Thresholds()
