@@ -47,6 +47,7 @@ EXPECTED_IDS = [
     "last.outputs_diverse",
     "last.towards_target",
     "last.target_identified",
+    "last.beyond_pitch",
     "last.pitch_follows_target",
     "last.content_kept",
 ]
@@ -510,7 +511,7 @@ def test_healthy_run_answers_both_questions(healthy_run):
     assert (v["codebook"]["class"], v["conversion"]["class"], v["class"]) == ("success", "success", "success")
     assert {c["question"] for c in v["criteria"]} == {"codebook", "conversion"}
     assert v["conversion"]["criteria"] == ["last.outputs_diverse", "last.towards_target", "last.target_identified",
-                                            "last.pitch_follows_target", "last.content_kept"]
+                                            "last.beyond_pitch", "last.pitch_follows_target", "last.content_kept"]
     assert set(v["codebook"]["criteria"]) | set(v["conversion"]["criteria"]) == {c["id"] for c in v["criteria"]}
     assert [p["met"] for p in v["conversion"]["preconditions"]] == [True, True]
 
@@ -611,6 +612,22 @@ def test_audio_quality_must_improve_from_5k_to_10k(healthy_run):
     assert (c["measured"], c["passed"]) == (2.4, False)
     assert v["codebook"]["class"] == "partial" and "10k.audio_quality_improving" in v["failed_checks"]
     assert crit(run(healthy_run()), "10k.audio_quality_improving")["passed"] is True
+
+
+@pytest.mark.parametrize("model_rate, low, pitch_rate, passed", [
+    (0.9, 0.73, 0.5, True),     # 40 points over the pitch shift, the interval clear of it
+    (0.8, 0.60, 0.61, False),   # the quick preset's figures: 80 % against a pitch shift's 61 %: inside
+    (0.9, 0.55, 0.6, False),    # margin enough but the interval reaches the control (few trials)
+])
+def test_conversions_must_beat_a_pitch_only_shift_of_their_sources(healthy_run, model_rate, low, pitch_rate, passed):
+    cps = healthy_run()
+    convert = cps[-1]["outputs"]["quality"]["convert"]
+    convert["controls"]["identification"].update(rate=model_rate, low=low)
+    convert["reference_controls"]["pitch_only"]["identification"]["rate"] = pitch_rate
+    v = run(cps)
+    c = crit(v, "last.beyond_pitch")
+    assert c["passed"] is passed and c["measured"] == pytest.approx(model_rate - pitch_rate)
+    assert ("last.beyond_pitch" in v["conversion"]["failed_checks"]) is (not passed)
 
 
 def test_a_frame_rate_tone_is_reported_and_warned_of_without_changing_the_class(healthy_run):
@@ -777,6 +794,7 @@ def test_threshold_texts_read_as_before_the_tables_were_data(healthy_run):
                                 "95 % interval) = 0.9",
         "last.towards_target": "> 0 (intended target minus the source's other targets; lower end of the 95 % interval)",
         "last.target_identified": ">= 0.75 (Resemblyzer picks the intended target among the source's targets)",
+        "last.beyond_pitch": ">= 0.15 (and the lower end of the rate's 95 % interval above the control's rate)",
         "last.pitch_follows_target": ">= 0.8 (median log-F0 over conversions, and above the correlation with the "
                                      "source's)",
         "last.content_kept": ">= 0.5 (content-head accuracy on the conversions above chance, as a share of that on "

@@ -18,7 +18,7 @@ sources:
   corpus's same-speaker level.
 
 ``identification``: how often the intended target is the most similar of the source's
-targets, against chance (1 / number of targets)."""
+targets, against chance (1 / number of targets), with its Wilson 95 % interval."""
 
 from __future__ import annotations
 
@@ -45,6 +45,18 @@ def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> di
         return {"mean": mean, "low": -math.inf, "high": math.inf, "num": 1, "confidence": confidence}
     half = float(scipy_stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
     return {"mean": mean, "low": mean - half, "high": mean + half, "num": int(x.size), "confidence": confidence}
+
+
+def wilson_interval(hits: int, trials: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Two-sided Wilson score interval of a rate ``hits / trials`` (sound near 0 and 1 and for a
+    few dozen trials, where the normal interval is not)."""
+    if trials <= 0:
+        return 0.0, 1.0
+    z = float(scipy_stats.norm.ppf(0.5 + confidence / 2))
+    p = hits / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def target_controls(outputs: Sequence[Mapping]) -> dict:
@@ -77,7 +89,8 @@ def target_controls(outputs: Sequence[Mapping]) -> dict:
         "towards_target": mean_interval(shuffled),
         "same_source_similarity": mean_interval(alike),
         "identification": None if not trials else {
-            "rate": hits / trials, "chance": float(np.mean([1 / k for k in num_targets])), "num_outputs": trials},
+            "rate": hits / trials, "chance": float(np.mean([1 / k for k in num_targets])), "num_outputs": trials,
+            "hits": hits, **dict(zip(("low", "high"), wilson_interval(hits, trials)))},
         "num_sources": len(shuffled),
         # fewer than 2: the corpus holds out too few speakers for any control (not the model's failure)
         "targets_per_source": max((len(o["to_targets"] or {}) for o in outputs), default=0),

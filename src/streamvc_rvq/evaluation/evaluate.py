@@ -24,6 +24,7 @@ from streamvc_rvq.device import select_device
 from streamvc_rvq import tags
 from streamvc_rvq.evaluation.curves import around_step, curve_facts
 from streamvc_rvq.evaluation.conversion_controls import target_controls
+from streamvc_rvq.evaluation.pitch_and_oracle_controls import pitch_and_oracle_controls
 from streamvc_rvq.quality.scorer import KINDS, QualityScorer, quality_line
 from streamvc_rvq.quality.reference_levels import spread_over_speakers
 from streamvc_rvq.quality.speaker_similarity import cosine, verification_of
@@ -290,6 +291,12 @@ def write_samples(model, valid, heldout, num_active: int, count: int, samples_di
             store.append(value)
     quality = _quality_summary(scorer, by_kind, controls if "speaker" in measures else None, own_controls, content,
                                recognition_skipped)
+    if "speaker" in measures:
+        with scorer.timed("speaker"):
+            pairs = [(src, ref) for kind, _, src, ref in jobs if kind == "convert"]
+            quality["convert"]["reference_controls"] = pitch_and_oracle_controls(
+                scorer, pairs, heldout, targets_of, sample_rate, model.hop_length)
+        quality["seconds"] = {**scorer.seconds, "total": sum(scorer.seconds.values())}
     stds = [e["std"] for e in entries]
     return {
         "samples": entries,

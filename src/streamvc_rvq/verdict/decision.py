@@ -580,6 +580,25 @@ def _target_identified(run: Run, c: Criterion) -> Measurement:
                        f"{ident['num_outputs']} conversions (chance {ident['chance']:.0%})", at=last)
 
 
+def _beyond_pitch(run: Run, c: Criterion) -> Measurement:
+    last, ident, missing = _control(run, "identification")
+    if missing:
+        return missing
+    controls = _get(run.cps[last], "outputs", "quality", "convert", "reference_controls") or {}
+    pitch = (controls.get("pitch_only") or {}).get("identification")
+    if pitch is None or ident.get("low") is None:
+        return Measurement(None, f"at {last}: no pitch-only control in the metrics (re-evaluate with this version, "
+                           "the speaker measure on)", passed=None, at=last)
+    margin = ident["rate"] - pitch["rate"]
+    oracle = (controls.get("oracle") or {}).get("identification")
+    ceiling = f"; another real utterance of the target {oracle['rate']:.0%}" if oracle else ""
+    return Measurement(margin, (
+        f"at {last}: intended target picked in {ident['rate']:.0%} of {ident['num_outputs']} conversions (95 % "
+        f"{ident['low']:.0%}-{ident['high']:.0%}), in {pitch['rate']:.0%} of {pitch['num_outputs']} pitch-only "
+        f"shifts of their sources{ceiling}"),
+        passed=margin >= run.thresholds.identification_margin_over_pitch and ident["low"] > pitch["rate"], at=last)
+
+
 def _pitch_follows_target(run: Run, c: Criterion) -> Measurement:
     last = run.present[-1]
     level = _get(run.cps[last], "outputs", "quality", "convert", "pitch_level")
@@ -682,6 +701,9 @@ CRITERIA: tuple[Criterion, ...] = (
     Criterion("last.target_identified", "outputs.quality.convert.controls.identification.rate", ">=",
               "target_identification_min", _target_identified,
               words="(Resemblyzer picks the intended target among the source's targets)", question="conversion"),
+    Criterion("last.beyond_pitch", "identification rate - the pitch-only control's", ">=",
+              "identification_margin_over_pitch", _beyond_pitch,
+              words="(and the lower end of the rate's 95 % interval above the control's rate)", question="conversion"),
     Criterion("last.pitch_follows_target", "outputs.quality.convert.pitch_level.correlation_with_target", ">=",
               "pitch_level_min_correlation", _pitch_follows_target,
               words="(median log-F0 over conversions, and above the correlation with the source's)",

@@ -36,6 +36,10 @@ class Thresholds:
     # target_identified: Resemblyzer picks the intended target among a source's targets this often
     # (chance 1/3 with 3 targets; a target-blind model scores exactly 1/3: every target gets one output)
     target_identification_min: float = 0.75
+    # beyond_pitch: the conversions' identification rate above the pitch-only control's (the source
+    # moved to the target's median F0, formants kept) by at least this, and the lower end of its
+    # Wilson 95 % interval above the control's rate (a pitch shift alone reached 61 % on quick)
+    identification_margin_over_pitch: float = 0.15
     # pitch_follows_target: the conversions' median log-F0 correlates with the target's at least
     # this much (over conversions), and more than with the source's (a source copy fails that)
     pitch_level_min_correlation: float = 0.8
