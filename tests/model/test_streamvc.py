@@ -154,6 +154,15 @@ def test_streaming_with_cosine_codes_and_each_streamable_norm(norm, speech_like)
     assert float((stream_all(model, speech_like, reference) - offline).abs().max()) <= 1e-4
 
 
+def test_streaming_with_the_repeat_upsampler(speech_like):
+    model = StreamVC(tiny_causal_config(decoder={"upsample": "repeat"})).eval()
+    assert all(type(block.up).__name__ == "RepeatUpsample" for block in model.decoder.blocks)
+    reference = voiced(1.0, 210.0, seed=7)
+    with torch.no_grad():
+        offline = model(speech_like, reference).audio
+    assert float((stream_all(model, speech_like, reference) - offline).abs().max()) <= 1e-4
+
+
 def test_streaming_equals_offline_at_paper_size(speech_like):
     model = StreamVC({"pre_rvq_norm": "causal", "pitch": {"whitening": "running"}}).eval()
     # paper size: 27.5 M parameters (31.4 M with the waveform speaker encoder of 4.7 M; the log-mel one is 0.8 M)

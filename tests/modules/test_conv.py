@@ -111,6 +111,7 @@ BLOCKS = [
     pytest.param(lambda: ResidualUnit(4, 9), 1, 1, id="residual-unit"),
     pytest.param(lambda: EncoderBlock(4, 8, 5), 5, 1, id="encoder-block"),
     pytest.param(lambda: DecoderBlock(8, 4, 4), 1, 4, id="decoder-block"),
+    pytest.param(lambda: DecoderBlock(8, 4, 4, upsample="repeat"), 1, 4, id="decoder-block-repeat"),
     pytest.param(lambda: SEANetEncoder(2, 6, (2, 4, 5)), 40, 1, id="seanet-encoder"),
 ]
 
@@ -132,6 +133,18 @@ def test_blocks_are_causal_and_stream_like_offline(make, down, up):
         with streaming(block):
             streamed = torch.cat([block.stream_step(x[..., i : i + 2 * down]) for i in range(0, frames, 2 * down)], -1)
     torch.testing.assert_close(streamed, y, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("upsample, periodic", [("transposed", True), ("repeat", False)])
+def test_only_the_transposed_upsampler_imprints_a_pattern_at_its_stride(upsample, periodic):
+    """A constant input: the transposed conv's output repeats every input step (the frame-rate
+    tone's mechanism, issue 38), repetition then a conv gives a constant."""
+    torch.manual_seed(0)
+    block = DecoderBlock(4, 3, 8, upsample=upsample).up.eval()
+    with torch.no_grad():
+        y = block(torch.ones(1, 4, 20))[..., 16:]  # past the start-up
+    spread = float((y - y.mean(-1, keepdim=True)).abs().max())
+    assert (spread > 1e-3) is periodic, spread
 
 
 def test_film_starts_near_identity_and_modulates_per_channel():

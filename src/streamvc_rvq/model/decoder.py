@@ -47,6 +47,7 @@ class Decoder(StreamingModule):
         pre_rvq_norm: str = "utterance",
         pre_rvq_encoder: dict | None = None,
         excitation_harmonics: int = 0,
+        upsample: str = "transposed",
     ):
         super().__init__()
         code_dim = rvq["codebook_dim"]
@@ -56,7 +57,7 @@ class Decoder(StreamingModule):
         up = tuple(reversed(tuple(strides)))
         widths = [channels * 2 ** (len(up) - i) for i in range(len(up) + 1)]  # 16C, 8C, 4C, 2C, C
         self.input_conv = CausalConv1d(code_dim + pitch_dim, widths[0], KERNEL)
-        self.blocks = nn.ModuleList(DecoderBlock(widths[i], widths[i + 1], s) for i, s in enumerate(up))
+        self.blocks = nn.ModuleList(DecoderBlock(widths[i], widths[i + 1], s, upsample) for i, s in enumerate(up))
         self.films = nn.ModuleList(FiLM(speaker_dim, widths[i + 1]) for i in range(len(up)))
         self.output_conv = CausalConv1d(channels, 1, KERNEL)
         # the harmonic excitation enters the last block's input, at its rate (sample rate / last stride)

@@ -98,6 +98,7 @@ class StreamVC(nn.Module):
             cfg["pre_rvq_norm"],
             cfg["pre_rvq_encoder"],
             pc["excitation_harmonics"],
+            cfg["decoder"].get("upsample", "transposed"),  # checkpoints from before the key: transposed
         )
         if pc["excitation_harmonics"] and pc["target"] != "reference":
             raise ValueError("model.pitch.excitation_harmonics needs pitch.target: reference (the excitation follows "

@@ -7,8 +7,13 @@ so a block is causal because its layers are.
   (pre-activation, as EnCodec's SEANet block); SoundStream uses dilations 1, 3, 9.
 * :class:`EncoderBlock` ``(in, out, stride)``: three residual units at ``in`` channels,
   ELU, then a strided causal conv (kernel ``2 * stride``) to ``out`` channels.
-* :class:`DecoderBlock` ``(in, out, stride)``: ELU, causal transposed conv (kernel
-  ``2 * stride``) upsampling by ``stride`` to ``out`` channels, three residual units.
+* :class:`DecoderBlock` ``(in, out, stride, upsample)``: ELU, upsampling by ``stride`` to ``out``
+  channels, three residual units. ``upsample: transposed`` (SoundStream's): a causal transposed
+  conv, kernel ``2 * stride``; ``repeat`` (:class:`RepeatUpsample`): each frame repeated ``stride``
+  times, then a causal conv of kernel ``2 * stride``. A transposed conv is periodic in time with
+  the stride (a constant input gives a pattern repeating every input frame: the "checkerboard"
+  of Odena et al. 2016); after the first block, whose input is the 50 Hz frames, that period is
+  20 ms: the frame-rate tone of issue 38. Repetition then a convolution is time-invariant.
 * :class:`SEANetEncoder`: conv7 to ``C``, one encoder block per stride with the channels
   doubling (``C -> 2C -> 4C ...``), ELU, conv3 to ``D``; ``T`` samples give ``T // prod(strides)``
   frames, frame ``n`` depending on samples ``<= (n + 1) * prod(strides) - 1``.
@@ -24,10 +29,12 @@ from torch import Tensor, nn
 
 from streamvc_rvq.modules.conv import CausalConv1d, CausalConvTranspose1d, StreamingModule
 
-__all__ = ["ResidualUnit", "EncoderBlock", "DecoderBlock", "SEANetEncoder", "FiLM", "DILATIONS"]
+__all__ = ["ResidualUnit", "EncoderBlock", "DecoderBlock", "RepeatUpsample", "SEANetEncoder", "FiLM", "DILATIONS",
+           "UPSAMPLERS"]
 
 DILATIONS = (1, 3, 9)
 KERNEL = 7
+UPSAMPLERS = ("transposed", "repeat")
 
 
 class ResidualUnit(StreamingModule):
@@ -61,10 +68,30 @@ class EncoderBlock(StreamingModule):
         return self.down.stream_step(F.elu(x))
 
 
-class DecoderBlock(StreamingModule):
+class RepeatUpsample(StreamingModule):
+    """Each input step repeated ``stride`` times, then a causal conv (kernel ``2 * stride``):
+    ``B x C_in x T -> B x C_out x (T * stride)``, output sample ``j`` depending on input steps
+    ``<= j // stride``. A constant input gives a constant output (no pattern at the stride)."""
+
     def __init__(self, in_channels: int, out_channels: int, stride: int):
         super().__init__()
-        self.up = CausalConvTranspose1d(in_channels, out_channels, 2 * stride, stride=stride)
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+        self.conv = CausalConv1d(in_channels, out_channels, 2 * stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x.repeat_interleave(self.stride, dim=-1))
+
+    def stream_step(self, x: Tensor) -> Tensor:
+        return self.conv.stream_step(x.repeat_interleave(self.stride, dim=-1))
+
+
+class DecoderBlock(StreamingModule):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, upsample: str = "transposed"):
+        super().__init__()
+        if upsample not in UPSAMPLERS:
+            raise ValueError(f"upsample must be one of {UPSAMPLERS}, got {upsample!r}")
+        self.up = (CausalConvTranspose1d(in_channels, out_channels, 2 * stride, stride=stride) if upsample == "transposed"
+                   else RepeatUpsample(in_channels, out_channels, stride))
         self.units = nn.ModuleList(ResidualUnit(out_channels, d) for d in DILATIONS)
 
     def forward(self, x: Tensor) -> Tensor:
