@@ -191,11 +191,15 @@ def test_conversion_table_shows_every_measure_and_a_dash_where_one_is_missing(he
     del cps[1]["outputs"]["quality"]["convert"]["identified_by_model"]
     lines = conversion_table(cps, reference)
     rows = {line.split(" | ")[0].strip("| "): line for line in lines[2:] if line}
-    assert rows[str(cps[3]["step"])] == (f"| {cps[3]['step']} | 0.95 / 0.1 | 90% of 24 (33%) | 100% | 0.9 / 0.1 | "
-                                          "0.5 / 0.6 (0.1) | 0.85 |")
+    del cps[2]["outputs"]["quality"]["convert"]["reference_controls"]
+    lines = conversion_table(cps, reference)
+    rows = {line.split(" | ")[0].strip("| "): line for line in lines[2:] if line}
+    assert rows[str(cps[3]["step"])] == (f"| {cps[3]['step']} | 0.95 / 0.1 | 90% of 24 (33%), 95 % 73%-98% | "
+                                          "50% / 100% | 100% | 0.9 / 0.1 | 0.5 / 0.6 (0.1) | 0.85 | -2 / -3 |")
     assert " | — / — | " in rows[str(cps[0]["step"])]
-    assert " | 90% of 24 (33%) | — | " in rows[str(cps[1]["step"])]
-    assert rows["corpus"].endswith("same speaker 0.9 / different 0.65 |")
+    assert " | 50% / 100% | — | " in rows[str(cps[1]["step"])]
+    assert " 73%-98% | — / — | " in rows[str(cps[2]["step"])]
+    assert rows["corpus"].endswith("same speaker 0.9 / different 0.65 | — |")
 
 
 def test_verdict_report_links_each_checkpoints_samples_page(tmp_path, healthy_run):

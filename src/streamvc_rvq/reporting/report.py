@@ -278,10 +278,11 @@ def conversion_table(checkpoints: Sequence[dict], reference: dict | None) -> lis
     the target identified among a source's targets, the pitch level followed, the content kept,
     and reconstructions' similarity to their source next to the corpus's levels."""
     speaker = (reference or {}).get("speaker") or {}
-    lines = ["| step | model speaker AUC / EER | target identified (chance) | by the model's own encoder | "
+    lines = ["| step | model speaker AUC / EER | target identified (chance) | a pitch-only shift identified / "
+             "real target speech | by the model's own encoder | "
              "median F0 corr with target / source | content head on conversions / sources (chance) | "
-             "reconstruction similarity to source |",
-             "|---|---|---|---|---|---|---|"]
+             "reconstruction similarity to source | frame-rate tone, conversions / sources (dB) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for cp in sorted(checkpoints, key=lambda c: int(c["step"])):
         quality = (cp.get("outputs") or {}).get("quality") or {}
         convert, own = quality.get("convert") or {}, cp.get("speaker_embedding") or {}
@@ -292,14 +293,20 @@ def conversion_table(checkpoints: Sequence[dict], reference: dict | None) -> lis
         out, src = labels.get("output"), labels.get("source")
         content = (f"{fmt_value(out['accuracy'])} / {fmt_value(src['accuracy'])} ({fmt_value(src['chance'])})"
                    if out and src else "—")
-        identified = f"{ident['rate']:.0%} of {ident['num_outputs']} ({ident['chance']:.0%})" if ident else "—"
+        identified = (f"{ident['rate']:.0%} of {ident['num_outputs']} ({ident['chance']:.0%})" if ident else "—") + (
+            f", 95 % {ident['low']:.0%}-{ident['high']:.0%}" if ident and ident.get("low") is not None else "")
+        controls = convert.get("reference_controls") or {}
+        pitch, oracle = ((controls.get(k) or {}).get("identification") for k in ("pitch_only", "oracle"))
+        floor = f"{format(pitch['rate'], '.0%') if pitch else '—'} / {format(oracle['rate'], '.0%') if oracle else '—'}"
+        tone = convert.get("frame_tone") or {}
         lines.append(
-            f"| {cp['step']} | {fmt_value(own.get('auc'))} / {fmt_value(own.get('eer'))} | {identified} | "
+            f"| {cp['step']} | {fmt_value(own.get('auc'))} / {fmt_value(own.get('eer'))} | {identified} | {floor} | "
             f"{format(by_model['rate'], '.0%') if by_model else '—'} | "
             f"{fmt_value(level.get('correlation_with_target'))} / {fmt_value(level.get('correlation_with_source'))}"
-            f" | {content} | {fmt_value((quality.get('reconstruct') or {}).get('speaker_similarity_source'))} |")
-    lines.append(f"| corpus | Resemblyzer AUC {fmt_value(speaker.get('auc'))} | — | — | — | — | same speaker "
-                 f"{fmt_value(speaker.get('same_mean'))} / different {fmt_value(speaker.get('different_mean'))} |")
+            f" | {content} | {fmt_value((quality.get('reconstruct') or {}).get('speaker_similarity_source'))} | "
+            f"{fmt_value(tone.get('output_db'))} / {fmt_value(tone.get('source_db'))} |")
+    lines.append(f"| corpus | Resemblyzer AUC {fmt_value(speaker.get('auc'))} | — | — | — | — | — | same speaker "
+                 f"{fmt_value(speaker.get('same_mean'))} / different {fmt_value(speaker.get('different_mean'))} | — |")
     return lines + [""]
 
 
@@ -317,10 +324,13 @@ def _quality_section(checkpoints: Sequence[dict], reference: dict | None, listen
              "independent of ours (Resemblyzer, DNSMOS, pocketsphinx), next to the same measures on the "
              "corpus's own audio." + listen, ""] + quality_table(checkpoints, reference)
     lines += ["Does it convert? The model's own speaker embedding on held-out speakers (AUC 0.5: a constant), "
-              "how often Resemblyzer picks the intended target among a source's targets (and how often the "
+              "how often Resemblyzer picks the intended target among a source's targets (the floor: the source "
+              "only moved to the target's pitch, formants kept; the ceiling: another real utterance of the target; "
+              "and how often the "
               "model's own encoder does: far above Resemblyzer, the decoder pleases its own judge only), how far the "
               "conversions' median F0 follows the target's (and, as the control, the source's), the model's "
-              "content head on the conversions against the same head on their sources:", ""]
+              "content head on the conversions against the same head on their sources, and how far lines at "
+              "multiples of the frame rate stand over the spectrum between them (the \"mosquito tone\"):", ""]
     lines += conversion_table(checkpoints, reference)
     if control_checkpoints:
         name = (control or {}).get("experiment") or "control"
