@@ -159,7 +159,7 @@ def _first_code_flip(model, source, num_active: int, chunk_frames: int) -> int |
     only where a frame sits on the boundary between two codes to that precision."""
     import torch
 
-    from streamvc_rvq.modules.conv import reset_streams
+    from streamvc_rvq.inference.conversion import content_in_chunks
 
     hop = model.hop_length
     with torch.inference_mode():
@@ -167,10 +167,7 @@ def _first_code_flip(model, source, num_active: int, chunk_frames: int) -> int |
         frames = audio.shape[-1] // hop
         whole = model.content_encoder(audio)
         whole = whole[0] if isinstance(whole, tuple) else whole
-        reset_streams(model)
-        parts = torch.cat([model.content_encoder.stream_step(audio[:, a * hop : min(frames, a + chunk_frames) * hop]).clone()
-                           for a in range(0, frames, chunk_frames)], dim=-1)
-        reset_streams(model)
+        parts = content_in_chunks(model, audio, chunk_frames)
         assert float((whole - parts).abs().max()) <= ROUNDING * float(whole.abs().max())
         stats, valid = model.frame_masks(frames, 1, None, audio.device)
         one, other = (model.decoder.quantize(c, num_active, stats, valid)[0] for c in (whole, parts))

@@ -52,32 +52,52 @@ def convert(model: StreamVC, source: torch.Tensor, reference: torch.Tensor, num_
 
 
 @torch.inference_mode()
+def content_in_chunks(model: StreamVC, audio: torch.Tensor, chunk_frames: int,
+                      progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """The content encoder's features of prepared ``audio: 1 x T``, ``chunk_frames`` frames at a
+    time through its streaming state (left clean); ``progress(chunk, chunks)`` after each."""
+    hop = model.hop_length
+    frames = audio.shape[-1] // hop
+    starts = range(0, frames, chunk_frames)
+    reset_streams(model)
+    parts = []
+    for i, start in enumerate(starts, 1):
+        # clone: a stream step's output can be a view into its layer's working buffer
+        parts.append(model.content_encoder.stream_step(audio[:, start * hop : min(frames, start + chunk_frames) * hop]).clone())
+        if progress:
+            progress(i, len(starts))
+    reset_streams(model)
+    return torch.cat(parts, dim=-1)
+
+
+@torch.inference_mode()
 def convert_in_chunks(model: StreamVC, source: torch.Tensor, reference: torch.Tensor, num_active: int,
                       chunk_frames: int, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """The offline conversion of a long ``source`` in memory bounded by ``chunk_frames``, not by
     the file: the causal convolutions run chunk by chunk through their streaming state, while
     what needs the whole utterance (pitch whitening, the pre-RVQ normalisation's statistics, the
     RVQ) runs on frame-rate tensors of the whole file (a few MB for an hour). Any config, streamable
-    or not; equal to ``model(source, reference)`` within float rounding (tested to 1e-4)."""
+    or not; equal to ``model(source, reference)`` within float rounding (tested to 1e-4 up to the first
+    RVQ code that flips on a tie at that rounding)."""
     hop, device = model.hop_length, source.device
     source = model._prepare(source.unsqueeze(0))
     reference = reference.unsqueeze(0).to(source.dtype)
     frames = source.shape[-1] // hop
     spans = [(start, min(frames, start + chunk_frames)) for start in range(0, frames, chunk_frames)]
     total, done = 2 * len(spans), 0
-    reset_streams(model)
     model._active_stream = None  # an open streaming converter of this model must not resume on this state
-    content = []
-    for start, stop in spans:
-        # clone: a stream step's output can be a view into its layer's working buffer
-        content.append(model.content_encoder.stream_step(source[:, start * hop : stop * hop]).clone())
-        done += 1
+
+    def counted(step: int, steps: int) -> None:
+        nonlocal done
+        done = step
         if progress:
             progress(done, total)
+
+    content = content_in_chunks(model, source, chunk_frames, counted)
     pitch = model.pitch.retarget(model.pitch.features_of(model.pitch.yin(source, chunk_frames)),
                                  model.pitch_statistics(reference))
     stats, valid = model.frame_masks(frames, 1, None, device)
-    quantized = model.decoder.quantize(torch.cat(content, dim=-1), num_active, stats, valid)[0].quantized
+    quantized = model.decoder.quantize(content, num_active, stats, valid)[0].quantized
     films = model.decoder.film_coefficients(model.speaker_encoder(reference))
     audio = []
     for start, stop in spans:
