@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from streamvc_rvq.modules.conv import CausalConv1d, CausalConvTranspose1d, streaming
-from streamvc_rvq.modules.seanet import DecoderBlock, EncoderBlock, FiLM, ResidualUnit, SEANetEncoder
+from streamvc_rvq.modules.seanet import DecoderBlock, EncoderBlock, FiLM, RepeatUpsample, ResidualUnit, SEANetEncoder
 
 CONVS = [
     pytest.param(lambda: CausalConv1d(3, 5, 7), 1, id="k7"),
@@ -145,6 +145,24 @@ def test_only_the_transposed_upsampler_imprints_a_pattern_at_its_stride(upsample
         y = block(torch.ones(1, 4, 20))[..., 16:]  # past the start-up
     spread = float((y - y.mean(-1, keepdim=True)).abs().max())
     assert (spread > 1e-3) is periodic, spread
+
+
+@pytest.mark.parametrize("stride", [1, 2, 5, 8])
+def test_repeat_upsampler_at_the_input_rate_equals_repeating_then_convolving(stride):
+    """The one-pass transposed form and its gradients against the literal repeat + conv; the
+    control: the same kernel without the sum over consecutive taps differs."""
+    torch.manual_seed(stride)
+    up = RepeatUpsample(6, 4, stride)
+    x = torch.randn(3, 6, 11, requires_grad=True)
+    fast, literal = up(x), up.forward_repeated(x)
+    torch.testing.assert_close(fast, literal, rtol=0, atol=1e-5)
+    grads = [torch.autograd.grad((y * torch.linspace(-1, 1, y.shape[-1])).sum(), [x, *up.parameters()])
+             for y in (up(x), up.forward_repeated(x))]
+    for g_fast, g_literal in zip(*grads):
+        torch.testing.assert_close(g_fast, g_literal, rtol=1e-5, atol=1e-5)
+    unsummed = up.conv.weight.flip(-1).transpose(0, 1)
+    wrong = torch.nn.functional.conv_transpose1d(x, unsummed, up.conv.bias, stride=stride)[..., : 11 * stride]
+    assert stride == 1 or (wrong - literal).abs().max() > 1e-2
 
 
 def test_film_starts_near_identity_and_modulates_per_channel():

@@ -71,14 +71,30 @@ class EncoderBlock(StreamingModule):
 class RepeatUpsample(StreamingModule):
     """Each input step repeated ``stride`` times, then a causal conv (kernel ``2 * stride``):
     ``B x C_in x T -> B x C_out x (T * stride)``, output sample ``j`` depending on input steps
-    ``<= j // stride``. A constant input gives a constant output (no pattern at the stride)."""
+    ``<= j // stride``. A constant input gives a constant output (no pattern at the stride).
+
+    ``forward`` computes the same thing at the input rate: repetition then a conv of kernel
+    ``K`` is the transposed conv (stride ``s``) whose kernel is the conv's, time-reversed and
+    summed over every ``s`` consecutive taps (length ``K + s - 1``): ``stride`` times fewer
+    multiply-adds than convolving the repeated signal, and no repeated copy in memory
+    (:meth:`forward_repeated` is the literal form, kept as the reference)."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int):
         super().__init__()
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
         self.conv = CausalConv1d(in_channels, out_channels, 2 * stride)
 
+    def transposed_weight(self) -> Tensor:
+        """``C_in x C_out x (K + s - 1)``: tap ``d`` sums the conv's delays ``d - s + 1 .. d``."""
+        delays = self.conv.weight.flip(-1).transpose(0, 1)  # C_in x C_out x K, index = delay
+        s = self.stride
+        return sum(F.pad(delays, (r, s - 1 - r)) for r in range(s))
+
     def forward(self, x: Tensor) -> Tensor:
+        y = F.conv_transpose1d(x, self.transposed_weight(), self.conv.bias, stride=self.stride)
+        return y[..., : x.shape[-1] * self.stride]
+
+    def forward_repeated(self, x: Tensor) -> Tensor:
         return self.conv(x.repeat_interleave(self.stride, dim=-1))
 
     def stream_step(self, x: Tensor) -> Tensor:
