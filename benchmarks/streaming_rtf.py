@@ -6,9 +6,13 @@ running``), random weights, eval mode; streams ``--seconds`` of a synthetic voic
 ``hop``-sample chunks (320 = 20 ms; ``--chunk-frames`` for longer ones) under ``torch.inference_mode()`` with ``--threads``
 torch threads, and prints the real-time factor (processing time / audio time) and the
 per-chunk latency (mean, median, p95, max). It also checks that the streamed output equals
-the offline ``forward`` output (max abs difference) unless ``--no-check``.
+the offline ``forward`` output (max abs difference) unless ``--no-check``. With ``--precision
+bf16`` (or fp16) the stream runs at that precision (``streamvc_rvq.inference.conversion``) and
+its deviation from the float32 stream is printed (max abs difference, SI-SDR), with the float32
+stream timed in the same run.
 
     python benchmarks/streaming_rtf.py --threads 1 --seconds 10 --output rtf.json
+    python benchmarks/streaming_rtf.py --threads 1 --precision bf16
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from streamvc_rvq.config import deep_merge, load_config  # noqa: E402
+from streamvc_rvq.inference.conversion import precision_context  # noqa: E402
 from streamvc_rvq.model.streamvc import StreamVC  # noqa: E402
+from streamvc_rvq.quality.signal_metrics import si_sdr  # noqa: E402
 
 CAUSAL = {"pre_rvq_norm": "causal", "pitch": {"whitening": "running"}}
 
@@ -55,6 +61,24 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def stream_through(model: StreamVC, reference: torch.Tensor, warm: torch.Tensor, audio: torch.Tensor, hop: int,
+                   precision: str) -> tuple[torch.Tensor, list[float]]:
+    """(the streamed float32 output, each chunk's seconds) after an untimed warm-up stream."""
+    with torch.inference_mode(), precision_context(precision, "cpu"):
+        converter = model.stream(reference)
+        for i in range(0, warm.shape[-1] // hop * hop, hop):
+            converter.process(warm[:, i : i + hop])
+        converter.reset()
+        chunks, latencies = [], []
+        clock = time.perf_counter
+        for i in range(0, audio.shape[-1], hop):
+            chunk = audio[:, i : i + hop]
+            t0 = clock()
+            chunks.append(converter.process(chunk))
+            latencies.append(clock() - t0)
+    return torch.cat(chunks, dim=-1).float(), latencies
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=ROOT / "config" / "config.yaml",
@@ -67,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds streamed first and not timed (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the test signal")
     parser.add_argument("--no-check", action="store_true", help="skip the streamed-vs-offline comparison")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                        help="stream at this precision; other than fp32, the fp32 stream is timed too and the deviation printed")
     parser.add_argument("--output", type=Path, help="write the figures as JSON here")
     args = parser.parse_args(argv)
 
@@ -80,20 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     audio = audio[:, : audio.shape[-1] // hop * hop]
     reference = synthetic_voice(3.0, sr, args.seed + 1)
 
-    with torch.inference_mode():
-        converter = model.stream(reference)
-        warm = synthetic_voice(args.warmup, sr, args.seed + 2)
-        for i in range(0, warm.shape[-1] // hop * hop, hop):
-            converter.process(warm[:, i : i + hop])
-        converter.reset()
-        chunks, latencies = [], []
-        clock = time.perf_counter
-        for i in range(0, audio.shape[-1], hop):
-            chunk = audio[:, i : i + hop]
-            t0 = clock()
-            chunks.append(converter.process(chunk))
-            latencies.append(clock() - t0)
-    streamed = torch.cat(chunks, dim=-1)
+    warm = synthetic_voice(args.warmup, sr, args.seed + 2)
+    streamed, latencies = stream_through(model, reference, warm, audio, hop, args.precision)
     seconds = audio.shape[-1] / sr
     total = sum(latencies)
     lat_ms = sorted(1000 * x for x in latencies)
@@ -108,16 +122,22 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": seconds,
         "threads": args.threads,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "algorithmic_delay_samples": converter.algorithmic_delay_samples * args.chunk_frames,
-        "algorithmic_delay_ms": 1000 * converter.algorithmic_delay_samples * args.chunk_frames / sr,
+        "algorithmic_delay_samples": model.algorithmic_delay_samples * args.chunk_frames,
+        "algorithmic_delay_ms": 1000 * model.algorithmic_delay_samples * args.chunk_frames / sr,
         "cpu": cpu_name(),
         "torch": torch.__version__,
         "config": str(args.config),
+        "precision": args.precision,
     }
     if not args.no_check:
-        with torch.inference_mode():
-            offline = model(audio, reference).audio
+        with torch.inference_mode(), precision_context(args.precision, "cpu"):
+            offline = model(audio, reference).audio.float()
         result["max_abs_diff_vs_offline"] = float((offline - streamed).abs().max())
+    if args.precision != "fp32":
+        exact, exact_latencies = stream_through(model, reference, warm, audio, hop, "fp32")
+        result["fp32_rtf"] = sum(exact_latencies) / seconds
+        result["max_abs_diff_vs_fp32"] = float((exact - streamed).abs().max())
+        result["si_sdr_vs_fp32_db"] = si_sdr(exact, streamed)
 
     print(f"StreamVC streaming on {result['cpu']}, {args.threads} thread(s), {result['parameters'] / 1e6:.2f} M parameters")
     print(f"  real-time factor      {result['rtf']:.3f}   ({seconds:.1f} s of audio in {total:.2f} s)")
@@ -126,7 +146,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['chunk_ms_budget']:.1f} ms)")
     print(f"  algorithmic delay     {result['algorithmic_delay_samples']} samples = {result['algorithmic_delay_ms']:.1f} ms")
     if "max_abs_diff_vs_offline" in result:
-        print(f"  streamed vs offline   max abs diff {result['max_abs_diff_vs_offline']:.2e}")
+        print(f"  streamed vs offline   max abs diff {result['max_abs_diff_vs_offline']:.2e} (both {args.precision})")
+    if "fp32_rtf" in result:
+        print(f"  {args.precision} vs fp32 stream   RTF {result['rtf']:.3f} vs {result['fp32_rtf']:.3f}; max abs diff "
+              f"{result['max_abs_diff_vs_fp32']:.2e} (output peak {float(exact.abs().max()):.2f}), "
+              f"SI-SDR {result['si_sdr_vs_fp32_db']:.1f} dB")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=2) + "\n")

@@ -246,7 +246,8 @@ def cmd_infer(args: argparse.Namespace) -> None:
     try:
         stats = convert_file(
             checkpoint=args.checkpoint, config=cfg, source=args.source, target_ref=args.target_ref,
-            output=args.output, device=args.device, stream=args.stream, progress=_progress_printer("converting"),
+            output=args.output, device=args.device, stream=args.stream, precision=args.precision,
+            progress=_progress_printer("converting"),
         )
     except InferenceError as err:
         raise UserError(str(err)) from None
@@ -437,6 +438,8 @@ def _add_tool_parsers(sub) -> None:
     p.add_argument("--output", required=True, type=Path, help="WAV to write (replaced only once fully written)")
     p.add_argument("--device", default="cpu", help="auto | cpu | mps | cuda[:N] (default cpu)")
     p.add_argument("--stream", action="store_true", help="process 20 ms chunks through the streaming path (causal configs only)")
+    p.add_argument("--precision", default="fp32",
+                   help="fp32 (default), or autocast to bf16 (CUDA, AVX-512/AMX CPUs) / fp16 (MPS); the code search stays fp32")
     _add_threads_arg(p)
     # the checkpoint carries its config: --experiment only names the section of --config to check it against
     p.set_defaults(func=cmd_infer, experiment=None)

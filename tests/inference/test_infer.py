@@ -102,6 +102,32 @@ def test_stream_equals_offline_for_a_causal_config(checkpoints, wavs, tmp_path, 
     assert float(diff) <= 1e-4
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_bf16_conversion_runs_reduced_and_stays_near_fp32(checkpoints, stream):
+    """bf16 autocast changes the output (the control: it is not float32 in disguise) but only by
+    rounding: SI-SDR against the float32 output > 25 dB."""
+    import torch
+
+    from streamvc_rvq.inference.conversion import convert, load_trained_model
+    from streamvc_rvq.quality.signal_metrics import si_sdr
+    from streamvc_rvq.quantization.rvq import StageSchedule
+
+    model, cfg, step = load_trained_model(checkpoints["phase1_causal"])
+    src, ref = _speechlike(1.0), _speechlike(0.8, seed=2)
+    n = StageSchedule.of(cfg["model"]).in_checkpoint(step)
+    fp32 = convert(model, src, ref, n, stream=stream)
+    bf16 = convert(model, src, ref, n, stream=stream, precision="bf16")
+    assert bf16.dtype == torch.float32 and bf16.shape == fp32.shape
+    assert float((bf16 - fp32).abs().max()) > 1e-4
+    assert float(si_sdr(fp32, bf16)) > 25.0
+
+
+def test_an_unknown_precision_is_one_line(checkpoints, wavs, tmp_path, capsys):
+    code, _, err = infer(capsys, checkpoints["phase1"], wavs["stereo44k"], wavs["ref"], tmp_path / "o.wav",
+                         "--precision", "int8")
+    assert code == 2 and "--precision must be one of fp32, bf16, fp16" in err
+
+
 def test_stream_is_refused_for_utterance_normalisation(checkpoints, wavs, tmp_path, capsys):
     code, _, err = infer(capsys, checkpoints["phase1"], wavs["stereo44k"], wavs["ref"], tmp_path / "o.wav", "--stream")
     assert code == 2 and "utterance" in err

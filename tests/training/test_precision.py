@@ -38,6 +38,9 @@ def test_autocast_reaches_the_encoders_not_the_quantizer_or_the_decoder():
     assert out.audio.dtype == torch.float32  # the decoder's backward loses gradient in bfloat16
     with Precision("fp32", torch.device("cpu")).autocast():
         assert model(source, reference, 2).audio.dtype == torch.float32
+    with torch.no_grad(), Precision("mixed", torch.device("cpu")).autocast():  # inference: no backward to protect
+        out = model.eval()(source, reference, 2)
+    assert out.audio.dtype == torch.bfloat16 and out.rvq.quantized.dtype == torch.float32
 
 
 def _train(cfg, manifest, tmp, steps):

@@ -1,7 +1,17 @@
-"""Loading a trained model and converting audio with it, offline or in 20 ms chunks."""
+"""Loading a trained model and converting audio with it, offline or in 20 ms chunks, in float32
+or at reduced precision.
+
+Reduced precision (``precision: bf16 | fp16``) runs the conversion under autocast: the
+convolutions of the content encoder, speaker encoder and decoder in the 16-bit type, the
+pre-RVQ path and the nearest-code search in float32 (a code flipped by a rounded distance
+changes the output by a whole code vector, see ``Decoder.rvq_input``). bfloat16 pays on CUDA
+and on CPUs with AVX-512 BF16/AMX, float16 on MPS; on an AVX2-only CPU both are slower than
+float32. ``benchmarks/streaming_rtf.py --precision`` states the deviation from float32.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Callable
 
@@ -10,6 +20,18 @@ import torch
 from streamvc_rvq.model.streamvc import StreamVC
 from streamvc_rvq.modules.conv import reset_streams
 from streamvc_rvq.training.checkpoint import check_model_config, load_checkpoint
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def precision_context(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
+    """The autocast region of an inference ``precision`` (one of :data:`PRECISIONS`) on ``device``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
 def load_trained_model(
@@ -31,14 +53,22 @@ def load_trained_model(
 
 @torch.inference_mode()
 def convert(model: StreamVC, source: torch.Tensor, reference: torch.Tensor, num_active: int, stream: bool = False,
-            chunk_frames: int | None = None, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """Convert 1-D ``source`` to the voice of 1-D ``reference``; returns 1-D audio.
+            chunk_frames: int | None = None, progress: Callable[[int, int], None] | None = None,
+            precision: str = "fp32") -> torch.Tensor:
+    """Convert 1-D ``source`` to the voice of 1-D ``reference``; returns 1-D float32 audio.
 
     ``stream=True`` feeds 20 ms chunks through the streaming path (causal configs only);
     its output equals the offline output (tested to 1e-4). ``chunk_frames``: the offline
     conversion ``chunk_frames`` frames at a time (:func:`convert_in_chunks`) when the source is
-    longer; ``progress(done, total)`` is called after each chunk.
+    longer; ``progress(done, total)`` is called after each chunk. ``precision``: fp32, bf16 or fp16
+    (see the module docstring).
     """
+    with precision_context(precision, source.device):
+        return _convert(model, source, reference, num_active, stream, chunk_frames, progress).float()
+
+
+def _convert(model: StreamVC, source: torch.Tensor, reference: torch.Tensor, num_active: int, stream: bool,
+             chunk_frames: int | None, progress: Callable[[int, int], None] | None) -> torch.Tensor:
     hop = model.hop_length
     frames = source.shape[-1] // hop
     source = source[: frames * hop]

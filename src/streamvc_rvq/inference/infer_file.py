@@ -9,7 +9,7 @@ import torch
 
 from streamvc_rvq.config import schema_default
 from streamvc_rvq.data.audio import AudioError, load_audio, save_wav
-from streamvc_rvq.inference.conversion import convert, load_trained_model
+from streamvc_rvq.inference.conversion import PRECISIONS, convert, load_trained_model
 from streamvc_rvq.quantization.rvq import StageSchedule
 from streamvc_rvq.training.checkpoint import CheckpointError
 
@@ -38,10 +38,12 @@ CHUNK_SECONDS = 5.0  # a longer source converts this much at a time (memory boun
 
 def convert_file(
     *, checkpoint: Path, config: dict | None, source: Path, target_ref: Path, output: Path,
-    device: str = "cpu", stream: bool = False, progress=None,
+    device: str = "cpu", stream: bool = False, precision: str = "fp32", progress=None,
 ) -> dict:
     """Convert ``source`` to the voice in ``target_ref``; write ``output`` atomically; return
     stats; ``progress(done, total)`` as the conversion goes."""
+    if precision not in PRECISIONS:
+        raise InferenceError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     try:
         model, cfg, step = load_trained_model(checkpoint, config["model"] if config else None, device)
     except CheckpointError as err:
@@ -56,7 +58,7 @@ def convert_file(
     chunk_frames = int(CHUNK_SECONDS * sample_rate) // model.hop_length
     try:
         out = convert(model, src.to(device), ref.to(device), StageSchedule.of(cfg["model"]).in_checkpoint(step),
-                      stream=stream, chunk_frames=chunk_frames, progress=progress)
+                      stream=stream, chunk_frames=chunk_frames, progress=progress, precision=precision)
     except ValueError as err:  # e.g. streaming refused for a non-causal config
         raise InferenceError(str(err)) from None
     out = out.float().cpu()
@@ -68,4 +70,5 @@ def convert_file(
         "silent": bool(out.std() <= schema_default("evaluation.silence_std")),
         "step": step,
         "stream": stream,
+        "precision": precision,
     }

@@ -21,6 +21,8 @@ FiLM coefficients of the (fixed) speaker vector are computed once per stream
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -92,12 +94,14 @@ class Decoder(StreamingModule):
         """Frame features (``B x d x F`` codes, ``B x P x F`` pitch) -> waveform ``B x (F * hop)``;
         ``excitation``: the harmonic source at the last block's input rate (``B x H x T'``).
 
-        Always float32, also inside an autocast region: in bfloat16 the decoder's backward
-        shrank the gradient reaching its input conv to 0.25 x and its output conv to 0.61 x of
-        the float32 one (quick phase1 at step 100, one batch), and a quick run trained that way
-        measured 19-28 % above float32's validation loss_stft at steps 50, 100 and 250, outside
-        the range of three float32 seeds."""
-        with torch.autocast(device_type=quantized.device.type, enabled=False):
+        Float32 whenever gradients are taken, also inside an autocast region: in bfloat16 the
+        decoder's backward shrank the gradient reaching its input conv to 0.25 x and its output
+        conv to 0.61 x of the float32 one (quick phase1 at step 100, one batch), and a quick run
+        trained that way measured 19-28 % above float32's validation loss_stft at steps 50, 100
+        and 250, outside the range of three float32 seeds. Without gradients (inference at
+        reduced precision, :mod:`streamvc_rvq.inference.conversion`) it follows the autocast
+        region it runs in."""
+        with _float32_for_gradients(quantized.device.type):
             x = self.input_conv(torch.cat((quantized.float(), pitch.float()), dim=1))
             last = len(self.blocks) - 1
             for i, (block, (gamma, beta)) in enumerate(zip(self.blocks, self.film_coefficients(speaker.float()))):
@@ -142,7 +146,11 @@ class Decoder(StreamingModule):
         """
         if self._fast_rvq is None:
             self._fast_rvq = self._prepare_fast_rvq() or []
-        z = self.norm.stream_step(self.pre_rvq.stream_step(content))
+        with torch.autocast(device_type=content.device.type, enabled=False):  # the weights' type, as rvq_input
+            content = content.to(self.input_conv.bias.dtype)
+            return self._quantize_frames(self.norm.stream_step(self.pre_rvq.stream_step(content)), num_active)
+
+    def _quantize_frames(self, z: Tensor, num_active: int | None) -> Tensor:
         if not self._fast_rvq:
             return self.rvq(z, num_active).quantized
         batch, dim, frames = z.shape
@@ -172,3 +180,8 @@ class Decoder(StreamingModule):
                 x = x + self.source_conv.stream_step(excitation)
             x = FiLM.modulate(block.stream_step(x), gamma, beta)
         return self.output_conv.stream_step(F.elu(x)).reshape(frames.shape[0], -1)
+
+
+def _float32_for_gradients(device_type: str):
+    """Autocast off where a backward pass will follow; the caller's region otherwise."""
+    return torch.autocast(device_type=device_type, enabled=False) if torch.is_grad_enabled() else nullcontext()

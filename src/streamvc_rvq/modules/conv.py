@@ -114,11 +114,19 @@ class FoldedProduct:
     * otherwise ``addmm``.
 
     All three are float32 products that differ only in summation order (~1e-7 relative).
+    Folded inside an autocast region (reduced-precision inference), the weight is stored in
+    the autocast type once and each call's rows are cast to it: no weight cast per chunk.
     """
 
-    __slots__ = ("weight", "weight_t", "bias", "packed")
+    __slots__ = ("weight", "weight_t", "bias", "packed", "dtype")
 
     def __init__(self, weight: Tensor, bias: Tensor | None, rows: int):
+        device = weight.device.type
+        if torch.is_autocast_enabled(device):
+            self.dtype = torch.get_autocast_dtype(device)
+            weight, bias = weight.to(self.dtype), None if bias is None else bias.to(self.dtype)
+        else:
+            self.dtype = weight.dtype
         self.weight: Tensor | None = weight
         self.bias = bias
         self.weight_t: Tensor | None = None
@@ -132,6 +140,8 @@ class FoldedProduct:
             self.weight = self.weight_t.t()
 
     def __call__(self, rows: Tensor) -> Tensor:
+        if rows.dtype != self.dtype:
+            rows = rows.to(self.dtype)
         if self.packed is not None:
             return torch.ops.mkldnn._linear_pointwise(rows, self.packed, self.bias, "none", [], "")
         if self.weight_t is not None and rows.shape[0] == 1:
