@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from streamvc_rvq.config import deep_merge, load_config  # noqa: E402
-from streamvc_rvq.inference.conversion import precision_context  # noqa: E402
+from streamvc_rvq.inference.conversion import emulated_precision_note, precision_context  # noqa: E402
 from streamvc_rvq.model.streamvc import StreamVC  # noqa: E402
 from streamvc_rvq.quality.signal_metrics import si_sdr  # noqa: E402
 
@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  algorithmic delay     {result['algorithmic_delay_samples']} samples = {result['algorithmic_delay_ms']:.1f} ms")
     if "max_abs_diff_vs_offline" in result:
         print(f"  streamed vs offline   max abs diff {result['max_abs_diff_vs_offline']:.2e} (both {args.precision})")
+    if emulated_precision_note(args.precision, "cpu"):
+        print(f"  {emulated_precision_note(args.precision, 'cpu')}")
     if "fp32_rtf" in result:
         print(f"  {args.precision} vs fp32 stream   RTF {result['rtf']:.3f} vs {result['fp32_rtf']:.3f}; max abs diff "
               f"{result['max_abs_diff_vs_fp32']:.2e} (output peak {float(exact.abs().max()):.2f}), "

@@ -122,6 +122,17 @@ def test_bf16_conversion_runs_reduced_and_stays_near_fp32(checkpoints, stream):
     assert float(si_sdr(fp32, bf16)) > 25.0
 
 
+def test_emulated_16_bit_precision_is_named_on_a_cpu_without_it(monkeypatch):
+    from streamvc_rvq.inference import conversion
+
+    monkeypatch.setattr(conversion, "native_16bit_cpu", lambda: False)
+    assert "emulated" in conversion.emulated_precision_note("bf16", "cpu")
+    assert conversion.emulated_precision_note("fp32", "cpu") is None
+    assert conversion.emulated_precision_note("bf16", "cuda") is None
+    monkeypatch.setattr(conversion, "native_16bit_cpu", lambda: True)
+    assert conversion.emulated_precision_note("bf16", "cpu") is None
+
+
 def test_an_unknown_precision_is_one_line(checkpoints, wavs, tmp_path, capsys):
     code, _, err = infer(capsys, checkpoints["phase1"], wavs["stereo44k"], wavs["ref"], tmp_path / "o.wav",
                          "--precision", "int8")

@@ -5,8 +5,9 @@ Reduced precision (``precision: bf16 | fp16``) runs the conversion under autocas
 convolutions of the content encoder, speaker encoder and decoder in the 16-bit type, the
 pre-RVQ path and the nearest-code search in float32 (a code flipped by a rounded distance
 changes the output by a whole code vector, see ``Decoder.rvq_input``). bfloat16 pays on CUDA
-and on CPUs with AVX-512 BF16/AMX, float16 on MPS; on an AVX2-only CPU both are slower than
-float32. ``benchmarks/streaming_rtf.py --precision`` states the deviation from float32.
+and on CPUs with AVX-512 BF16/AMX, float16 on MPS; on an AVX2-only CPU both are emulated and
+2-20x slower than float32 (:func:`emulated_precision_note`). ``benchmarks/streaming_rtf.py
+--precision`` states the deviation from float32.
 """
 
 from __future__ import annotations
@@ -22,6 +23,21 @@ from streamvc_rvq.modules.conv import reset_streams
 from streamvc_rvq.training.checkpoint import check_model_config, load_checkpoint
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def native_16bit_cpu() -> bool:
+    """Whether this CPU multiplies 16-bit floats natively (AVX-512 BF16 or AMX)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def emulated_precision_note(precision: str, device: torch.device | str) -> str | None:
+    """A one-line note when ``precision`` would be emulated on this CPU (slower than float32);
+    None where it is native or float32."""
+    if precision == "fp32" or torch.device(device).type != "cpu" or native_16bit_cpu():
+        return None
+    return (f"note: this CPU has no AVX-512 BF16 or AMX: {precision} is emulated and runs 2-20x slower than fp32 "
+            "here (the paper-size stream: 20x); it pays on CUDA, MPS or a CPU with AVX-512 BF16/AMX")
 
 
 def precision_context(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:

@@ -9,7 +9,7 @@ import torch
 
 from streamvc_rvq.config import schema_default
 from streamvc_rvq.data.audio import AudioError, load_audio, save_wav
-from streamvc_rvq.inference.conversion import PRECISIONS, convert, load_trained_model
+from streamvc_rvq.inference.conversion import PRECISIONS, convert, emulated_precision_note, load_trained_model
 from streamvc_rvq.quantization.rvq import StageSchedule
 from streamvc_rvq.training.checkpoint import CheckpointError
 
@@ -55,6 +55,9 @@ def convert_file(
         print(f"note: the source is {src.numel() / sample_rate:.2f} s, shorter than the model's "
               f"{model.warmup_frames * model.hop_length / sample_rate:.2f} s warm-up: all of it is converted with "
               "less context than training gave each scored frame", file=sys.stderr)
+    note = emulated_precision_note(precision, device)
+    if note:
+        print(note, file=sys.stderr)
     chunk_frames = int(CHUNK_SECONDS * sample_rate) // model.hop_length
     try:
         out = convert(model, src.to(device), ref.to(device), StageSchedule.of(cfg["model"]).in_checkpoint(step),
