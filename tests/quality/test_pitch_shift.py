@@ -71,12 +71,36 @@ def test_the_controls_on_real_voices_reach_their_targets_pitch_and_the_oracle_it
 
     corpus = load_utterances(micro_manifest, None, labels=None)
     pairs = conversion_pairs(corpus, 6)
-    targets_of: dict = {}
-    for source, reference in pairs:
-        targets_of.setdefault(source.utterance_id, {})[reference.speaker] = reference
-    controls = pitch_and_oracle_controls(QualityScorer(["speaker"], RATE), pairs, corpus, targets_of, RATE, 320)
+    controls = pitch_and_oracle_controls(QualityScorer(["speaker"], RATE), pairs, corpus, RATE, 320)
+    assert "model" not in controls and controls["num_pairs"] == len(pairs)
     oracle, pitch = controls["oracle"]["identification"], controls["pitch_only"]["identification"]
     assert oracle["num_outputs"] == len(pairs) and oracle["rate"] >= 0.9, oracle
     assert pitch["num_outputs"] >= len(pairs) - 2 and 0 <= pitch["low"] <= pitch["rate"] <= pitch["high"] <= 1
     level = controls["pitch_only"]["pitch_level"]
     assert level["correlation_with_target"] > 0.8 and level["median_error_semitones"] < 2.0, level
+
+
+def test_the_model_is_scored_on_the_controls_own_trials(micro_manifest):
+    """A "model" that returns its target's reference is identified every time; one that returns
+    its source (the failing input) is not; a known embedding is used instead of converting again."""
+    from streamvc_rvq.data.dataset import load_utterances
+    from streamvc_rvq.evaluation.evaluate import conversion_pairs
+    from streamvc_rvq.evaluation.pitch_and_oracle_controls import pitch_and_oracle_controls
+    from streamvc_rvq.quality.scorer import QualityScorer
+    from streamvc_rvq.quality.speaker_similarity import speaker_embedding
+
+    corpus = load_utterances(micro_manifest, None, labels=None)
+    pairs = conversion_pairs(corpus, len(corpus))
+    scorer = QualityScorer(["speaker"], RATE)
+
+    def identification(convert, known=None):
+        return pitch_and_oracle_controls(scorer, pairs, corpus, RATE, 320, convert=convert, known=known)["model"]["identification"]
+
+    target = identification(lambda source, reference: reference)
+    copy = identification(lambda source, reference: source)
+    assert target["num_outputs"] == len(pairs) == 3 * len(corpus) and target["rate"] == 1.0
+    assert copy["rate"] < 0.7, copy
+    first_source, first_reference = pairs[0]
+    known = {(first_source.utterance_id, first_reference.speaker): speaker_embedding(first_source.audio, RATE)}
+    assert identification(lambda source, reference: reference, known)["hits"] == target["hits"] - 1
+

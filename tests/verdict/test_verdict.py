@@ -630,6 +630,18 @@ def test_conversions_must_beat_a_pitch_only_shift_of_their_sources(healthy_run, 
     assert ("last.beyond_pitch" in v["conversion"]["failed_checks"]) is (not passed)
 
 
+def test_beyond_pitch_reads_the_model_on_the_controls_own_trials_when_evaluated(healthy_run):
+    """With every held-out source run (reference_controls.model), the criterion compares it, not the
+    24 sample conversions, with the pitch-only floor: here the samples pass and the wide trials fail."""
+    cps = healthy_run()
+    convert = cps[-1]["outputs"]["quality"]["convert"]
+    assert crit(run(cps), "last.beyond_pitch")["passed"] is True  # the 24 samples: 90 % vs 50 %
+    convert["reference_controls"]["model"] = {"identification": {
+        "rate": 0.6, "chance": 1 / 3, "num_outputs": 84, "hits": 50, "low": 0.49, "high": 0.69}}
+    c = crit(run(cps), "last.beyond_pitch")
+    assert c["passed"] is False and c["measured"] == pytest.approx(0.1) and "of 84 conversions" in c["note"]
+
+
 def test_a_frame_rate_tone_is_reported_and_warned_of_without_changing_the_class(healthy_run):
     """The failing input: conversions whose frame-rate lines stand 12 dB over their sources'."""
     clean = run(healthy_run())

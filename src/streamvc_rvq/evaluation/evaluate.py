@@ -24,7 +24,7 @@ from streamvc_rvq.device import select_device
 from streamvc_rvq import tags
 from streamvc_rvq.evaluation.curves import around_step, curve_facts
 from streamvc_rvq.evaluation.conversion_controls import target_controls
-from streamvc_rvq.evaluation.pitch_and_oracle_controls import pitch_and_oracle_controls
+from streamvc_rvq.evaluation.pitch_and_oracle_controls import pitch_and_oracle_controls, targets_by_source
 from streamvc_rvq.quality.scorer import KINDS, QualityScorer, quality_line
 from streamvc_rvq.quality.reference_levels import spread_over_speakers
 from streamvc_rvq.quality.speaker_similarity import cosine, verification_of
@@ -258,10 +258,7 @@ def write_samples(model, valid, heldout, num_active: int, count: int, samples_di
     jobs += [("reconstruct", f"reconstruct_{u.utterance_id}", u, u) for u in valid[:count]]
     scorer = QualityScorer(measures, sample_rate, frame_rate=sample_rate / model.hop_length)
     recognition_skipped = scorer.probe_recognition(list({src.utterance_id: src for _, _, src, _ in jobs}.values()))
-    targets_of: dict[str, dict] = {}  # source utterance -> {target speaker: its reference}
-    for kind, _, src, ref in jobs:
-        if kind == "convert":
-            targets_of.setdefault(src.utterance_id, {})[ref.speaker] = ref
+    targets_of = targets_by_source([(src, ref) for kind, _, src, ref in jobs if kind == "convert"])
     entries, by_kind = [], {kind: ([], [], [], []) for kind in KINDS}
     controls, own_controls = [], []  # Resemblyzer's judgement, and the model's own speaker encoder's
     own_embedding = _own_embedder(model, device)
@@ -293,9 +290,11 @@ def write_samples(model, valid, heldout, num_active: int, count: int, samples_di
                                recognition_skipped)
     if "speaker" in measures:
         with scorer.timed("speaker"):
-            pairs = [(src, ref) for kind, _, src, ref in jobs if kind == "convert"]
+            # every held-out utterance a source: the model, its floor and its ceiling on the same trials
+            known = {(c["source"], c["target"]): c["embedding"] for c in controls}
             quality["convert"]["reference_controls"] = pitch_and_oracle_controls(
-                scorer, pairs, heldout, targets_of, sample_rate, model.hop_length)
+                scorer, conversion_pairs(heldout, len(heldout)), heldout, sample_rate, model.hop_length,
+                convert=lambda s, r: convert(model, s.to(device), r.to(device), num_active).float().cpu(), known=known)
         quality["seconds"] = {**scorer.seconds, "total": sum(scorer.seconds.values())}
     stds = [e["std"] for e in entries]
     return {

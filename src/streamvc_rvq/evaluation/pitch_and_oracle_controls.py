@@ -1,6 +1,10 @@
-"""The floor and the ceiling of the conversion answer's speaker measures (issue 38), scored the
-way the conversions are (:func:`conversion_controls.target_controls`):
+"""The conversion answer's identification on every held-out source, with its floor and ceiling
+scored on the same trials (issue 38), the way the conversions are
+(:func:`conversion_controls.target_controls`):
 
+* **model**: each held-out utterance converted to the next held-out speakers (about 84 trials on
+  the quick preset instead of the sample conversions' 24, so the interval is narrow enough to
+  tell the model from the floor).
 * **pitch only**: each conversion's source moved to its target's median F0 with its formants kept
   (:mod:`streamvc_rvq.quality.pitch_shift`). What a pitch shifter reaches without any model: a
   conversion must beat it to have moved the voice beyond pitch (on the quick preset a speaker
@@ -11,7 +15,10 @@ way the conversions are (:func:`conversion_controls.target_controls`):
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
 
 from streamvc_rvq.evaluation.conversion_controls import target_controls
 from streamvc_rvq.quality.pitch_metrics import median_f0, pitch_level_following
@@ -19,16 +26,27 @@ from streamvc_rvq.quality.pitch_shift import pitch_only_control
 from streamvc_rvq.quality.speaker_similarity import cosine, speaker_embedding
 
 
-def pitch_and_oracle_controls(scorer, pairs: Sequence[tuple], heldout: Sequence, targets_of: Mapping[str, Mapping],
-                              sample_rate: int, hop: int) -> dict:
-    """``{"pitch_only": controls, "oracle": controls}`` for the conversions ``pairs`` ((source,
-    target reference) utterances); ``targets_of[source id]``: {target speaker: its reference};
-    ``scorer``: the evaluation's :class:`~streamvc_rvq.quality.scorer.QualityScorer` (its cached
-    embeddings and pitch levels)."""
+def targets_by_source(pairs: Sequence[tuple]) -> dict[str, dict]:
+    """``{source id: {target speaker: its reference}}`` of (source, reference) ``pairs``."""
+    targets: dict[str, dict] = {}
+    for source, reference in pairs:
+        targets.setdefault(source.utterance_id, {})[reference.speaker] = reference
+    return targets
+
+
+def pitch_and_oracle_controls(scorer, pairs: Sequence[tuple], heldout: Sequence, sample_rate: int, hop: int,
+                              convert: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                              known: Mapping[tuple[str, str], np.ndarray] | None = None) -> dict:
+    """``{"num_pairs", "model", "pitch_only", "oracle"}`` over the conversions ``pairs`` ((source,
+    target reference) utterances), each ``{"identification": ...}``; ``model`` only with ``convert``
+    (source audio, reference audio -> output), whose Resemblyzer embeddings ``known[(source id,
+    target speaker)]`` are reused instead of converting again. ``scorer``: the evaluation's
+    :class:`~streamvc_rvq.quality.scorer.QualityScorer` (its cached embeddings and pitch levels)."""
     by_speaker: dict[str, list] = {}
     for utt in heldout:
         by_speaker.setdefault(utt.speaker, []).append(utt)
-    pitch, oracle, levels = [], [], []
+    targets_of = targets_by_source(pairs)
+    model, pitch, oracle, levels = [], [], [], []
     for source, reference in pairs:
         references = targets_of[source.utterance_id]
 
@@ -36,6 +54,11 @@ def pitch_and_oracle_controls(scorer, pairs: Sequence[tuple], heldout: Sequence,
             return {"source": source.utterance_id, "target": reference.speaker, "embedding": embedding,
                     "to_targets": {spk: cosine(embedding, scorer.utterance_embedding(r)) for spk, r in references.items()}}
 
+        if convert is not None:
+            embedding = (known or {}).get((source.utterance_id, reference.speaker))
+            if embedding is None:
+                embedding = speaker_embedding(convert(source.audio, reference.audio), sample_rate)
+            model.append(trial(embedding))
         shifted = pitch_only_control(source.audio, scorer.utterance_level(reference), scorer.utterance_level(source),
                                      sample_rate, hop)
         if shifted is not None:
@@ -46,5 +69,9 @@ def pitch_and_oracle_controls(scorer, pairs: Sequence[tuple], heldout: Sequence,
         if real is not None:
             oracle.append(trial(scorer.utterance_embedding(real)))
     # how well the shifter reached its targets' pitch: a shift that misses is a weaker control
-    return {"pitch_only": {**target_controls(pitch), "pitch_level": pitch_level_following(levels)},
-            "oracle": target_controls(oracle)}
+    controls = {"num_pairs": len(pairs),
+                "pitch_only": {**target_controls(pitch), "pitch_level": pitch_level_following(levels)},
+                "oracle": target_controls(oracle)}
+    if convert is not None:
+        controls["model"] = target_controls(model)
+    return controls

@@ -581,10 +581,13 @@ def _target_identified(run: Run, c: Criterion) -> Measurement:
 
 
 def _beyond_pitch(run: Run, c: Criterion) -> Measurement:
+    """The model against the pitch-only floor on the same trials: every held-out source where the
+    evaluation ran them (``reference_controls.model``), else the sample conversions (older metrics)."""
     last, ident, missing = _control(run, "identification")
     if missing:
         return missing
     controls = _get(run.cps[last], "outputs", "quality", "convert", "reference_controls") or {}
+    ident = (controls.get("model") or {}).get("identification") or ident
     pitch = (controls.get("pitch_only") or {}).get("identification")
     if pitch is None or ident.get("low") is None:
         return Measurement(None, f"at {last}: no pitch-only control in the metrics (re-evaluate with this version, "
