@@ -138,6 +138,7 @@ def test_ladder_command_writes_json_report_and_plots(tmp_path, capsys):
     assert ladder["fixed"] == ["phase2_ema"] and ladder["skipped"] == {"phase2_encodec_library": "not installed"}
     report = (out / "remedies.md").read_text()
     assert "Left out: `phase2_encodec_library`" in report and "| 1 | `phase2_ema` |" in report
+    assert "frame-rate tone over sources (dB)" in report and "identified minus pitch-only" in report
     assert {p.name for p in (out / "plots").glob("*.png")} == {"perplexity.png", "usage.png"}
     assert "phase2_ema" in capsys.readouterr().out
 
@@ -243,3 +244,18 @@ def test_an_arm_whose_trick_never_acted_is_named_and_one_that_acted_is_not():
     # nothing logged: not known, not "did not act"
     ladder = rank_ladder(runs, configs, reference="phase1", scalars={})
     assert ladder["idle_tricks"] == [] and all(t["acted"] is None for s in ladder["ranking"] for t in s.get("tricks", []))
+
+
+def test_each_arm_shows_its_frame_rate_tone_and_identification_beyond_pitch_without_ranking_on_them():
+    toned, clean = run("partial", 30.0, ovrl=2.0), run("partial", 30.0, ovrl=2.0)
+    for (_, cps), excess, model in ((toned, 17.0, 0.67), (clean, 2.8, 0.79)):
+        cps[-1]["outputs"]["quality"]["convert"].update(frame_tone={"excess_db": excess}, reference_controls={
+            "model": {"identification": {"rate": model}}, "pitch_only": {"identification": {"rate": 0.6}}})
+    ladder = rank_ladder({"phase1": {0: toned}, "phase1_repeat_upsample": {0: clean}})
+    by_arm = {s["arm"]: s for s in ladder["ranking"]}
+    assert by_arm["phase1"]["frame_tone_excess_db"] == 17.0 and by_arm["phase1_repeat_upsample"]["frame_tone_excess_db"] == 2.8
+    assert by_arm["phase1"]["beyond_pitch_margin"] == pytest.approx(0.07)
+    assert by_arm["phase1_repeat_upsample"]["beyond_pitch_margin"] == pytest.approx(0.19)
+    # equal on every ranking key: the tone and the margin (both better in the second arm) break no tie
+    assert [s["arm"] for s in ladder["ranking"]] == ["phase1", "phase1_repeat_upsample"]
+

@@ -22,6 +22,7 @@ CHECKPOINT_METRICS: tuple[tuple[str, tuple], ...] = (
     ("loss_stft", ("validation", "loss_stft")),
     ("dnsmos_ovrl", ("outputs", "quality", "convert", "dnsmos", "ovrl")),
     ("towards_target", ("outputs", "quality", "convert", "towards_target_margin")),
+    ("frame_tone_db", ("outputs", "quality", "convert", "frame_tone", "excess_db")),
 )
 
 

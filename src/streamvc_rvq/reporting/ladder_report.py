@@ -87,6 +87,7 @@ QUALITY_PANELS = (
     ("DNSMOS OVRL of the conversions", ("dnsmos", "ovrl"), ("dnsmos", "ovrl")),
     ("speaker margin towards the target", ("towards_target_margin",), None),
     ("character error rate of the conversions", ("recognition", "output", "cer"), ("recognition", "cer")),
+    ("frame-rate tone of the conversions over their sources (dB)", ("frame_tone", "excess_db"), None),
 )
 
 
@@ -123,6 +124,8 @@ RANKING_COLUMNS = (
     ("codes_used_q0", "codes used q0 (whole pass)"), ("codebook_size_q0", "codebook size q0"),
     ("top_code_share_q0", "top-code share q0"), ("loss_stft", "loss_stft"), ("dnsmos_ovrl", "DNSMOS OVRL"),
     ("towards_target_margin", "towards target"), ("cer", "CER"),
+    ("beyond_pitch_margin", "identified minus pitch-only (every source)"),
+    ("frame_tone_excess_db", "frame-rate tone over sources (dB)"),
 )
 
 

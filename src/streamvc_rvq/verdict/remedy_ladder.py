@@ -113,7 +113,17 @@ def seed_summary(verdict: dict, checkpoints: Sequence[dict]) -> dict:
         "towards_target_margin": _quality(last, "towards_target_margin"),
         "output_similarity": _quality(last, "output_similarity"),
         "cer": _quality(last, "recognition", "output", "cer"),
+        # shown, not ranked: the frame-rate tone (issue 38) and the identification beyond a pitch shift
+        "frame_tone_excess_db": _quality(last, "frame_tone", "excess_db"),
+        "beyond_pitch_margin": beyond_pitch_margin(last),
     }
+
+
+def beyond_pitch_margin(cp: dict) -> float | None:
+    """The model's identification rate minus the pitch-only control's on the same trials."""
+    controls = _quality(cp, "reference_controls") or {}
+    rates = [((controls.get(k) or {}).get("identification") or {}).get("rate") for k in ("model", "pitch_only")]
+    return None if None in rates else rates[0] - rates[1]
 
 
 def arm_summary(arm: str, seeds: Mapping[int, dict]) -> dict:
@@ -139,7 +149,8 @@ def arm_summary(arm: str, seeds: Mapping[int, dict]) -> dict:
         "perplexity": [_mean([p[i] if i < len(p) else None for p in perplexities]) for i in range(stages)],
     }
     for key in ("usage_q0", "codes_used_q0", "codebook_size_q0", "perplexity_share_q0", "top_code_share_q0",
-                "loss_stft", "dnsmos_ovrl", "towards_target_margin", "output_similarity", "cer"):
+                "loss_stft", "dnsmos_ovrl", "towards_target_margin", "output_similarity", "cer",
+                "frame_tone_excess_db", "beyond_pitch_margin"):
         summary[key] = _mean([r[key] for r in runs])
     summary["perplexity_q0"] = summary["perplexity"][0] if summary["perplexity"] else None
     q0 = [p[0] for p in perplexities if p and p[0] is not None]
