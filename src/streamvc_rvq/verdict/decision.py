@@ -946,7 +946,7 @@ PRECONDITIONS: tuple[Precondition, ...] = (
     Precondition("reconstructions_resemble_source", ">", "> the corpus's different-speaker similarity",
                  _reconstruction_resemblance,
                  "the decoder does not reproduce a voice: reconstructions resemble their own source at {measured} at "
-                 "step {step}, not above the corpus's different-speaker level {limit}; train longer before judging "
+                 "step {step}, not above the corpus's different-speaker level {limit:.4g}; train longer before judging "
                  "conversion"),
 )
 NEXT_CONVERSION = {
