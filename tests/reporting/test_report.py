@@ -208,9 +208,10 @@ def test_conversion_table_shows_every_measure_and_a_dash_where_one_is_missing(he
 def test_verdict_report_links_each_checkpoints_samples_page(tmp_path, healthy_run):
     cps = healthy_run()
     verdict = decide(cps, steps=STEPS, progressive_steps=2000)
-    pages = [tmp_path / "report" / "samples" / name for name in ("step_1000.html", "step_1000.2.html")]
+    pages = [tmp_path / "report" / "samples" / name for name in ("step_1000.html", "step_1000.2.html", "step_2000.html")]
     md = write_verdict_report(verdict, cps, None, None, tmp_path / "report" / "report.md", samples_pages=pages).read_text()
-    assert "[step 1000](samples/step_1000.html) · [step 1000.2](samples/step_1000.2.html)" in md
+    assert ("step 1000 ([1](samples/step_1000.html), [2](samples/step_1000.2.html)) · "
+            "[step 2000](samples/step_2000.html).") in md
     assert "Listen" not in write_verdict_report(verdict, cps, None, None, tmp_path / "v.md").read_text()
 
 

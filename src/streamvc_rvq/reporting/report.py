@@ -313,8 +313,14 @@ def conversion_table(checkpoints: Sequence[dict], reference: dict | None) -> lis
 
 def _listen_links(samples_pages: Sequence[Path], base: Path) -> str:
     """Links to the samples pages, relative to the report (in Snakemake's report: 2. Samples)."""
-    links = [f"[{Path(p).stem.replace('_', ' ')}]({Path(os.path.relpath(p, base)).as_posix()})" for p in samples_pages]
-    return (" Listen, one page per checkpoint (in the HTML report: 2. Samples): " + " · ".join(links) + ".") if links else ""
+    parts: dict[str, list[tuple[str, str]]] = {}  # "step 50" -> (part, url) of its page and the parts split off it
+    for p in samples_pages:
+        step, _, part = Path(p).stem.partition(".")  # step_50.2.html: part 2 of step 50's page
+        parts.setdefault(step.replace("_", " "), []).append((part or "1", Path(os.path.relpath(p, base)).as_posix()))
+    links = [f"[{step}]({pages[0][1]})" if len(pages) == 1 else
+             f"{step} ({', '.join(f'[{part}]({url})' for part, url in pages)})" for step, pages in parts.items()]
+    return (" Listen, one page per checkpoint, split in parts where long (in the HTML report: 2. Samples): "
+            + " · ".join(links) + ".") if links else ""
 
 
 def _quality_section(checkpoints: Sequence[dict], reference: dict | None, listen: str,
