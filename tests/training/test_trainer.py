@@ -101,6 +101,17 @@ def test_gan_experiment_trains_and_checkpoints_its_discriminator(micro_manifest,
     assert ckpt["discriminator"] and ckpt["disc_optimizer"]["state"]
 
 
+@pytest.mark.parametrize("size, first, widest", [({}, 4, 8), ({"filters": 32, "max_filters": 64}, 32, 64)])
+def test_the_discriminator_is_built_at_the_configured_size(size, first, widest):
+    """micro's scaled discriminator (4 -> 8 filters) and EnCodec's (32 -> 64), from train.discriminator."""
+    from streamvc_rvq.training.trainer import build_state
+
+    state = build_state(micro_config("phase2_gan", train={"discriminator": size} if size else {}), torch.device("cpu"))
+    scale = state.discriminator.discriminators[0]
+    widths = [conv.out_channels for conv in scale.convs]
+    assert (widths[0], max(widths)) == (first, widest) and len(state.discriminator.discriminators) == 3
+
+
 def test_killed_job_leaves_no_checkpoint_and_rerun_continues_from_the_last_complete_one(micro_manifest, tmp_path):
     import json
     import signal

@@ -31,6 +31,7 @@ class TrainSettings:
     num_threads: int
     allow_untrained_content_encoder: bool
     speaker_consistency_rows: int
+    discriminator: Mapping[str, int]
     loss_weights: Mapping[str, float]
 
     @classmethod
@@ -43,5 +44,6 @@ class TrainSettings:
         defaults = schema_default("train") if any(n not in train_cfg for n in names) else {}
         values = {n: train_cfg[n] if n in train_cfg else defaults[n] for n in names}
         values.update(steps=tuple(int(s) for s in values["steps"]), betas=tuple(values["betas"]),
-                      loss_weights=MappingProxyType(dict(values["loss_weights"])))
+                      loss_weights=MappingProxyType(dict(values["loss_weights"])),
+                      discriminator=MappingProxyType({**schema_default("train.discriminator"), **values["discriminator"]}))
         return cls(**values)

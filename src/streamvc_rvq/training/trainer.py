@@ -100,7 +100,7 @@ def build_state(cfg: dict, device: torch.device) -> TrainState:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, train.warmup_steps, total))
     discriminator = disc_optimizer = None
     if gan_enabled(train):
-        discriminator = MultiScaleSTFTDiscriminator().to(device)
+        discriminator = MultiScaleSTFTDiscriminator(**train.discriminator).to(device)
         disc_optimizer = torch.optim.AdamW(
             discriminator.parameters(), lr=train.lr, betas=train.betas, weight_decay=train.weight_decay,
         )
