@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from micro import CONFIG_FILES, micro_config
+from micro import CONFIG_FILES, EVERY_ARM, micro_config
 from streamvc_rvq.config import load_config, resolve_experiment
 from streamvc_rvq.data.dataset import load_utterances
 from streamvc_rvq.evaluation.evaluate import codebook_and_losses
@@ -19,7 +19,7 @@ from streamvc_rvq.training.scalars_file import read_segment_scalars
 from streamvc_rvq.verdict.remedy_ladder import rvq_change, builds_on, trick_evidence
 
 RAW = load_config(*CONFIG_FILES)
-ARMS = RAW["ladder"]["arms"]
+ARMS = EVERY_ARM
 REFERENCE = "phase1"
 CONFIGS = {arm: resolve_experiment(RAW, arm) for arm in ARMS}
 

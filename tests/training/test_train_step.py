@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from micro import CONFIG_FILES, micro_config
-from streamvc_rvq.config import load_config
+from micro import EVERY_ARM, micro_config
 from streamvc_rvq.data.dataset import load_utterances
 from streamvc_rvq.training.trainer import Trainer, build_state
 
@@ -127,7 +126,7 @@ def test_codebook_lr_scale_needs_a_gradient_codebook():
         ResidualVectorQuantizer(codebook_update="ema", codebook_lr_scale=0.1)
 
 
-@pytest.mark.parametrize("arm", load_config(*CONFIG_FILES)["ladder"]["arms"])
+@pytest.mark.parametrize("arm", EVERY_ARM)
 def test_every_ladder_arm_trains_past_its_second_stage_and_converts(micro_manifest, arm):
     """Each remedy runs through the real model: training steps past the second stage's start
     (progressive RVQ), code statistics of every active stage, then an eval-mode conversion whose

@@ -137,9 +137,16 @@ def test_remedy_ladder_and_experiments_table_through_snakemake(workflow):
     assert phase2["experiments"]["phase2"]["train"]["loss_weights"]["adversarial"] > 0
     table = (workflow / f"{MICRO}/compare/experiments.csv").read_text().splitlines()
     header = table[0].split(",")
-    assert {"model.rvq.implementation", "model.rvq.projection_dim", "model.rvq.distance"} <= set(header)
+    assert {"model.rvq.implementation", "model.rvq.codebook_update", "model.rvq.dead_code_threshold"} <= set(header)
     assert "train.lr" not in header  # only the values that differ between rows
     assert len(table) - 1 >= len(arms)
+    # micro's ladder runs a few arms; with every arm of config.yaml's ladder the same target plans each one's verdict
+    every_arm = load_config(workflow / "config/config.yaml")["ladder"]["arms"]
+    assert set(arms) < set(every_arm)
+    (workflow / "every_arm.yaml").write_text(json.dumps({"ladder": {"arms": every_arm}}) + "\n")
+    plan = run_snakemake(workflow, "-n", str(ladder_path.relative_to(workflow)),
+                         configfiles=("config/micro.yaml", "every_arm.yaml"))
+    assert planned_jobs(plan).get("verdict") == len(every_arm) - len(arms)
 
 
 # ---------------------------------------------------------------- the README journey
