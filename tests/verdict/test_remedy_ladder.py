@@ -259,3 +259,30 @@ def test_each_arm_shows_its_frame_rate_tone_and_identification_beyond_pitch_with
     # equal on every ranking key: the tone and the margin (both better in the second arm) break no tie
     assert [s["arm"] for s in ladder["ranking"]] == ["phase1", "phase1_repeat_upsample"]
 
+
+
+def test_cross_check_agreement_is_the_codebook_question_within_the_seed_spread():
+    """The quick ladder's case: both implementations fix the collapse on seeds 0-2 at the same
+    stage-0 share, the native arm's seed 2 partial on a training-curve criterion
+    (`1k.loss_stft_falling`): they agree. The control: the library's stage 0 far under the
+    native one's beyond the seeds' spread, every seed still a fix: they disagree."""
+    native = {"model": {"rvq": {"codebook_update": "ema", "implementation": "native"}}, "train": {"seed": 0}}
+    library = {"model": {"rvq": {"codebook_update": "ema", "implementation": "vector_quantize_pytorch"}},
+               "train": {"seed": 0}}
+    configs = {"encodec": native, "library": library}
+    runs = {"encodec": {0: run("success", 640.0), 1: run("success", 690.0),
+                        2: run("partial", 600.0, failed=("1k.loss_stft_falling",))},
+            "library": {0: run("success", 630.0), 1: run("success", 590.0), 2: run("success", 655.0)}}
+    from streamvc_rvq.reporting.ladder_report import cross_check_lines
+
+    ladder = rank_ladder(runs, configs)
+    (check,) = ladder["cross_checks"]
+    assert check["agree"] is True and check["classes"]["encodec"] != check["classes"]["library"]
+    assert abs(check["margin_perplexity_share_q0"]) <= check["seed_spread"]
+    assert "agrees with `encodec`" in cross_check_lines(ladder)[0] and "within the seed spread" in cross_check_lines(ladder)[0]
+    runs["library"] = {0: run("success", 300.0), 1: run("success", 310.0), 2: run("success", 305.0)}
+    ladder = rank_ladder(runs, configs)
+    (check,) = ladder["cross_checks"]
+    assert check["fixed"] == {"library": True, "encodec": True} and check["agree"] is False
+    assert abs(check["margin_perplexity_share_q0"]) > check["seed_spread"]
+    assert "DISAGREES with `encodec`" in cross_check_lines(ladder)[0] and "beyond the seed spread" in cross_check_lines(ladder)[0]

@@ -148,6 +148,33 @@ def ranking_table(ladder: dict) -> list[str]:
     return lines
 
 
+def cross_check_lines(ladder: dict) -> list[str]:
+    """Whether each cross-check arm answers the ladder's question as our quantizer does."""
+    lines = []
+    for check in ladder["cross_checks"]:
+        if check["native_arm"] is None:
+            lines += [f"Cross-check `{check['arm']}` ({check['implementation']}): no native arm with the same settings.", ""]
+            continue
+        word = "agrees with" if check["agree"] else "DISAGREES with"
+        a, b = check["arm"], check["native_arm"]
+        fixed = {True: "fixed the collapse", False: "did not fix the collapse"}
+        lines += [f"Cross-check: `{a}` ({check['implementation']}) {word} `{b}`: "
+                  f"`{a}` {fixed[check['fixed'][a]]} ({'/'.join(map(str, check['classes'][a]))}, perplexity q0 "
+                  f"{fmt_value(check['perplexity_q0'][a])}), `{b}` {fixed[check['fixed'][b]]} "
+                  f"({'/'.join(map(str, check['classes'][b]))}, perplexity q0 {fmt_value(check['perplexity_q0'][b])})"
+                  + _share_clause(check) + ".", ""]
+    return lines
+
+
+def _share_clause(check: dict) -> str:
+    """The stage-0 perplexity shares' margin against the seed spread, where the seeds give one."""
+    if check.get("seed_spread") is None or check.get("margin_perplexity_share_q0") is None:
+        return "; one seed each: no seed-noise allowance for the stage-0 perplexity share"
+    within = abs(check["margin_perplexity_share_q0"]) <= check["seed_spread"]
+    return (f"; stage-0 perplexity share {fmt_value(check['margin_perplexity_share_q0'])} apart, "
+            f"{'within' if within else 'beyond'} the seed spread {fmt_value(check['seed_spread'])}")
+
+
 def trick_lines(ladder: dict) -> list[str]:
     """Whether each arm's trick acted in its run: an arm whose trick never acted measured nothing."""
     rows = [(s["arm"], t) for s in ladder["ranking"] for t in s.get("tricks", [])]
@@ -176,17 +203,7 @@ def write_ladder_report(ladder: dict, out_md: str | os.PathLike, pngs: PngList |
     failing = [(s["arm"], s["failed"]) for s in ladder["ranking"] if s["failed"]]
     if failing:
         lines += ["Failed criteria: " + "; ".join(f"`{arm}`: {', '.join(f)}" for arm, f in failing) + ".", ""]
-    for check in ladder["cross_checks"]:
-        if check["native_arm"] is None:
-            lines += [f"Cross-check `{check['arm']}` ({check['implementation']}): no native arm with the same settings.", ""]
-            continue
-        word = "agrees with" if check["agree"] else "DISAGREES with"
-        a, b = check["arm"], check["native_arm"]
-        fixed = {True: "fixed the collapse", False: "did not fix the collapse"}
-        lines += [f"Cross-check: `{a}` ({check['implementation']}) {word} `{b}`: "
-                  f"`{a}` {fixed[check['fixed'][a]]} ({'/'.join(map(str, check['classes'][a]))}, perplexity q0 "
-                  f"{fmt_value(check['perplexity_q0'][a])}), `{b}` {fixed[check['fixed'][b]]} "
-                  f"({'/'.join(map(str, check['classes'][b]))}, perplexity q0 {fmt_value(check['perplexity_q0'][b])}).", ""]
+    lines += cross_check_lines(ladder)
     lines += trick_lines(ladder)
     for arm, reason in ladder["skipped"].items():
         lines += [f"Left out: `{arm}`: {reason}.", ""]
