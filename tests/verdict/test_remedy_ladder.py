@@ -260,7 +260,6 @@ def test_each_arm_shows_its_frame_rate_tone_and_identification_beyond_pitch_with
     assert [s["arm"] for s in ladder["ranking"]] == ["phase1", "phase1_repeat_upsample"]
 
 
-
 def test_cross_check_agreement_is_the_codebook_question_within_the_seed_spread():
     """The quick ladder's case: both implementations fix the collapse on seeds 0-2 at the same
     stage-0 share, the native arm's seed 2 partial on a training-curve criterion

@@ -166,6 +166,14 @@ def arm_summary(arm: str, seeds: Mapping[int, dict]) -> dict:
 PHASE2_EXPERIMENT = "phase2"  # the experiment phase2.yaml defines and points the verdict at
 
 
+def share_margin(first: Mapping, second: Mapping) -> tuple[float | None, float | None]:
+    """(first's stage-0 perplexity share minus second's, the two arms' seed spreads together):
+    the margin and the noise allowance that the ranking's certainty and the cross-check both read."""
+    key = "perplexity_share_q0"
+    margin = None if first.get(key) is None or second.get(key) is None else first[key] - second[key]
+    return margin, seed_noise_allowance([first.get(f"{key}_std"), second.get(f"{key}_std")])
+
+
 def ranking_certainty(ranking: Sequence[dict]) -> dict:
     """How sure the first place is: the first two arms' stage-0 perplexity share (the ranking's
     codebook key) at the last checkpoint, and their seed spreads. With two or more seeds each, a
@@ -175,11 +183,9 @@ def ranking_certainty(ranking: Sequence[dict]) -> dict:
         return {"top": ranking[0]["arm"] if ranking else None, "runner_up": None, "tie": None,
                 "text": "one arm: nothing to rank against"}
     first, second = ranking[0], ranking[1]
-    key = "perplexity_share_q0"
-    margin = None if first.get(key) is None or second.get(key) is None else first[key] - second[key]
+    margin, spread = share_margin(first, second)
     out = {"top": first["arm"], "runner_up": second["arm"], "margin_perplexity_share_q0": margin,
-           "seed_spread": seed_noise_allowance([first.get(f"{key}_std"), second.get(f"{key}_std")]),
-           "seeds": [len(first["seeds"]), len(second["seeds"])]}
+           "seed_spread": spread, "seeds": [len(first["seeds"]), len(second["seeds"])]}
     same_class = first.get("class_rank") == second.get("class_rank")
     if out["seed_spread"] is None or margin is None:
         out["tie"] = None
@@ -309,9 +315,7 @@ def cross_checks(summaries: Mapping[str, dict], configs: Mapping[str, dict]) -> 
         check = {"arm": arm, "implementation": impl, "native_arm": twin, "agree": None}
         if twin is not None:
             a, b = summaries[arm], summaries[twin]
-            key = "perplexity_share_q0"
-            spread = seed_noise_allowance([a.get(f"{key}_std"), b.get(f"{key}_std")])
-            margin = None if a.get(key) is None or b.get(key) is None else a[key] - b[key]
+            margin, spread = share_margin(a, b)
             check.update({
                 "agree": a["fixed"] == b["fixed"] and (spread is None or margin is None or abs(margin) <= spread),
                 "margin_perplexity_share_q0": margin, "seed_spread": spread,
