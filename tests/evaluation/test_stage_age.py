@@ -59,7 +59,7 @@ def test_evaluation_at_step_n_uses_the_stages_of_step_n_minus_1(micro_manifest, 
     assert set(level) >= {"correlation_with_target", "correlation_with_source", "num_conversions", "num_without_pitch"}
     # the model, its pitch-only floor and its oracle ceiling on every held-out source, the same trials
     wide = quality["convert"]["reference_controls"]
-    assert wide["num_pairs"] > quality["convert"]["num_outputs"] and set(wide) >= {"model", "pitch_only", "oracle"}
+    assert wide["num_pairs"] > quality["convert"]["num_outputs"] and set(wide) >= {"model", "timbre_only", "pitch_only", "oracle"}
     # (micro's held-out split gives each source one target: no identification, as for the samples)
     assert wide["model"]["identification"] is quality["convert"]["controls"]["identification"] is None
     assert all(set(s["median_f0"]) == {"output", "target", "source"} for s in metrics["outputs"]["samples"]

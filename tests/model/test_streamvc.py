@@ -60,6 +60,23 @@ def test_missing_keys_take_schema_defaults():
     assert model.decoder.rvq.num_quantizers == 8 and model.decoder.norm.mode == "utterance"
 
 
+def test_pitch_reference_keeps_that_utterances_pitch_level_and_the_references_speaker():
+    """The timbre-only conversion (the evaluation's ``timbre_only`` control): the speaker vector
+    from the reference, the pitch level from ``pitch_reference``; the reference itself as
+    ``pitch_reference`` is the plain conversion, and another pitch changes the output."""
+    model = StreamVC(tiny_config()).eval()
+    source, reference = voiced(0.6, f0=120.0, seed=1), voiced(0.6, f0=240.0, seed=2)
+    with torch.no_grad():
+        plain = model(source, reference)
+        kept = model(source, reference, pitch_reference=source)
+        same = model(source, reference, pitch_reference=reference)
+    torch.testing.assert_close(kept.speaker, plain.speaker, rtol=0, atol=0)
+    torch.testing.assert_close(kept.pitch_level, model.pitch_statistics(source), rtol=0, atol=0)
+    assert not torch.allclose(kept.pitch_level, plain.pitch_level)
+    torch.testing.assert_close(same.audio, plain.audio, rtol=0, atol=0)
+    assert (kept.audio - plain.audio).abs().max() > 1e-4
+
+
 def test_too_short_source_is_an_error():
     with pytest.raises(ValueError, match="at least one frame"):
         StreamVC(tiny_config())(torch.randn(1, HOP - 1), torch.randn(1, HOP))

@@ -104,3 +104,27 @@ def test_the_model_is_scored_on_the_controls_own_trials(micro_manifest):
     known = {(first_source.utterance_id, first_reference.speaker): speaker_embedding(first_source.audio, RATE)}
     assert identification(lambda source, reference: reference, known)["hits"] == target["hits"] - 1
 
+
+def test_the_timbre_only_conversion_of_a_target_blind_model_is_identified_at_chance(micro_manifest):
+    """``timbre_only`` (the target's speaker vector at the source's own pitch): a "model" that
+    keeps its source whatever the target (the failing input) is identified exactly once per
+    source, at chance; one that returns the target's reference, every time."""
+    from streamvc_rvq.data.dataset import load_utterances
+    from streamvc_rvq.evaluation.evaluate import conversion_pairs
+    from streamvc_rvq.evaluation.pitch_and_oracle_controls import pitch_and_oracle_controls
+    from streamvc_rvq.quality.scorer import QualityScorer
+
+    corpus = load_utterances(micro_manifest, None, labels=None)
+    pairs = conversion_pairs(corpus, len(corpus))
+    scorer = QualityScorer(["speaker"], RATE)
+
+    def timbre(convert_timbre):
+        controls = pitch_and_oracle_controls(scorer, pairs, corpus, RATE, 320, convert_timbre=convert_timbre)
+        assert "model" not in controls
+        return controls["timbre_only"]["identification"]
+
+    blind = timbre(lambda source, reference: source)
+    sources = len({s.utterance_id for s, _ in pairs})
+    assert blind["hits"] == sources and blind["rate"] == pytest.approx(blind["chance"]) and blind["num_outputs"] == len(pairs)
+    assert timbre(lambda source, reference: reference)["rate"] == 1.0
+

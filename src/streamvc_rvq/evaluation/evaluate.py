@@ -252,6 +252,13 @@ def _quality_summary(scorer: QualityScorer, by_kind: dict, controls: list | None
     return quality
 
 
+@torch.inference_mode()
+def convert_keeping_pitch(model, source: torch.Tensor, reference: torch.Tensor, num_active: int) -> torch.Tensor:
+    """1-D ``source`` in ``reference``'s speaker vector at its own pitch level: the timbre alone."""
+    source = source.unsqueeze(0)
+    return model(source, reference.unsqueeze(0), num_active, pitch_reference=source).audio[0].float()
+
+
 def write_samples(model, valid, heldout, num_active: int, count: int, samples_dir: Path, sample_rate: int,
                   silence_std: float, device, measures: tuple[str, ...] = ()) -> dict:
     """Writes ``count`` conversions between held-out speakers and ``count`` reconstructions of
@@ -297,7 +304,8 @@ def write_samples(model, valid, heldout, num_active: int, count: int, samples_di
             known = {(c["source"], c["target"]): c["embedding"] for c in controls}
             quality["convert"]["reference_controls"] = pitch_and_oracle_controls(
                 scorer, conversion_pairs(heldout, min(len(heldout), IDENTIFICATION_SOURCES)), heldout, sample_rate, model.hop_length,
-                convert=lambda s, r: convert(model, s.to(device), r.to(device), num_active).float().cpu(), known=known)
+                convert=lambda s, r: convert(model, s.to(device), r.to(device), num_active).float().cpu(), known=known,
+                convert_timbre=lambda s, r: convert_keeping_pitch(model, s.to(device), r.to(device), num_active).cpu())
         quality["seconds"] = {**scorer.seconds, "total": sum(scorer.seconds.values())}
     stds = [e["std"] for e in entries]
     return {

@@ -139,16 +139,19 @@ class StreamVC(nn.Module):
 
     def forward(
         self, source: Tensor, reference: Tensor, num_active_quantizers: int | None = None,
-        lengths: Tensor | None = None,
+        lengths: Tensor | None = None, pitch_reference: Tensor | None = None,
     ) -> StreamVCOutput:
         """Convert ``source: B x T`` to the voice of ``reference: B x T_ref``.
 
         ``lengths: B``: frames of real signal per row (trailing padding beyond it is not
-        measured); default: all frames."""
+        measured); default: all frames. ``pitch_reference``: the utterance whose pitch level
+        the output takes instead of the reference's (the source itself: its timbre changed,
+        its pitch kept; the evaluation's timbre-only conversion)."""
         source = self._prepare(source)
         reference = reference.to(source.dtype)
         content, logits, stats, valid = self._encode(source, lengths)
-        source_pitch, level = self.pitch(source), self.pitch_statistics(reference)
+        level_of = reference if pitch_reference is None else pitch_reference.to(source.dtype)
+        source_pitch, level = self.pitch(source), self.pitch_statistics(level_of)
         pitch = self.pitch.retarget(source_pitch, level)
         speaker = self.speaker_encoder(reference)
         decoder_input = content.detach() if self.stop_gradient else content

@@ -279,7 +279,7 @@ def conversion_table(checkpoints: Sequence[dict], reference: dict | None) -> lis
     and reconstructions' similarity to their source next to the corpus's levels."""
     speaker = (reference or {}).get("speaker") or {}
     lines = ["| step | model speaker AUC / EER | target identified (chance) | every held-out source: conversions / "
-             "a pitch-only shift / real target speech identified | by the model's own encoder | "
+             "their timbre alone (source's pitch level) / a pitch-only shift / real target speech identified | by the model's own encoder | "
              "median F0 corr with target / source | content head on conversions / sources (chance) | "
              "reconstruction similarity to source | frame-rate tone, conversions / sources (dB) |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -296,8 +296,9 @@ def conversion_table(checkpoints: Sequence[dict], reference: dict | None) -> lis
         identified = (f"{ident['rate']:.0%} of {ident['num_outputs']} ({ident['chance']:.0%})" if ident else "—") + (
             f", 95 % {ident['low']:.0%}-{ident['high']:.0%}" if ident and ident.get("low") is not None else "")
         controls = convert.get("reference_controls") or {}
-        wide, pitch, oracle = ((controls.get(k) or {}).get("identification") for k in ("model", "pitch_only", "oracle"))
-        floor = " / ".join(format(c["rate"], ".0%") if c else "—" for c in (wide, pitch, oracle)) + (
+        wide, timbre, pitch, oracle = ((controls.get(k) or {}).get("identification")
+                                       for k in ("model", "timbre_only", "pitch_only", "oracle"))
+        floor = " / ".join(format(c["rate"], ".0%") if c else "—" for c in (wide, timbre, pitch, oracle)) + (
             f" of {wide['num_outputs']}, 95 % {wide['low']:.0%}-{wide['high']:.0%}" if wide else "")
         tone = convert.get("frame_tone") or {}
         lines.append(
