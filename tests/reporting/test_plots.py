@@ -94,3 +94,20 @@ def test_conversion_plot_draws_every_measure_and_survives_missing_ones(tmp_path,
     for cp in cps:
         cp["outputs"]["quality"]["convert"].pop("pitch_level"), cp.pop("speaker_embedding")
     assert_png(plot_conversion(cps, tmp_path / "conversion_partial.png"))
+
+
+def test_every_arm_of_the_full_ladder_has_its_own_curve_style(tmp_path, healthy_run):
+    """With phase1 and 13 arms, no two arms share colour, marker and line (ten colours alone
+    gave phase2_ema and phase2_fsq the same green), and the stage plot draws each arm that way."""
+    import matplotlib.colors as mcolors
+    import yaml
+
+    from streamvc_rvq.reporting.ladder_report import _style, plot_stage_metric
+
+    arms = yaml.safe_load((Path(__file__).parents[2] / "config" / "config.yaml").read_text())["ladder"]["arms"]
+    assert len(arms) > 10
+    styles = [_style(arm, arms, "phase1") for arm in arms]
+    keys = {(mcolors.to_hex(s["color"]), s["marker"], s["linestyle"]) for s in styles}
+    assert len(keys) == len(arms), styles
+    out = plot_stage_metric({arm: {0: healthy_run()} for arm in arms}, "perplexity", tmp_path / "p.png", reference="phase1")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -25,11 +25,13 @@ from streamvc_rvq.verdict.thresholds import PROTOCOL
 ArmRuns = Mapping[int, Sequence[dict]]
 
 
-def _color(arm: str, arms: Sequence[str], reference: str | None) -> str:
+def _style(arm: str, arms: Sequence[str], reference: str | None) -> dict:
+    """Colour, marker and line of ``arm``'s curves, distinct for every arm: ten colours, then the
+    same ten dashed with squares, then triangles (the full ladder has 13 arms and phase1)."""
     if arm == reference:
-        return "k"
-    others = [a for a in arms if a != reference]
-    return f"C{others.index(arm) % 10}"
+        return {"color": "k", "marker": "o", "linestyle": "-"}
+    k = [a for a in arms if a != reference].index(arm)
+    return {"color": f"C{k % 10}", "marker": "os^vD"[k // 10 % 5], "linestyle": ("-", "--", "-.", ":")[k // 10 % 4]}
 
 
 def _mean_curve(runs: ArmRuns, value) -> list[tuple[int, float]]:
@@ -56,14 +58,14 @@ def plot_stage_metric(runs_by_arm: Mapping[str, ArmRuns], key: str, out_png: str
     fig, axes = _new_figure(stages, height=2.4)
     for i, ax in enumerate(axes):
         for arm in arms:
-            color = _color(arm, arms, reference)
+            style = _style(arm, arms, reference)
             xs, ys = _series((scalars_by_arm or {}).get(arm), tags.stage(key, i))
             if xs:
-                ax.plot(xs, ys, color=color, lw=0.6, alpha=0.35)
+                ax.plot(xs, ys, color=style["color"], lw=0.6, alpha=0.35)
             pts = _mean_curve(runs_by_arm[arm], lambda cp: stage_value(cp, i, key)
                               if any(int(s["index"]) == i for s in active_stages(cp)) else None)
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=color, lw=2.0 if arm == reference else 1.3,
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], **style, lw=2.0 if arm == reference else 1.3,
                         markersize=4, label=arm if i == 0 else None)
         if key == "perplexity":
             ax.axhline(PROTOCOL.healthy_perplexity, color="red", ls="--", lw=1)
@@ -77,9 +79,9 @@ def plot_stage_metric(runs_by_arm: Mapping[str, ArmRuns], key: str, out_png: str
     for ax in axes:
         ax.set_xlim(lo, hi)  # one step axis for every stage: later stages start later
     axes[-1].set_xlabel("step")
-    axes[0].set_title(f"{key} per stage (dots: checkpoints, mean over seeds; thin: training)")
-    if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    axes[0].set_title(f"{key} per stage (dots: checkpoints, mean over seeds; thin: training)", fontsize=9)
+    if axes[0].get_legend_handles_labels()[0]:  # from the top panel down the right margin, clear of the title
+        axes[0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, out_png)
 
 
@@ -100,7 +102,7 @@ def plot_quality(runs_by_arm: Mapping[str, ArmRuns], reference_levels: dict | No
         for arm in arms:
             pts = _mean_curve(runs_by_arm[arm], lambda cp: _quality(cp, "convert", *path))
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=_color(arm, arms, reference),
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], **_style(arm, arms, reference),
                         lw=2.0 if arm == reference else 1.3, markersize=4, label=arm)
         level = reference_levels or {}
         for k in level_path or ():
@@ -112,7 +114,7 @@ def plot_quality(runs_by_arm: Mapping[str, ArmRuns], reference_levels: dict | No
         ax.set_title(title)
     axes[-1].set_xlabel("step")
     if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        axes[0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, out_png)
 
 
