@@ -10,7 +10,8 @@ figure is the median over rounds, with the per-round ratio's range.
 
 - ``floor``: this machine's best float32 (and bfloat16) matmul rate and our model's arithmetic per
   second of audio (its convolutions' and linear layers' multiply-adds in an offline pass): the fastest RTF the
-  arithmetic allows. Each of our RTFs is also printed as a multiple of it.
+  arithmetic allows. Each of our RTFs is also printed as a multiple of it. And the copy bandwidth
+  against the weights a 20 ms chunk reads: the streaming RTF that weight traffic alone allows.
 - ``offline``: RTF of one ``--seconds`` conversion.
 - ``stream``: RTF and the per-chunk median and p95 over 20 ms chunks (our ``StreamVC.stream``, the
   peer's ``streaming`` context); our streamed output against our offline output (max abs).
@@ -63,6 +64,20 @@ def _seconds(fn) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
+
+
+def memory_gbs(megabytes: int = 256, repeats: int = 3) -> float:
+    """Best-of-``repeats`` copy bandwidth (bytes read + written per second), GB/s."""
+    a = torch.ones(megabytes * 2**18)
+    b = torch.empty_like(a)
+    b.copy_(a)
+    best = min(_seconds(lambda: b.copy_(a)) for _ in range(repeats))
+    return 2 * a.numel() * 4 / best / 1e9
+
+
+def streamed_weight_bytes(model: StreamVC) -> int:
+    """Bytes of the weights every 20 ms chunk reads: all but the speaker encoder's (run once per reference)."""
+    return sum(p.numel() * p.element_size() for name, p in model.named_parameters() if not name.startswith("speaker_encoder."))
 
 
 def flops_per_audio_second(model: StreamVC, seconds: float = 2.0) -> float:
@@ -244,10 +259,16 @@ def main(argv: list[str] | None = None) -> int:
     if "floor" in args.parts:
         fp32, bf16 = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
         flops = flops_per_audio_second(ours.model)
+        bandwidth, weights = memory_gbs(), streamed_weight_bytes(ours.model)
         result["floor"] = {"matmul_gflops_fp32": fp32, "matmul_gflops_bf16": bf16, "gflop_per_audio_second": flops / 1e9,
-                           "rtf_floor_fp32": flops / 1e9 / fp32, "rtf_floor_bf16": flops / 1e9 / bf16}
+                           "rtf_floor_fp32": flops / 1e9 / fp32, "rtf_floor_bf16": flops / 1e9 / bf16,
+                           "memory_gbs": bandwidth, "streamed_weight_mb": weights / 1e6,
+                           "stream_memory_floor_rtf": weights / 1e9 / bandwidth / (HOP / ours.model.sample_rate)}
         print(f"floor: matmul {fp32:.0f} GFLOP/s fp32, {bf16:.0f} bf16; ours {flops / 1e9:.1f} GFLOP per second of audio "
               f"-> RTF floor {result['floor']['rtf_floor_fp32']:.3f} fp32, {result['floor']['rtf_floor_bf16']:.3f} bf16")
+        print(f"       memory {bandwidth:.1f} GB/s (copy); every 20 ms chunk reads {weights / 1e6:.0f} MB of weights "
+              f"-> streaming RTF floor {result['floor']['stream_memory_floor_rtf']:.3f} from weight reads alone "
+              "(unless they stay in cache)")
 
     timed: dict[str, dict[str, list]] = {}
     for _ in range(args.rounds):
