@@ -34,6 +34,9 @@ def test_evaluation_at_step_n_uses_the_stages_of_step_n_minus_1(micro_manifest, 
     assert [s["index"] for s in metrics["stages"]] == [0]
     assert metrics["stages"][0]["trained_steps"] == 4
     assert metrics["untrained_stages"] == [{"index": 1, "trained_steps": 0}]
+    # where the conversions are judged, the content path's speaker probe with its log-mel ceiling
+    probe = metrics["content_speaker"]
+    assert probe["num_speakers"] >= 2 and probe["log_mel"] > probe["chance"]
     # every sample output carries its quality measures against its source (and target)
     quality = metrics["outputs"]["quality"]
     assert quality["convert"]["num_outputs"] + quality["reconstruct"]["num_outputs"] == metrics["outputs"]["num_outputs"]

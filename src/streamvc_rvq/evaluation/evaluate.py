@@ -25,6 +25,7 @@ from streamvc_rvq import tags
 from streamvc_rvq.evaluation.curves import around_step, curve_facts
 from streamvc_rvq.evaluation.conversion_controls import target_controls
 from streamvc_rvq.evaluation.pitch_and_oracle_controls import pitch_and_oracle_controls, targets_by_source
+from streamvc_rvq.evaluation.speaker_probe import content_speaker_probe
 from streamvc_rvq.quality.scorer import KINDS, QualityScorer, quality_line
 from streamvc_rvq.quality.reference_levels import spread_over_speakers
 from streamvc_rvq.quality.speaker_similarity import cosine, verification_of
@@ -357,10 +358,14 @@ def evaluate_checkpoint(
     metrics["untrained_stages"] = _stage_ages(metrics["stages"], step, num_active, schedule)
     metrics["speaker_embedding"] = speaker_embedding_separation(
         model, spread_over_speakers(heldout, SPEAKER_UTTERANCES), device_)
+    measures = tuple(eval_cfg["quality_measures"] if quality_measures is None else quality_measures)
+    if "speaker" in measures:  # where the conversions are judged: does the content path carry the source's voice?
+        probe_train = train_sample or load_utterances(manifest, "train", labels=None,
+                                                      max_utterances=cap or TRAIN_ACCURACY_UTTERANCES)
+        metrics["content_speaker"] = content_speaker_probe(model, probe_train, valid, num_active, device_)
     metrics["outputs"] = write_samples(
         model, valid, heldout, num_active, eval_cfg["num_conversions"], Path(samples_dir),
-        model_cfg["sample_rate"], eval_cfg["silence_std"], device_,
-        tuple(eval_cfg["quality_measures"] if quality_measures is None else quality_measures),
+        model_cfg["sample_rate"], eval_cfg["silence_std"], device_, measures,
     )
     metrics["training_curve"] = _training_curve(scalars, step, schedule.progressive_steps)
     write_json(output, metrics)
@@ -388,6 +393,11 @@ def _training_curve(scalars: Sequence[Path], step: int, progressive: int) -> dic
 
 def _print_summary(metrics: dict, step: int) -> None:
     print(quality_line(metrics["outputs"]["quality"]), file=sys.stderr, flush=True)
+    probe = metrics.get("content_speaker")
+    if probe:
+        print(f"speaker from one frame, linear probe: decoder input {probe['decoder_input']:.3f}, log-mel "
+              f"{probe['log_mel']:.3f}, chance {probe['chance']:.3f} ({probe['num_speakers']} speakers)",
+              file=sys.stderr, flush=True)
     q0 = metrics["stages"][0]
     for split, content in metrics["content_labels"].items():
         if content:
