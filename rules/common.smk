@@ -272,9 +272,9 @@ def ladder_inputs(wildcards):
 def ladder_flags(wildcards):
     arms, skipped = ladder_arms()
     flags = "--arms " + " ".join(arms)
-    # Phase 2 = the winner with the GAN losses of the phase2_gan experiment (their one home)
-    gan = config["experiments"]["phase2_gan"]["train"]["loss_weights"]
-    flags += f" --gan-loss-weights {shell_quote(json.dumps(gan, sort_keys=True))}"
+    # Phase 2 = the winner's quantizer in the generator of the phase2_gan_repeat experiment (its one home)
+    generator = config["experiments"]["phase2_gan_repeat"]
+    flags += f" --generator {shell_quote(json.dumps(generator, sort_keys=True))}"
     flags += "".join(" --scalars " + " ".join(chain_scalars(run)) for run in ladder_runs())
     if skipped:
         flags += " --skipped " + " ".join(shell_quote(f"{arm}={reason}") for arm, reason in skipped.items())

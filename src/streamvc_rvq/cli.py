@@ -218,7 +218,7 @@ def cmd_ladder(args: argparse.Namespace) -> None:
         arms=args.arms, verdicts=args.verdicts, metrics=args.metrics, output=args.output, report=args.report,
         plots_dir=args.plots_dir, reference_levels=args.reference_levels, skipped=skipped,
         scalars=args.scalars, experiments_table=args.experiments_table, phase2=args.phase2,
-        gan_loss_weights=_json_arg(args.gan_loss_weights, "--gan-loss-weights") if args.gan_loss_weights else None,
+        generator=_json_arg(args.generator, "--generator") if args.generator else None,
     )
 
 
@@ -409,7 +409,8 @@ def _add_judging_parsers(sub) -> None:
     p.add_argument("--skipped", nargs="*", default=[], metavar="ARM=REASON", help="arms left out of the ladder, with the reason")
     p.add_argument("--experiments-table", type=Path, help="the experiments table the report links to")
     p.add_argument("--phase2", type=Path, help="phase2.yaml to write: the winner with the GAN losses on (a --configfile overlay)")
-    p.add_argument("--gan-loss-weights", help='the GAN loss weights phase2.yaml sets, as JSON (e.g. \'{"adversarial": 1.0}\')')
+    p.add_argument("--generator", help='the Phase 2 generator phase2.yaml runs the winner in: an experiment\'s config change as '
+                   'JSON (e.g. \'{"train": {"loss_weights": {"adversarial": 1.0}}}\')')
 
 
 def _add_tool_parsers(sub) -> None:

@@ -161,6 +161,7 @@ def test_the_ladder_ranks_by_the_codebook_answer_not_the_top_level_class():
 # ------------------------------------------------------------------ Phase 2: the winner with the GAN on
 
 GAN = {"adversarial": 1.0, "feature_matching": 2.0}
+GENERATOR = {"model": {"decoder": {"upsample": "repeat"}}, "train": {"loss_weights": GAN}}  # config.yaml's phase2_gan_repeat
 
 
 def _configs(**rvq_of_arm):
@@ -169,20 +170,34 @@ def _configs(**rvq_of_arm):
             for arm, rvq in rvq_of_arm.items()}
 
 
-def test_phase2_overlay_runs_the_winner_quantizer_with_the_gan_and_nothing_else():
+def test_phase2_overlay_runs_the_winner_quantizer_in_the_generator_and_nothing_else():
     from streamvc_rvq.verdict.remedy_ladder import phase2_overlay
 
     ladder = rank_ladder({"phase1": {0: run("partial", 10.0)}, "phase2_ema": {0: run("success", 40.0)}},
                          reference="phase1")
     configs = _configs(phase1={}, phase2_ema={"codebook_update": "ema"})
-    overlay = phase2_overlay(ladder, configs, GAN)
+    overlay = phase2_overlay(ladder, configs, GENERATOR)
     assert overlay == {"experiments": {"phase2": {"train": {"loss_weights": GAN},
-                                                  "model": {"rvq": {"codebook_update": "ema"}}}},
+                                                  "model": {"decoder": {"upsample": "repeat"},
+                                                            "rvq": {"codebook_update": "ema"}}}},
                        "verdict": {"experiment": "phase2"}}
+    assert GENERATOR == {"model": {"decoder": {"upsample": "repeat"}}, "train": {"loss_weights": GAN}}  # not changed
     # the reference itself winning: the GAN on phase1's quantizer, no model change
     ladder = rank_ladder({"phase1": {0: run("success", 40.0)}, "phase2_ema": {0: run("failure", 1.0)}},
                          reference="phase1")
-    assert phase2_overlay(ladder, configs, GAN)["experiments"]["phase2"] == {"train": {"loss_weights": GAN}}
+    assert phase2_overlay(ladder, configs, GENERATOR)["experiments"]["phase2"] == GENERATOR
+
+
+def test_the_workflow_runs_phase2_in_the_measured_generator():
+    """phase2.yaml's generator is config.yaml's phase2_gan_repeat: the GAN losses of phase2_gan
+    (one home, a YAML anchor) with the repeat upsampler."""
+    from micro import ROOT
+    from streamvc_rvq.config import load_config
+
+    experiments = load_config(ROOT / "config" / "config.yaml")["experiments"]
+    assert experiments["phase2_gan_repeat"] == GENERATOR
+    assert experiments["phase2_gan_repeat"]["train"] == experiments["phase2_gan"]["train"]
+    assert "phase2_gan_repeat" in (ROOT / "rules" / "common.smk").read_text()
 
 
 def test_ranking_certainty_calls_a_first_place_within_the_seed_spread_a_tie():
@@ -209,12 +224,13 @@ def test_phase2_yaml_validates_and_trains_a_micro_checkpoint_with_the_gan_on(tmp
     ladder = rank_ladder({"phase1": {0: run("partial", 10.0)}, "phase2_simvq": {0: run("success", 40.0)}},
                          reference="phase1")
     path = tmp_path / "phase2.yaml"
-    write_phase2_overlay(path, ladder, _configs(phase1={}, phase2_simvq={"codebook_update": "simvq"}), GAN)
+    write_phase2_overlay(path, ladder, _configs(phase1={}, phase2_simvq={"codebook_update": "simvq"}), GENERATOR)
     text = path.read_text()
     assert text.startswith("# Phase 2") and "phase2_simvq" in text and "no seed-noise allowance" in text
     assert yaml.safe_load(text)["verdict"] == {"experiment": "phase2"}
     cfg = resolve_experiment(load_config(*CONFIG_FILES, path), "phase2")  # validated against the schema
     assert cfg["model"]["rvq"]["codebook_update"] == "simvq" and cfg["train"]["loss_weights"]["adversarial"] == 1.0
+    assert cfg["model"]["decoder"]["upsample"] == "repeat"
     out = train_to_step(cfg, manifest=micro_manifest, step=2, output=tmp_path / "step_2.pt", device="cpu")
     payload = torch.load(out, weights_only=True)
     assert "disc_optimizer" in payload and payload["config"]["model"]["rvq"]["codebook_update"] == "simvq"

@@ -124,11 +124,12 @@ def write_ab(
     return comparison
 
 
-def write_phase2_overlay(path: Path, ladder: dict, configs: Mapping[str, dict], gan_loss_weights: Mapping) -> None:
-    """``phase2.yaml``: the ladder's winner with the GAN on, with how sure the ranking is as comments."""
+def write_phase2_overlay(path: Path, ladder: dict, configs: Mapping[str, dict], generator: Mapping) -> None:
+    """``phase2.yaml``: the ladder's winner in the Phase 2 generator (GAN losses, decoder), with how
+    sure the ranking is as comments."""
     import yaml
 
-    overlay = phase2_overlay(ladder, configs, gan_loss_weights)
+    overlay = phase2_overlay(ladder, configs, generator)
     if overlay is None:
         raise ValueError("the ladder ranked no arm: no Phase 2 overlay to write")
     top = ladder["ranking"][0]["arm"]
@@ -144,10 +145,10 @@ def write_ladder(
     *, arms: Sequence[str], verdicts: Sequence[Path], metrics: Sequence[Path], output: Path, report: Path,
     plots_dir: Path, reference_levels: Path | None = None, skipped: Mapping[str, str] | None = None,
     scalars: Sequence[Sequence[Path]] = (), experiments_table: Path | None = None,
-    phase2: Path | None = None, gan_loss_weights: Mapping[str, float] | None = None,
+    phase2: Path | None = None, generator: Mapping | None = None,
 ) -> dict:
     """Group the runs by arm and seed, rank the arms, write JSON, plots and report, and
-    ``phase2``: the config overlay running the winner with ``gan_loss_weights``.
+    ``phase2``: the config overlay running the winner in ``generator`` (an experiment's config change).
 
     ``arms[0]`` is the reference arm; ``scalars``: each run's training scalars files, the
     first seed of each arm drawn as training curves."""
@@ -186,6 +187,6 @@ def write_ladder(
     write_ladder_report(ladder, Path(report), pngs, experiments_table=experiments_table)
     write_json(output, ladder)
     if phase2 is not None:
-        write_phase2_overlay(Path(phase2), ladder, configs, gan_loss_weights or {})
+        write_phase2_overlay(Path(phase2), ladder, configs, generator or {})
     print(ladder["statement"])
     return ladder

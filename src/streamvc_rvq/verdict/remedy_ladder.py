@@ -22,6 +22,8 @@ phase2_encodec seed 2, `1k.loss_stft_falling`) is seed noise, not the quantizer'
 
 from __future__ import annotations
 
+import copy
+
 import math
 import statistics
 from typing import Callable, Mapping, Sequence
@@ -199,17 +201,18 @@ def ranking_certainty(ranking: Sequence[dict]) -> dict:
     return out
 
 
-def phase2_overlay(ladder: dict, configs: Mapping[str, dict], gan_loss_weights: Mapping[str, float]) -> dict | None:
+def phase2_overlay(ladder: dict, configs: Mapping[str, dict], generator: Mapping) -> dict | None:
     """The config overlay for Phase 2 (``--configfile``): the first-ranked arm's quantizer (its
-    ``model.rvq`` keys that differ from the reference arm's) with the GAN losses on, as the
-    experiment :data:`PHASE2_EXPERIMENT`, and the verdict pointed at it. None without a ranking."""
+    ``model.rvq`` keys that differ from the reference arm's) in ``generator`` (an experiment's
+    config change: the GAN losses, the decoder), as the experiment :data:`PHASE2_EXPERIMENT`,
+    and the verdict pointed at it. None without a ranking."""
     if not ladder["ranking"]:
         return None
     winner, reference = ladder["ranking"][0]["arm"], ladder["reference"]
     rvq = rvq_change(configs.get(winner), configs.get(reference))
-    experiment: dict = {"train": {"loss_weights": dict(gan_loss_weights)}}
+    experiment = copy.deepcopy(dict(generator))
     if rvq:
-        experiment["model"] = {"rvq": rvq}
+        experiment["model"] = {**experiment.get("model", {}), "rvq": {**experiment.get("model", {}).get("rvq", {}), **rvq}}
     return {"experiments": {PHASE2_EXPERIMENT: experiment}, "verdict": {"experiment": PHASE2_EXPERIMENT}}
 
 
