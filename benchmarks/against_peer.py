@@ -30,7 +30,6 @@ its buffer, doubling every chunk); its pitch tracker does not stream and is time
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -42,7 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from streaming_rtf import CAUSAL, cpu_name, stream_through, synthetic_voice  # noqa: E402
+from streaming_rtf import CAUSAL, cpu_name, stream_through, synthetic_voice, write_figures  # noqa: E402
 from training_throughput import Stepper  # noqa: E402
 
 from streamvc_rvq.config import deep_merge, load_config  # noqa: E402
@@ -307,9 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         print(row)
     if "stream_vs_offline_max_abs" in result:
         print(f"our streamed output against our offline output: max abs {result['stream_vs_offline_max_abs']:.1e}")
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
+    write_figures(args.output, result)
     return 0
 
 

@@ -79,6 +79,13 @@ def stream_through(model: StreamVC, reference: torch.Tensor, warm: torch.Tensor,
     return torch.cat(chunks, dim=-1).float(), latencies
 
 
+def write_figures(path: Path | None, result: dict) -> None:
+    """The benchmark's figures as JSON at ``path`` (nothing without one)."""
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=ROOT / "config" / "config.yaml",
@@ -153,9 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {args.precision} vs fp32 stream   RTF {result['rtf']:.3f} vs {result['fp32_rtf']:.3f}; max abs diff "
               f"{result['max_abs_diff_vs_fp32']:.2e} (output peak {float(exact.abs().max()):.2f}), "
               f"SI-SDR {result['si_sdr_vs_fp32_db']:.1f} dB")
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
+    write_figures(args.output, result)
     return 0
 
 
