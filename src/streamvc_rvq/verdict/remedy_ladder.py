@@ -23,7 +23,6 @@ phase2_encodec seed 2, `1k.loss_stft_falling`) is seed noise, not the quantizer'
 from __future__ import annotations
 
 import copy
-
 import math
 import statistics
 from typing import Callable, Mapping, Sequence
