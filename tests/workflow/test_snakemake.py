@@ -129,12 +129,13 @@ def test_remedy_ladder_and_experiments_table_through_snakemake(workflow):
     assert (check["arm"], check["native_arm"]) == ("phase2_encodec_library", "phase2_encodec")
     assert ladder["statement"] and ladder["statement"] in (workflow / f"{MICRO}/compare/remedies.md").read_text()
     assert {p.name for p in (workflow / f"{MICRO}/compare/remedies_plots").glob("*.png")} >= {"perplexity.png", "usage.png"}
-    # the recommendation for Phase 2: the first arm with the GAN on, a valid --configfile overlay
+    # the recommendation for Phase 2: the first arm in the Phase 2 generator, a valid --configfile overlay
     phase2 = load_config(workflow / "config/config.yaml", workflow / "config/micro.yaml",
                          workflow / f"{MICRO}/compare/phase2.yaml")
     assert phase2["verdict"]["experiment"] == "phase2" and ladder["ranking"][0]["arm"] in (
         workflow / f"{MICRO}/compare/phase2.yaml").read_text()
     assert phase2["experiments"]["phase2"]["train"]["loss_weights"]["adversarial"] > 0
+    assert phase2["experiments"]["phase2"]["model"]["decoder"]["upsample"] == "repeat"  # the measured generator
     table = (workflow / f"{MICRO}/compare/experiments.csv").read_text().splitlines()
     header = table[0].split(",")
     assert {"model.rvq.implementation", "model.rvq.codebook_update", "model.rvq.dead_code_threshold"} <= set(header)
