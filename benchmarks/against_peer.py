@@ -9,7 +9,7 @@ every part for us and then for the peer, so a slow spell of a shared machine hit
 figure is the median over rounds, with the per-round ratio's range.
 
 - ``floor``: this machine's best float32 (and bfloat16) matmul rate and our model's arithmetic per
-  second of audio (its convolutions' and linear layers' multiply-adds in an offline pass): the fastest RTF the
+  second of audio (``streamvc_rvq.model.summary``: the conversion path's multiply-adds): the fastest RTF the
   arithmetic allows. Each of our RTFs is also printed as a multiple of it. And the copy bandwidth
   against the weights a 20 ms chunk reads: the streaming RTF that weight traffic alone allows.
 - ``offline``: RTF of one ``--seconds`` conversion.
@@ -46,6 +46,7 @@ from training_throughput import Stepper  # noqa: E402
 
 from streamvc_rvq.config import deep_merge, load_config  # noqa: E402
 from streamvc_rvq.model.streamvc import StreamVC  # noqa: E402
+from streamvc_rvq.model.summary import summarize  # noqa: E402
 
 PARTS = ("floor", "offline", "stream", "train")
 HOP = 320
@@ -79,27 +80,11 @@ def streamed_weight_bytes(model: StreamVC) -> int:
     return sum(p.numel() * p.element_size() for name, p in model.named_parameters() if not name.startswith("speaker_encoder."))
 
 
-def flops_per_audio_second(model: StreamVC, seconds: float = 2.0) -> float:
-    """2 x the multiply-adds of every convolution and linear layer in one offline pass (forward
-    hooks: weight-normed layers hide their weight from ``torch.utils.flop_counter``)."""
-    audio, reference = synthetic_voice(seconds, model.sample_rate, 0), synthetic_voice(3.0, model.sample_rate, 1)
-    macs = [0]
-
-    def count(module, inputs, output):
-        if isinstance(module, torch.nn.Linear):
-            macs[0] += output.numel() * module.in_features
-        else:  # Conv1d / ConvTranspose1d: each output (input) element meets in/groups x kernel weights
-            elements = inputs[0].numel() if isinstance(module, torch.nn.ConvTranspose1d) else output.numel()
-            other = module.out_channels if isinstance(module, torch.nn.ConvTranspose1d) else module.in_channels
-            macs[0] += elements * other // module.groups * module.kernel_size[0]
-
-    layers = (torch.nn.Conv1d, torch.nn.ConvTranspose1d, torch.nn.Linear)
-    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, layers)]
-    with torch.inference_mode():
-        model(audio, reference)
-    for hook in hooks:
-        hook.remove()
-    return 2 * macs[0] / seconds
+def flops_per_audio_second(model_cfg: dict) -> float:
+    """2 x the multiply-adds per second of converted audio (``model.summary``: every component on
+    the conversion path; the speaker encoder runs once per reference and is left out)."""
+    rows, _ = summarize(model_cfg)
+    return 2 * sum(row.macs_per_second for row in rows if row.name != "speaker encoder")
 
 
 def load_peer(path: Path | None):
@@ -143,7 +128,8 @@ def _patch_peer_streaming(conv_class) -> None:
 class Ours:
     def __init__(self, args: argparse.Namespace):
         torch.manual_seed(0)
-        self.model = StreamVC(deep_merge(load_config(args.config)["model"], CAUSAL)).eval()
+        self.model_cfg = deep_merge(load_config(args.config)["model"], CAUSAL)
+        self.model = StreamVC(self.model_cfg).eval()
         self.train_args = Namespace(config=[args.config], experiment="phase1", at_step=None, device="cpu")
         self.stepper = None
 
@@ -257,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if "floor" in args.parts:
         fp32, bf16 = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
-        flops = flops_per_audio_second(ours.model)
+        flops = flops_per_audio_second(ours.model_cfg)
         bandwidth, weights = memory_gbs(), streamed_weight_bytes(ours.model)
         result["floor"] = {"matmul_gflops_fp32": fp32, "matmul_gflops_bf16": bf16, "gflop_per_audio_second": flops / 1e9,
                            "rtf_floor_fp32": flops / 1e9 / fp32, "rtf_floor_bf16": flops / 1e9 / bf16,
