@@ -70,7 +70,7 @@ def knobs(checkpoint: Path, heldout, alphas: list[float], stages: list[int | Non
             features, _, stats, valid = model._encode(x, None)
             speaker = mean + alpha * (model.speaker_encoder(r) - mean)
             pitch = model.pitch.retarget(model.pitch(x), model.pitch_statistics(r))
-            audio = model.decoder(features, pitch, speaker, active, stats, valid, model._excitation(pitch))[0].reshape(-1)
+            audio = model.decoder(features, pitch, speaker, active, stats, valid, *model.excitations(pitch))[0].reshape(-1)
             clips.append(audio.float())
             if labelled:
                 content.update(model.content_encoder(clips[-1].unsqueeze(0))[1], source.labels, warmup)

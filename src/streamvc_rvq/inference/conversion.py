@@ -148,9 +148,8 @@ def convert_in_chunks(model: StreamVC, source: torch.Tensor, reference: torch.Te
     audio = []
     for start, stop in spans:
         part = pitch[..., start:stop]
-        excitation = model.excitation.stream_step(model.pitch.target_f0(part)) if model.excitation is not None else None
         audio.append(model.decoder.synthesize_step(torch.cat((quantized[..., start:stop], part), dim=1), films,
-                                                   excitation).clone())
+                                                   *model.excitations(part, stream=True)).clone())
         done += 1
         if progress:
             progress(done, total)

@@ -8,6 +8,7 @@ The path (SPEC section 3, "where the quantizer sits"):
         --> n decoder blocks, upsampling by reversed(strides) (8, 5, 4, 2), channels halving,
             each followed by FiLM from the speaker vector; the last block's input also gets the
             harmonic excitation at the target's f0 (1x1 conv, :mod:`streamvc_rvq.model.excitation`)
+        (+ optionally a second excitation at the full sample rate, 1x1 conv, before the last ELU)
         --> ELU --> conv7 --> waveform B x (F * hop)       (linear output, no tanh/clamp)
 
 The RVQ runs at the frame rate: one code vector per 20 ms frame and stage (the origin
@@ -50,6 +51,7 @@ class Decoder(StreamingModule):
         pre_rvq_encoder: dict | None = None,
         excitation_harmonics: int = 0,
         upsample: str = "transposed",
+        output_excitation_harmonics: int = 0,
     ):
         super().__init__()
         code_dim = rvq["codebook_dim"]
@@ -65,6 +67,10 @@ class Decoder(StreamingModule):
         # the harmonic excitation enters the last block's input, at its rate (sample rate / last stride)
         self.excitation_rate_divisor = up[-1]
         self.source_conv = CausalConv1d(excitation_harmonics, widths[-2], 1) if excitation_harmonics else None
+        # ... and optionally the output block's, at the sample rate: the third stage runs at 2 kHz, so the
+        # blocks before it cannot hand harmonics above 1 kHz to the last ones (every quick decoder drew noise there)
+        self.output_source_conv = (CausalConv1d(output_excitation_harmonics, channels, 1)
+                                   if output_excitation_harmonics else None)
         self._fast_rvq: list | None = None
 
     # -- offline -------------------------------------------------------------------------
@@ -90,9 +96,11 @@ class Decoder(StreamingModule):
         """``(gamma, beta)`` of every FiLM layer for ``speaker: B x S``."""
         return [film.coefficients(speaker) for film in self.films]
 
-    def synthesize(self, quantized: Tensor, pitch: Tensor, speaker: Tensor, excitation: Tensor | None = None) -> Tensor:
+    def synthesize(self, quantized: Tensor, pitch: Tensor, speaker: Tensor, excitation: Tensor | None = None,
+                   output_excitation: Tensor | None = None) -> Tensor:
         """Frame features (``B x d x F`` codes, ``B x P x F`` pitch) -> waveform ``B x (F * hop)``;
-        ``excitation``: the harmonic source at the last block's input rate (``B x H x T'``).
+        ``excitation``: the harmonic source at the last block's input rate (``B x H x T'``);
+        ``output_excitation``: the one at the sample rate (``B x H' x T``), when the decoder has that path.
 
         Float32 whenever gradients are taken, also inside an autocast region: in bfloat16 the
         decoder's backward shrank the gradient reaching its input conv to 0.25 x and its output
@@ -108,15 +116,18 @@ class Decoder(StreamingModule):
                 if i == last and self.source_conv is not None:
                     x = x + self.source_conv(excitation.float())
                 x = FiLM.modulate(block(x), gamma, beta)
+            if self.output_source_conv is not None:
+                x = x + self.output_source_conv(output_excitation.float())
             return self.output_conv(F.elu(x)).squeeze(1)
 
     def forward(
         self, content: Tensor, pitch: Tensor, speaker: Tensor, num_active: int | None = None,
         stats_mask: Tensor | None = None, valid: Tensor | None = None, excitation: Tensor | None = None,
+        output_excitation: Tensor | None = None,
     ) -> tuple[Tensor, RVQOutput, Tensor]:
         """-> ``(audio B x (F * hop), RVQ output, RVQ input z)``."""
         rvq_out, z = self.quantize(content, num_active, stats_mask, valid)
-        return self.synthesize(rvq_out.quantized, pitch, speaker, excitation), rvq_out, z
+        return self.synthesize(rvq_out.quantized, pitch, speaker, excitation, output_excitation), rvq_out, z
 
     # -- streaming -------------------------------------------------------------------------
     def _reset_own_stream(self, keep_weights: bool = False) -> None:
@@ -171,14 +182,16 @@ class Decoder(StreamingModule):
         return quantized.view(batch, frames, dim).transpose(1, 2)
 
     def synthesize_step(self, frames: Tensor, films: list[tuple[Tensor, Tensor]],
-                        excitation: Tensor | None = None) -> Tensor:
-        """Next decoder input frames ``B x (d + P) x n`` (and their excitation) -> waveform ``B x (n * hop)``."""
+                        excitation: Tensor | None = None, output_excitation: Tensor | None = None) -> Tensor:
+        """Next decoder input frames ``B x (d + P) x n`` (and their excitations) -> waveform ``B x (n * hop)``."""
         x = self.input_conv.stream_step(frames)
         last = len(self.blocks) - 1
         for i, (block, (gamma, beta)) in enumerate(zip(self.blocks, films)):
             if i == last and self.source_conv is not None:
                 x = x + self.source_conv.stream_step(excitation)
             x = FiLM.modulate(block.stream_step(x), gamma, beta)
+        if self.output_source_conv is not None:
+            x = x + self.output_source_conv.stream_step(output_excitation)
         return self.output_conv.stream_step(F.elu(x)).reshape(frames.shape[0], -1)
 
 

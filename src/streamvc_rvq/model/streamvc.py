@@ -99,12 +99,16 @@ class StreamVC(nn.Module):
             cfg["pre_rvq_encoder"],
             pc["excitation_harmonics"],
             cfg["decoder"].get("upsample", "transposed"),  # checkpoints from before the key: transposed
+            pc.get("output_excitation_harmonics", 0),  # checkpoints from before the key: none
         )
-        if pc["excitation_harmonics"] and pc["target"] != "reference":
-            raise ValueError("model.pitch.excitation_harmonics needs pitch.target: reference (the excitation follows "
-                             "the target's f0); set excitation_harmonics: 0 with target: none")
+        for key in ("excitation_harmonics", "output_excitation_harmonics"):
+            if pc.get(key, 0) and pc["target"] != "reference":
+                raise ValueError(f"model.pitch.{key} needs pitch.target: reference (the excitation follows "
+                                 f"the target's f0); set {key}: 0 with target: none")
         self.excitation = (HarmonicSource(self.sample_rate, self.hop_length, self.decoder.excitation_rate_divisor,
                                           pc["excitation_harmonics"]) if pc["excitation_harmonics"] else None)
+        self.output_excitation = (HarmonicSource(self.sample_rate, self.hop_length, 1, pc["output_excitation_harmonics"])
+                                  if pc.get("output_excitation_harmonics", 0) else None)
         field = receptive_field(self.content_encoder.encoder) + (receptive_field(self.decoder.pre_rvq) - 1) * self.hop_length
         self.content_warmup_frames = warmup_frames(field, self.hop_length)
         self.decoder.norm.stats_start = self.content_warmup_frames
@@ -156,14 +160,23 @@ class StreamVC(nn.Module):
         speaker = self.speaker_encoder(reference)
         decoder_input = content.detach() if self.stop_gradient else content
         audio, rvq_out, z = self.decoder(decoder_input, pitch, speaker, num_active_quantizers, stats, valid,
-                                         self._excitation(pitch))
+                                         *self.excitations(pitch))
         z = z.detach()
         picked = z.transpose(1, 2)[valid]
         pre_rvq_std = picked.std() if picked.numel() > 1 else z.std()
         return StreamVCOutput(audio, logits, rvq_out, pre_rvq_std, content, z, valid, speaker, source_pitch, level)
 
-    def _excitation(self, pitch: Tensor) -> Tensor | None:
-        return self.excitation(self.pitch.target_f0(pitch)) if self.excitation is not None else None
+    def excitations(self, pitch: Tensor, stream: bool = False) -> tuple[Tensor | None, Tensor | None]:
+        """The decoder's harmonic sources at the target f0 of frame features ``pitch``."""
+        if self.excitation is None and self.output_excitation is None:
+            return None, None
+        return self.harmonic_sources(self.pitch.target_f0(pitch), stream)
+
+    def harmonic_sources(self, f0: Tensor, stream: bool = False) -> tuple[Tensor | None, Tensor | None]:
+        """(last block's, output block's) excitation for a frame f0 ``B x F``, None where the model has no
+        such path; ``stream``: the next frames of a stream (the phase carried on)."""
+        return tuple(None if source is None else (source.stream_step(f0) if stream else source(f0))
+                     for source in (self.excitation, self.output_excitation))
 
     def reconvert(self, out: StreamVCOutput, order: Tensor) -> Tensor:
         """Row ``i``'s codes in the voice of row ``order[i]``'s reference (its speaker vector
@@ -174,7 +187,7 @@ class StreamVC(nn.Module):
         rows = len(order)
         level = None if out.pitch_level is None else out.pitch_level[order]
         pitch = self.pitch.retarget(out.source_pitch[:rows], level)
-        return self.decoder.synthesize(out.rvq.quantized[:rows].detach(), pitch, out.speaker[order], self._excitation(pitch))
+        return self.decoder.synthesize(out.rvq.quantized[:rows].detach(), pitch, out.speaker[order], *self.excitations(pitch))
 
     def pitch_statistics(self, reference: Tensor) -> Tensor | None:
         """The reference's pitch level for :meth:`PitchEnergy.retarget` (None with ``pitch.target: none``)."""
@@ -254,6 +267,5 @@ class StreamingConverter:
             content = model.content_encoder.stream_step(chunk)
             pitch = model.pitch.retarget(model.pitch.stream_step(chunk), self.pitch_statistics)
             quantized = model.decoder.quantize_step(content, self.num_active)
-            excitation = (model.excitation.stream_step(model.pitch.target_f0(pitch))
-                          if model.excitation is not None else None)
-            return model.decoder.synthesize_step(torch.cat((quantized, pitch), dim=1), self.films, excitation)
+            return model.decoder.synthesize_step(torch.cat((quantized, pitch), dim=1), self.films,
+                                                 *model.excitations(pitch, stream=True))

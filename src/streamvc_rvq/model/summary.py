@@ -94,8 +94,8 @@ def summarize(model_cfg: dict) -> tuple[list[ComponentCost], StreamVC]:
     quantized = torch.zeros(1, dec.rvq.codebook_dim, frames)
     pitch = torch.zeros(1, model.pitch.num_features, frames)
     speaker = torch.zeros(1, model.speaker_encoder.dim)
-    excitation = model.excitation(torch.full((1, frames), 150.0)) if model.excitation is not None else None
-    decoder_macs = _hooked_macs(dec, lambda: (dec.pre_rvq(content), dec.synthesize(quantized, pitch, speaker, excitation)))
+    excitations = model.harmonic_sources(torch.full((1, frames), 150.0))
+    decoder_macs = _hooked_macs(dec, lambda: (dec.pre_rvq(content), dec.synthesize(quantized, pitch, speaker, *excitations)))
     rvq = dec.rvq
     code_dim = rvq.projection_dim or rvq.codebook_dim  # DAC-style codes: lookup in d dims, two d x D projections
     per_stage = rvq.codebook_size * code_dim + (2 * rvq.codebook_dim * code_dim if rvq.projection_dim else 0)
