@@ -63,3 +63,20 @@ def test_the_corpus_speech_is_harmonic_above_1khz(micro_manifest):
     noisy = [band_hnr_db(_noise_above(u.audio.numpy().astype(np.float64), 1000.0), RATE,
                          voicing_reference=u.audio.numpy()) for u in utterances]
     assert float(np.median(noisy)) < 0.0
+
+
+def test_the_scorer_reports_the_band_deficit_of_outputs_with_noise_above_1khz(micro_manifest):
+    """In the metrics: outputs whose band above 1 kHz is noise read a deficit against their sources;
+    the sources against themselves read none."""
+    import torch
+
+    from streamvc_rvq.quality import scorer as quality
+
+    utterances = [u for u in load_utterances(micro_manifest, None, labels=None) if u.audio.numel() >= RATE][:4]
+    scorer = quality.QualityScorer([], RATE, frame_rate=50.0)
+    noisy = [scorer.score("convert", u, u, torch.from_numpy(
+        _noise_above(u.audio.numpy().astype(np.float64), 1000.0).astype(np.float32)))[0] for u in utterances]
+    summary = quality.band_harmonicity_summary(noisy)
+    assert summary["num_outputs"] == 4 and summary["deficit_db"] > 5.0 and summary["band_hz"] == [1000.0, 4000.0]
+    same = quality.band_harmonicity_summary([scorer.score("convert", u, u, u.audio)[0] for u in utterances])
+    assert abs(same["deficit_db"]) < 1e-9

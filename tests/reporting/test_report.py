@@ -197,16 +197,17 @@ def test_conversion_table_shows_every_measure_and_a_dash_where_one_is_missing(he
     cps[3]["outputs"]["quality"]["convert"]["reference_controls"]["timbre_only"] = {"identification": {
         "rate": 0.45, "chance": 1 / 3, "num_outputs": 84, "hits": 38, "low": 0.35, "high": 0.56}}
     cps[3]["content_speaker"] = {"decoder_input": 0.06, "log_mel": 0.6, "chance": 0.05, "num_speakers": 20}
+    cps[3]["outputs"]["quality"]["convert"]["band_harmonicity"] = {"output_db": 1.5, "source_db": 7.9}
     lines = conversion_table(cps, reference)
     rows = {line.split(" | ")[0].strip("| "): line for line in lines[2:] if line}
     assert rows[str(cps[3]["step"])] == (f"| {cps[3]['step']} | 0.95 / 0.1 | 90% of 24 (33%), 95 % 73%-98% | "
                                           "70% / 45% / 50% / 100% of 84, 95 % 60%-79% | 100% | 0.9 / 0.1 | 0.5 / 0.6 (0.1) | "
-                                          "0.85 | -2 / -3 | 0.06 / 0.6 (0.05) |")
+                                          "0.85 | -2 / -3 | 1.5 / 7.9 | 0.06 / 0.6 (0.05) |")
     assert " | — / — | " in rows[str(cps[0]["step"])]
     assert " | — / — / 50% / 100% | — | " in rows[str(cps[1]["step"])]
     assert " 73%-98% | — / — / — / — | " in rows[str(cps[2]["step"])]
-    assert rows[str(cps[2]["step"])].endswith(" | — |")  # no probe at that checkpoint
-    assert rows["corpus"].endswith("same speaker 0.9 / different 0.65 | — | — |")
+    assert rows[str(cps[2]["step"])].endswith(" | — / — | — |")  # no band measure, no probe at that checkpoint
+    assert rows["corpus"].endswith("same speaker 0.9 / different 0.65 | — | — | — |")
 
 
 def test_verdict_report_links_each_checkpoints_samples_page(tmp_path, healthy_run):

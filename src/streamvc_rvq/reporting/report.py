@@ -276,15 +276,16 @@ def quality_table(checkpoints: Sequence[dict], reference: dict | None) -> list[s
 def conversion_table(checkpoints: Sequence[dict], reference: dict | None) -> list[str]:
     """Per checkpoint, does the model convert: its own speaker embedding on held-out speakers,
     the target identified among a source's targets, the pitch level followed, the content kept,
-    and reconstructions' similarity to their source next to the corpus's levels, and how much of the
-    speaker one frame of the decoder's content input carries (a linear probe; log-mel the ceiling)."""
+    and reconstructions' similarity to their source next to the corpus's levels, the frame-rate tone and
+    the harmonicity above 1 kHz against the sources', and how much of the speaker one frame of the
+    decoder's content input carries (a linear probe; log-mel the ceiling)."""
     speaker = (reference or {}).get("speaker") or {}
     lines = ["| step | model speaker AUC / EER | target identified (chance) | every held-out source: conversions / "
              "their timbre alone (source's pitch level) / a pitch-only shift / real target speech identified | by the model's own encoder | "
              "median F0 corr with target / source | content head on conversions / sources (chance) | "
              "reconstruction similarity to source | frame-rate tone, conversions / sources (dB) | "
-             "speaker read from one frame: decoder input / log-mel (chance) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "HNR above 1 kHz, conversions / sources (dB) | speaker read from one frame: decoder input / log-mel (chance) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for cp in sorted(checkpoints, key=lambda c: int(c["step"])):
         quality = (cp.get("outputs") or {}).get("quality") or {}
         convert, own = quality.get("convert") or {}, cp.get("speaker_embedding") or {}
@@ -302,7 +303,7 @@ def conversion_table(checkpoints: Sequence[dict], reference: dict | None) -> lis
                                        for k in ("model", "timbre_only", "pitch_only", "oracle"))
         floor = " / ".join(format(c["rate"], ".0%") if c else "—" for c in (wide, timbre, pitch, oracle)) + (
             f" of {wide['num_outputs']}, 95 % {wide['low']:.0%}-{wide['high']:.0%}" if wide else "")
-        tone = convert.get("frame_tone") or {}
+        tone, band = convert.get("frame_tone") or {}, convert.get("band_harmonicity") or {}
         probe = cp.get("content_speaker")
         leak = (f"{fmt_value(probe['decoder_input'])} / {fmt_value(probe['log_mel'])} ({fmt_value(probe['chance'])})"
                 if probe else "—")
@@ -311,9 +312,10 @@ def conversion_table(checkpoints: Sequence[dict], reference: dict | None) -> lis
             f"{format(by_model['rate'], '.0%') if by_model else '—'} | "
             f"{fmt_value(level.get('correlation_with_target'))} / {fmt_value(level.get('correlation_with_source'))}"
             f" | {content} | {fmt_value((quality.get('reconstruct') or {}).get('speaker_similarity_source'))} | "
-            f"{fmt_value(tone.get('output_db'))} / {fmt_value(tone.get('source_db'))} | {leak} |")
+            f"{fmt_value(tone.get('output_db'))} / {fmt_value(tone.get('source_db'))} | "
+            f"{fmt_value(band.get('output_db'))} / {fmt_value(band.get('source_db'))} | {leak} |")
     lines.append(f"| corpus | Resemblyzer AUC {fmt_value(speaker.get('auc'))} | — | — | — | — | — | same speaker "
-                 f"{fmt_value(speaker.get('same_mean'))} / different {fmt_value(speaker.get('different_mean'))} | — | — |")
+                 f"{fmt_value(speaker.get('same_mean'))} / different {fmt_value(speaker.get('different_mean'))} | — | — | — |")
     return lines + [""]
 
 
