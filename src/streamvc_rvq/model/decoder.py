@@ -67,8 +67,9 @@ class Decoder(StreamingModule):
         # the harmonic excitation enters the last block's input, at its rate (sample rate / last stride)
         self.excitation_rate_divisor = up[-1]
         self.source_conv = CausalConv1d(excitation_harmonics, widths[-2], 1) if excitation_harmonics else None
-        # ... and optionally the output block's, at the sample rate: the third stage runs at 2 kHz, so the
-        # blocks before it cannot hand harmonics above 1 kHz to the last ones (every quick decoder drew noise there)
+        # ... and optionally the output block's, at the sample rate: the third stage runs at 2 kHz, so the blocks
+        # before it cannot hand harmonics above 1 kHz to the last ones (a quick screen with it: that band stayed
+        # noise all the same; docs/measurements/conversion_beyond_pitch.md)
         self.output_source_conv = (CausalConv1d(output_excitation_harmonics, channels, 1)
                                    if output_excitation_harmonics else None)
         self._fast_rvq: list | None = None
