@@ -21,6 +21,7 @@ def test_long_cpu_plan_gets_one_line_with_its_time_and_the_quick_preset(monkeypa
 
     def counted(cfg, device, **kw):
         calls.append(cfg["experiment"])
+        assert kw["steps"] == throughput.STEADY_STEPS > 1  # a median of steady steps, not the first one
         return real(cfg, device, **kw)
 
     monkeypatch.setattr(throughput, "measure_seconds_per_step", counted)
@@ -55,6 +56,14 @@ def test_the_measurement_draws_labels_the_head_can_hold():
     cfg = deep_merge(micro_config(), {"model": {"content_encoder": {"num_labels": 8}}})
     [seconds] = throughput.measure_seconds_per_step(cfg, torch.device("cpu"))
     assert seconds > 0
+
+
+def test_the_measurement_times_several_steps_within_its_budget():
+    import torch
+
+    cfg = micro_config()
+    assert len(throughput.measure_seconds_per_step(cfg, torch.device("cpu"), steps=3)) == 3
+    assert len(throughput.measure_seconds_per_step(cfg, torch.device("cpu"), steps=3, budget_seconds=0.0)) == 1
 
 
 def test_the_dags_training_jobs_become_the_cpu_plan():

@@ -19,6 +19,8 @@ from streamvc_rvq.data.dataset import Batch
 
 MEASURE_FROM_STEPS = 1000  # planned CPU steps below this start without a measurement
 QUICK_HINT_SECONDS = 2 * 3600  # a plan longer than this on a CPU names the quick preset
+STEADY_STEPS = 3  # timed steps per config for the notice (their median) ...
+STEADY_BUDGET_SECONDS = 30.0  # ... unless the timed ones already took this long (paper size on a CPU: ~20 s a step)
 QUICK_COMMAND = "snakemake --cores all results/quick/espeak_quick/phase1/verdict.json --configfile config/quick.yaml"
 
 
@@ -46,9 +48,11 @@ def synthetic_batch(batch_size: int, samples: int, frames: int, seed: int, conte
                  utterance_ids=["x"] * batch_size, reference_ids=["x"] * batch_size, context_frames=context)
 
 
-def measure_seconds_per_step(cfg: dict, device: torch.device, steps: int = 1, at_step: int | None = None) -> list[float]:
+def measure_seconds_per_step(cfg: dict, device: torch.device, steps: int = 1, at_step: int | None = None,
+                             budget_seconds: float | None = None) -> list[float]:
     """Seconds of each of ``steps`` timed training steps (after one warm-up step) at global
-    step ``at_step`` (default: the last step target, all its stages active)."""
+    step ``at_step`` (default: the last step target, all its stages active); with ``budget_seconds``
+    no step starts once the timed ones took that long (one is always timed)."""
     from streamvc_rvq.training.trainer import Trainer, build_state
 
     with torch.random.fork_rng(devices=[]):
@@ -61,6 +65,8 @@ def measure_seconds_per_step(cfg: dict, device: torch.device, steps: int = 1, at
         trainer.train_step(batch, at)
         times = []
         for i in range(steps):
+            if times and budget_seconds is not None and sum(times) >= budget_seconds:
+                break
             t0 = time.perf_counter()
             trainer.train_step(batch, at + i)
             times.append(time.perf_counter() - t0)
@@ -117,7 +123,8 @@ def cpu_plan_notice(planned: list[tuple[dict, int]], cores: int, job_threads: in
                     hint: str = QUICK_COMMAND) -> str | None:
     """One line on the CPU training time of ``planned`` ``(experiment config, steps)`` jobs,
     or None when the plan is small. Each distinct config's step time is measured once here,
-    with the threads a training job gets; each experiment's jobs form one sequential chain and
+    with the threads a training job gets, as the median of up to :data:`STEADY_STEPS` steps after a
+    warm-up one (the first step after warm-up alone read 33 s where the steady state is 16-23 s, issue 27); each experiment's jobs form one sequential chain and
     ``cores // job_threads`` chains run side by side."""
     total = sum(steps for _, steps in planned)
     if total < MEASURE_FROM_STEPS:
@@ -130,7 +137,8 @@ def cpu_plan_notice(planned: list[tuple[dict, int]], cores: int, job_threads: in
         for cfg, steps in planned:
             key = repr(sorted(cfg["model"].items())) + repr(sorted(cfg["train"].items()))
             if key not in per_config:
-                per_config[key] = statistics.median(measure_seconds_per_step(cfg, torch.device("cpu")))
+                per_config[key] = statistics.median(measure_seconds_per_step(
+                    cfg, torch.device("cpu"), steps=STEADY_STEPS, budget_seconds=STEADY_BUDGET_SECONDS))
             chains[cfg["experiment"]] = chains.get(cfg["experiment"], 0.0) + steps * per_config[key]
     finally:
         torch.set_num_threads(previous)
