@@ -191,14 +191,20 @@ class QualityScorer:
         return summary
 
 
+def _paired_medians(entries: Sequence[dict], output_key: str, source_key: str) -> tuple[float | None, float | None, int]:
+    """Medians over outputs of ``output_key`` and of their sources' ``source_key`` (None where no
+    value), and how many outputs had one."""
+    outputs = [e[output_key] for e in entries if e.get(output_key) is not None]
+    sources = [e[source_key] for e in entries if e.get(source_key) is not None]
+    return (float(np.median(outputs)) if outputs else None, float(np.median(sources)) if sources else None,
+            len(outputs))
+
+
 def frame_tone_summary(entries: Sequence[dict]) -> dict:
     """Medians over outputs of their frame-rate tone and their sources' (real speech), and the
     excess: what the verdict compares with ``frame_tone_max_excess_db``."""
-    outputs = [e["frame_tone_db"] for e in entries if e.get("frame_tone_db") is not None]
-    sources = [e["source_frame_tone_db"] for e in entries if e.get("source_frame_tone_db") is not None]
-    output_db = float(np.median(outputs)) if outputs else None
-    source_db = float(np.median(sources)) if sources else None
-    return {"output_db": output_db, "source_db": source_db, "num_outputs": len(outputs),
+    output_db, source_db, count = _paired_medians(entries, "frame_tone_db", "source_frame_tone_db")
+    return {"output_db": output_db, "source_db": source_db, "num_outputs": count,
             "excess_db": None if output_db is None or source_db is None else output_db - source_db}
 
 
@@ -206,11 +212,8 @@ def band_harmonicity_summary(entries: Sequence[dict]) -> dict:
     """Medians over outputs of the harmonics-to-noise ratio of their band above 1 kHz and their
     sources'; the deficit (sources minus outputs) reads how much of the voice's periodicity there the
     decoder did not draw (noise in that band: ~11 dB on the built-in corpus)."""
-    outputs = [e["band_hnr_db"] for e in entries if e.get("band_hnr_db") is not None]
-    sources = [e["source_band_hnr_db"] for e in entries if e.get("source_band_hnr_db") is not None]
-    output_db = float(np.median(outputs)) if outputs else None
-    source_db = float(np.median(sources)) if sources else None
-    return {"band_hz": list(BAND_HZ), "output_db": output_db, "source_db": source_db, "num_outputs": len(outputs),
+    output_db, source_db, count = _paired_medians(entries, "band_hnr_db", "source_band_hnr_db")
+    return {"band_hz": list(BAND_HZ), "output_db": output_db, "source_db": source_db, "num_outputs": count,
             "deficit_db": None if output_db is None or source_db is None else source_db - output_db}
 
 

@@ -124,8 +124,8 @@ def cpu_plan_notice(planned: list[tuple[dict, int]], cores: int, job_threads: in
     """One line on the CPU training time of ``planned`` ``(experiment config, steps)`` jobs,
     or None when the plan is small. Each distinct config's step time is measured once here,
     with the threads a training job gets, as the median of up to :data:`STEADY_STEPS` steps after a
-    warm-up one (the first step after warm-up alone read 33 s where the steady state is 16-23 s, issue 27); each experiment's jobs form one sequential chain and
-    ``cores // job_threads`` chains run side by side."""
+    warm-up one (the first step alone read 33 s where the steady state is 16-23 s, issue 27); each
+    experiment's jobs form one sequential chain and ``cores // job_threads`` chains run side by side."""
     total = sum(steps for _, steps in planned)
     if total < MEASURE_FROM_STEPS:
         return None
