@@ -76,7 +76,9 @@ def test_the_target_f0_reaches_the_output_through_the_excitation():
         StreamVC(tiny_config(pitch={"target": "none"}))
 
 
-@pytest.mark.parametrize("pitch", [{}, {"output_excitation_harmonics": 16}], ids=["last block", "and output block"])
+@pytest.mark.parametrize("pitch", [{}, {"output_excitation_harmonics": 16},
+                                   {"output_excitation_harmonics": 16, "output_excitation_mix": "gated"}],
+                         ids=["last block", "and output block", "and gated at the output"])
 def test_streaming_with_the_excitation_equals_offline(speech_like, pitch):
     model = StreamVC(tiny_causal_config(pitch=pitch)).eval()
     reference = voiced(1.0, 210.0, seed=7)
@@ -119,3 +121,37 @@ def test_the_output_excitation_puts_harmonics_above_the_decoders_2khz_stage(seed
 def test_the_output_excitation_needs_the_target_pitch():
     with pytest.raises(ValueError, match="output_excitation_harmonics needs pitch.target: reference"):
         StreamVC(tiny_config(pitch={"target": "none", "excitation_harmonics": 0, "output_excitation_harmonics": 8}))
+
+
+def _synthesize(model: StreamVC, frames: int, f0: float, seed: int) -> torch.Tensor:
+    torch.manual_seed(seed)
+    quantized, pitch = torch.randn(1, 8, frames), torch.randn(1, model.pitch.num_features, frames)
+    with torch.no_grad():
+        return model.decoder.synthesize(quantized, pitch, torch.randn(1, 8),
+                                        *model.harmonic_sources(torch.full((1, frames), f0)))[0]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_gated_output_excitation_starts_quiet_and_can_draw_harmonics(seed):
+    """``gated``: at initialisation the harmonics' gains are near zero (the output is the plain decoder's
+    within 1 % of its RMS: unit sines at full gain would drown the speech); with the gains at full scale
+    the harmonics between 2 and 6 kHz stand far above the spectrum between them."""
+    frames, f0 = 50, 150.0
+    torch.manual_seed(seed)
+    model = StreamVC(tiny_config(pitch={"output_excitation_harmonics": 32, "output_excitation_mix": "gated"})).eval()
+    assert model.decoder.output_source_conv is None and model.decoder.output_source_gain is not None
+    gain = model.decoder.output_source_gain
+    with_path = _synthesize(model, frames, f0, seed)
+    with torch.no_grad():
+        stored = gain.parametrizations.weight.original0.clone()
+        gain.parametrizations.weight.original0.zero_()
+        without = _synthesize(model, frames, f0, seed)
+        gain.parametrizations.weight.original0.copy_(stored * 1000.0)
+        loud = _synthesize(model, frames, f0, seed)
+    assert float((with_path - without).pow(2).mean().sqrt()) < 0.01 * float(without.pow(2).mean().sqrt())
+    assert _harmonic_prominence_db(loud[5 * HOP:], f0) > _harmonic_prominence_db(without[5 * HOP:], f0) + 10.0
+
+
+def test_the_output_excitation_mix_is_checked():
+    with pytest.raises(ValueError, match="output_excitation_mix: 'multiply' is not one of"):
+        StreamVC(tiny_config(pitch={"output_excitation_harmonics": 8, "output_excitation_mix": "multiply"}))

@@ -8,7 +8,8 @@ The path (SPEC section 3, "where the quantizer sits"):
         --> n decoder blocks, upsampling by reversed(strides) (8, 5, 4, 2), channels halving,
             each followed by FiLM from the speaker vector; the last block's input also gets the
             harmonic excitation at the target's f0 (1x1 conv, :mod:`streamvc_rvq.model.excitation`)
-        (+ optionally a second excitation at the full sample rate, 1x1 conv, before the last ELU)
+        (+ optionally a second excitation at the full sample rate: ``add``, 1x1 conv, before the last ELU;
+           or ``gated``, each harmonic times a per-sample gain the last features set, added to the waveform)
         --> ELU --> conv7 --> waveform B x (F * hop)       (linear output, no tanh/clamp)
 
 The RVQ runs at the frame rate: one code vector per 20 ms frame and stage (the origin
@@ -52,6 +53,7 @@ class Decoder(StreamingModule):
         excitation_harmonics: int = 0,
         upsample: str = "transposed",
         output_excitation_harmonics: int = 0,
+        output_excitation_mix: str = "add",
     ):
         super().__init__()
         code_dim = rvq["codebook_dim"]
@@ -70,8 +72,13 @@ class Decoder(StreamingModule):
         # ... and optionally the output block's, at the sample rate: the third stage runs at 2 kHz, so the blocks
         # before it cannot hand harmonics above 1 kHz to the last ones (a quick screen with it: that band stayed
         # noise all the same; docs/measurements/conversion_beyond_pitch.md)
-        self.output_source_conv = (CausalConv1d(output_excitation_harmonics, channels, 1)
-                                   if output_excitation_harmonics else None)
+        # ``gated`` instead: the waveform gets each harmonic times a gain the output block's features set, sample by
+        # sample (a harmonic-plus-noise output, as DDSP's): a 1x1 mix before an ELU can only scale a harmonic by a
+        # fixed weight, not draw it under a moving formant envelope
+        adds = output_excitation_harmonics and output_excitation_mix == "add"
+        self.output_source_conv = CausalConv1d(output_excitation_harmonics, channels, 1) if adds else None
+        self.output_source_gain = (_quiet(CausalConv1d(channels, output_excitation_harmonics, 1))
+                                   if output_excitation_harmonics and not adds else None)
         self._fast_rvq: list | None = None
 
     # -- offline -------------------------------------------------------------------------
@@ -119,7 +126,11 @@ class Decoder(StreamingModule):
                 x = FiLM.modulate(block(x), gamma, beta)
             if self.output_source_conv is not None:
                 x = x + self.output_source_conv(output_excitation.float())
-            return self.output_conv(F.elu(x)).squeeze(1)
+            x = F.elu(x)
+            audio = self.output_conv(x)
+            if self.output_source_gain is not None:
+                audio = audio + (self.output_source_gain(x) * output_excitation.float()).sum(1, keepdim=True)
+            return audio.squeeze(1)
 
     def forward(
         self, content: Tensor, pitch: Tensor, speaker: Tensor, num_active: int | None = None,
@@ -193,7 +204,20 @@ class Decoder(StreamingModule):
             x = FiLM.modulate(block.stream_step(x), gamma, beta)
         if self.output_source_conv is not None:
             x = x + self.output_source_conv.stream_step(output_excitation)
-        return self.output_conv.stream_step(F.elu(x)).reshape(frames.shape[0], -1)
+        x = F.elu(x)
+        audio = self.output_conv.stream_step(x)
+        if self.output_source_gain is not None:
+            audio = audio + (self.output_source_gain.stream_step(x) * output_excitation).sum(1, keepdim=True)
+        return audio.reshape(frames.shape[0], -1)
+
+
+def _quiet(conv: CausalConv1d, scale: float = 1e-3) -> CausalConv1d:
+    """``conv`` with its weight norm's magnitudes x ``scale`` and no bias: a gain path that starts near silent
+    (unit-amplitude harmonics at the default initialisation would sum to a waveform louder than speech)."""
+    with torch.no_grad():
+        conv.parametrizations.weight.original0.mul_(scale)
+        conv.bias.zero_()
+    return conv
 
 
 def _float32_for_gradients(device_type: str):

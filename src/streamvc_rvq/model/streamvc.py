@@ -100,6 +100,7 @@ class StreamVC(nn.Module):
             pc["excitation_harmonics"],
             cfg["decoder"].get("upsample", "transposed"),  # checkpoints from before the key: transposed
             pc.get("output_excitation_harmonics", 0),  # checkpoints from before the key: none
+            pc.get("output_excitation_mix", "add"),
         )
         for key in ("excitation_harmonics", "output_excitation_harmonics"):
             if pc.get(key, 0) and pc["target"] != "reference":
