@@ -65,7 +65,7 @@ class StreamVCOutput:
     valid: Tensor  # B x F bool: the frames fit to be measured
     speaker: Tensor  # B x S: the reference's speaker embedding (what FiLM reads)
     source_pitch: Tensor  # B x base_features x F: the source's pitch and energy, before retargeting
-    pitch_level: Tensor | None  # B x K x 2: the reference's pitch level (None with pitch.target: none)
+    pitch_level: Tensor | None  # B x K x 2: the level the output takes (the reference's, or pitch_reference's; None with target: none)
 
 
 def resolve_model_config(model_cfg: dict) -> dict:

@@ -31,6 +31,7 @@ class TrainSettings:
     num_threads: int
     allow_untrained_content_encoder: bool
     speaker_consistency_rows: int
+    reconstruction_pitch: str
     discriminator: Mapping[str, int]
     loss_weights: Mapping[str, float]
 

@@ -23,7 +23,7 @@ from streamvc_rvq.atomic import remove_temps_of
 from streamvc_rvq.data.content_labels import LabelError
 from streamvc_rvq.data.dataset import Batch, load_utterances, sample_batch
 from streamvc_rvq.device import select_device, use_deterministic_algorithms
-from streamvc_rvq.model.streamvc import StreamVC
+from streamvc_rvq.model.streamvc import StreamVC, StreamVCOutput
 from streamvc_rvq.modules.discriminator import MultiScaleSTFTDiscriminator
 from streamvc_rvq.provenance import provenance
 from streamvc_rvq.quantization.frame_stats import frame_scale_stats
@@ -225,8 +225,7 @@ class Trainer:
         state = self.state
         source = batch.source.to(self.device)
         num_active = self.active_stages(step)
-        with state.precision.autocast():  # the forward pass only: losses and the RVQ stay float32
-            out = state.model(source, batch.reference.to(self.device), num_active, lengths=batch.lengths)
+        out = self.forward(batch, source, num_active)
         terms, extra = self._loss_terms(batch, source, out, step)
         grad_norms, lr = self._optimise(terms.total, step)
         scalars = {tags.train(f"loss_{name}"): value for name, value in terms.raw.items()}
@@ -246,6 +245,14 @@ class Trainer:
         on_device = [tag for tag, value in scalars.items() if isinstance(value, torch.Tensor)]
         scalars.update(zip(on_device, torch.stack([scalars[tag].detach().float() for tag in on_device]).tolist()))
         return scalars
+
+    def forward(self, batch: Batch, source: torch.Tensor, num_active: int) -> StreamVCOutput:
+        """The reconstruction of ``source`` (the batch's, on the device) in its reference's voice, at the pitch
+        level ``train.reconstruction_pitch`` names."""
+        own_pitch = source if self.train.reconstruction_pitch == "source" else None
+        with self.state.precision.autocast():  # the forward pass only: losses and the RVQ stay float32
+            return self.state.model(source, batch.reference.to(self.device), num_active, lengths=batch.lengths,
+                                    pitch_reference=own_pitch)
 
     def _loss_terms(self, batch: Batch, source: torch.Tensor, out, step: int) -> tuple[LossTerms, dict]:
         """The weighted loss terms of one step and the extra scalars they give (label accuracy,
