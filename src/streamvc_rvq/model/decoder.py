@@ -74,7 +74,7 @@ class Decoder(StreamingModule):
         # noise all the same; docs/measurements/conversion_beyond_pitch.md)
         # ``gated`` instead: the waveform gets each harmonic times a gain the output block's features set, sample by
         # sample (a harmonic-plus-noise output, as DDSP's): a 1x1 mix before an ELU can only scale a harmonic by a
-        # fixed weight, not draw it under a moving formant envelope
+        # fixed weight, not draw it under a moving formant envelope (its quick screen: harmonic at step 100, noise again by 500)
         adds = output_excitation_harmonics and output_excitation_mix == "add"
         self.output_source_conv = CausalConv1d(output_excitation_harmonics, channels, 1) if adds else None
         self.output_source_gain = (_quiet(CausalConv1d(channels, output_excitation_harmonics, 1))
