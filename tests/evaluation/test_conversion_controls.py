@@ -20,6 +20,7 @@ def _simulate(rng, *, follows: float, sources: int = 8, noise: float = 0.6, copy
     source voice to the target's (0: target-blind, plus output noise independent of the target)."""
     voice = {s: _unit(rng.normal(size=DIM)) for s in SPEAKERS}
     reference = {s: _unit(voice[s] + noise * _unit(rng.normal(size=DIM))) for s in SPEAKERS}
+    second = {s: _unit(voice[s] + noise * _unit(rng.normal(size=DIM))) for s in SPEAKERS}  # another utterance each
     outputs = []
     for k in range(sources):
         speaker = SPEAKERS[k % len(SPEAKERS)]
@@ -32,7 +33,8 @@ def _simulate(rng, *, follows: float, sources: int = 8, noise: float = 0.6, copy
                 out = _unit((1 - follows) * source_voice + follows * voice[target]
                             + 0.3 * noise * _unit(rng.normal(size=DIM)))
             to_targets = {t: float(out @ reference[t]) for t in targets}
-            outputs.append({"source": f"utt{k}", "target": target, "embedding": out, "to_targets": to_targets})
+            outputs.append({"source": f"utt{k}", "target": target, "embedding": out, "to_targets": to_targets,
+                            "to_source": float(out @ second[speaker])})
     return outputs
 
 
@@ -80,10 +82,21 @@ def test_a_converting_model_passes_and_identifies_its_targets():
     assert controls["same_source_similarity"]["mean"] < 0.9
 
 
+def test_source_kept_reads_a_copy_of_the_source_and_not_a_conversion():
+    """The failing input: outputs that copy their source are nearer their own speaker than their
+    target nearly always; outputs that follow their target almost never."""
+    copy = target_controls(_simulate(np.random.default_rng(2), follows=0.0, copy_source=True, sources=28))
+    converted = target_controls(_simulate(np.random.default_rng(2), follows=0.7, sources=28))
+    assert copy["source_kept"]["num_outputs"] == 84 and copy["source_kept"]["rate"] >= 0.9, copy["source_kept"]
+    assert converted["source_kept"]["rate"] <= 0.1, converted["source_kept"]
+    assert converted["source_kept"]["high"] < copy["source_kept"]["low"]
+
+
 def test_outputs_without_a_voice_or_a_second_target_give_no_control():
     assert target_controls([])["towards_target"] is None
     one = [{"source": "u", "target": "s1", "embedding": np.ones(3), "to_targets": {"s1": 0.5}}]
     assert target_controls(one)["towards_target"] is None
+    assert target_controls(one)["source_kept"] is None  # no similarity to the source's speaker given
     silent = [{"source": "u", "target": "s1", "embedding": None, "to_targets": None}]
     assert target_controls(silent)["num_sources"] == 0
 

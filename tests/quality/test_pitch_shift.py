@@ -100,6 +100,10 @@ def test_the_model_is_scored_on_the_controls_own_trials(micro_manifest):
     copy = identification(lambda source, reference: source)
     assert target["num_outputs"] == len(pairs) == 3 * len(corpus) and target["rate"] == 1.0
     assert copy["rate"] < 0.7, copy
+    # whose voice: the copy is nearer another utterance of its own speaker than its target, the target's reference never
+    kept = lambda convert: pitch_and_oracle_controls(scorer, pairs, corpus, RATE, 320, convert=convert)["model"]["source_kept"]
+    assert kept(lambda source, reference: source)["rate"] >= 0.8
+    assert kept(lambda source, reference: reference)["hits"] == 0
     first_source, first_reference = pairs[0]
     known = {(first_source.utterance_id, first_reference.speaker): speaker_embedding(first_source.audio, RATE)}
     assert identification(lambda source, reference: reference, known)["hits"] == target["hits"] - 1

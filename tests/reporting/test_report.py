@@ -206,6 +206,12 @@ def test_conversion_table_shows_every_measure_and_a_dash_where_one_is_missing(he
     assert " | — / — | " in rows[str(cps[0]["step"])]
     assert " | — / — / 50% / 100% | — | " in rows[str(cps[1]["step"])]
     assert " 73%-98% | — / — / — / — | " in rows[str(cps[2]["step"])]
+    cps[3]["outputs"]["quality"]["convert"]["reference_controls"]["model"]["source_kept"] = {
+        "rate": 0.1, "hits": 8, "num_outputs": 84, "low": 0.05, "high": 0.18}
+    cps[3]["outputs"]["quality"]["convert"]["reference_controls"]["pitch_only"]["source_kept"] = {
+        "rate": 0.6, "hits": 50, "num_outputs": 84, "low": 0.49, "high": 0.69}
+    row = next(line for line in conversion_table(cps, reference) if line.startswith(f"| {cps[3]['step']} |"))
+    assert "of 84, 95 % 60%-79%; source kept 10% / 60% | 100% |" in row
     assert rows[str(cps[2]["step"])].endswith(" | — / — | — |")  # no band measure, no probe at that checkpoint
     assert rows["corpus"].endswith("same speaker 0.9 / different 0.65 | — | — | — |")
 

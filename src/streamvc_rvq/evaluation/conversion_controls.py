@@ -18,7 +18,13 @@ sources:
   corpus's same-speaker level.
 
 ``identification``: how often the intended target is the most similar of the source's
-targets, against chance (1 / number of targets), with its Wilson 95 % interval."""
+targets, against chance (1 / number of targets), with its Wilson 95 % interval.
+
+``source_kept`` (where outputs carry ``to_source``, their similarity to another utterance of their
+source's speaker): how often an output is more like its own source's speaker than like its intended
+target. Identification among the targets cannot see it (the source is not a candidate): a model that
+keeps the source's voice in some outputs and converts the rest reads as a weaker identification. A
+copy of the source scores near 1, the target's real speech 0."""
 
 from __future__ import annotations
 
@@ -59,15 +65,21 @@ def wilson_interval(hits: int, trials: int, confidence: float = CONFIDENCE) -> t
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def _rate(hits: int, trials: int) -> dict | None:
+    return None if not trials else {"rate": hits / trials, "hits": hits, "num_outputs": trials,
+                                    **dict(zip(("low", "high"), wilson_interval(hits, trials)))}
+
+
 def target_controls(outputs: Sequence[Mapping]) -> dict:
     """The controls of the module docstring from ``outputs``: one mapping per conversion with
     ``source`` (utterance id), ``target`` (speaker), ``embedding`` (the output's, or None) and
-    ``to_targets`` ({target speaker: similarity of the output to that target's reference})."""
+    ``to_targets`` ({target speaker: similarity of the output to that target's reference}), and
+    optionally ``to_source`` (see ``source_kept`` above)."""
     by_source: dict[str, list[Mapping]] = {}
     for o in outputs:
         if o.get("embedding") is not None and o.get("to_targets"):
             by_source.setdefault(o["source"], []).append(o)
-    shuffled, alike, hits, trials, num_targets = [], [], 0, 0, []
+    shuffled, alike, hits, trials, num_targets, kept = [], [], 0, 0, [], []
     for source in sorted(by_source):
         group = [o for o in by_source[source] if len(o["to_targets"]) >= 2]
         if not group:
@@ -78,6 +90,8 @@ def target_controls(outputs: Sequence[Mapping]) -> dict:
             others = [s for t, s in o["to_targets"].items() if t != o["target"]]
             differences.append(own - float(np.mean(others)))
             hits += int(max(o["to_targets"], key=o["to_targets"].get) == o["target"])
+            if o.get("to_source") is not None:
+                kept.append(o["to_source"] > own)
             trials += 1
             num_targets.append(len(o["to_targets"]))
         shuffled.append(float(np.mean(differences)))
@@ -89,8 +103,8 @@ def target_controls(outputs: Sequence[Mapping]) -> dict:
         "towards_target": mean_interval(shuffled),
         "same_source_similarity": mean_interval(alike),
         "identification": None if not trials else {
-            "rate": hits / trials, "chance": float(np.mean([1 / k for k in num_targets])), "num_outputs": trials,
-            "hits": hits, **dict(zip(("low", "high"), wilson_interval(hits, trials)))},
+            **_rate(hits, trials), "chance": float(np.mean([1 / k for k in num_targets]))},
+        "source_kept": _rate(sum(kept), len(kept)),
         "num_sources": len(shuffled),
         # fewer than 2: the corpus holds out too few speakers for any control (not the model's failure)
         "targets_per_source": max((len(o["to_targets"] or {}) for o in outputs), default=0),

@@ -15,6 +15,10 @@ scored on the same trials (issue 38), the way the conversions are
   pitch level: what the model moves beyond pitch, on its own. A decoder that ignores the speaker
   vector gives a source's targets one output, identified exactly at chance (quick phase1 seed 0
   at step 500: 50 % of 84, pitch level alone 44 %, both 79 %).
+
+Each also reports ``source_kept`` (:func:`conversion_controls.target_controls`): how often the output is
+more like another utterance of its source's speaker than like its target's reference. The pitch-only
+control keeps its formants, so it sets that rate's ceiling among converters; the oracle its floor.
 """
 
 from __future__ import annotations
@@ -56,9 +60,12 @@ def pitch_and_oracle_controls(scorer, pairs: Sequence[tuple], heldout: Sequence,
     for source, reference in pairs:
         references = targets_of[source.utterance_id]
 
+        own_voice = next((u for u in by_speaker.get(source.speaker, []) if u.utterance_id != source.utterance_id), None)
+
         def trial(embedding) -> dict:
             return {"source": source.utterance_id, "target": reference.speaker, "embedding": embedding,
-                    "to_targets": {spk: cosine(embedding, scorer.utterance_embedding(r)) for spk, r in references.items()}}
+                    "to_targets": {spk: cosine(embedding, scorer.utterance_embedding(r)) for spk, r in references.items()},
+                    "to_source": None if own_voice is None else cosine(embedding, scorer.utterance_embedding(own_voice))}
 
         if convert is not None:
             embedding = (known or {}).get((source.utterance_id, reference.speaker))

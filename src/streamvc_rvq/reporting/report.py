@@ -281,7 +281,8 @@ def conversion_table(checkpoints: Sequence[dict], reference: dict | None) -> lis
     decoder's content input carries (a linear probe; log-mel the ceiling)."""
     speaker = (reference or {}).get("speaker") or {}
     lines = ["| step | model speaker AUC / EER | target identified (chance) | every held-out source: conversions / "
-             "their timbre alone (source's pitch level) / a pitch-only shift / real target speech identified | by the model's own encoder | "
+             "their timbre alone (source's pitch level) / a pitch-only shift / real target speech identified; nearer the "
+             "source's speaker than the target: conversions / pitch-only shift | by the model's own encoder | "
              "median F0 corr with target / source | content head on conversions / sources (chance) | "
              "reconstruction similarity to source | frame-rate tone, conversions / sources (dB) | "
              "HNR above 1 kHz, conversions / sources (dB) | speaker read from one frame: decoder input / log-mel (chance) |",
@@ -303,6 +304,9 @@ def conversion_table(checkpoints: Sequence[dict], reference: dict | None) -> lis
                                        for k in ("model", "timbre_only", "pitch_only", "oracle"))
         floor = " / ".join(format(c["rate"], ".0%") if c else "—" for c in (wide, timbre, pitch, oracle)) + (
             f" of {wide['num_outputs']}, 95 % {wide['low']:.0%}-{wide['high']:.0%}" if wide else "")
+        kept = [(controls.get(k) or {}).get("source_kept") for k in ("model", "pitch_only")]
+        if any(kept):
+            floor += "; source kept " + " / ".join(format(k["rate"], ".0%") if k else "—" for k in kept)
         tone, band = convert.get("frame_tone") or {}, convert.get("band_harmonicity") or {}
         probe = cp.get("content_speaker")
         leak = (f"{fmt_value(probe['decoder_input'])} / {fmt_value(probe['log_mel'])} ({fmt_value(probe['chance'])})"
