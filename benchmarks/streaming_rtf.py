@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from streamvc_rvq.config import deep_merge, load_config  # noqa: E402
-from streamvc_rvq.inference.conversion import emulated_precision_note, precision_context  # noqa: E402
+from streamvc_rvq.inference.conversion import convert, emulated_precision_note, precision_context  # noqa: E402
 from streamvc_rvq.model.streamvc import StreamVC  # noqa: E402
 from streamvc_rvq.quality.signal_metrics import si_sdr  # noqa: E402
 
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds streamed first and not timed (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the test signal")
     parser.add_argument("--no-check", action="store_true", help="skip the streamed-vs-offline comparison")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "int8"],
                         help="stream at this precision; other than fp32, the fp32 stream is timed too and the deviation printed")
     parser.add_argument("--output", type=Path, help="write the figures as JSON here")
     args = parser.parse_args(argv)
@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         "precision": args.precision,
     }
     if not args.no_check:
-        with torch.inference_mode(), precision_context(args.precision, "cpu"):
-            offline = model(audio, reference).audio.float()
+        # the project's offline conversion at the same precision (int8: its chunked path, where the int8 products live)
+        offline = convert(model, audio[0], reference[0], model.decoder.rvq.num_quantizers, precision=args.precision)[None]
         result["max_abs_diff_vs_offline"] = float((offline - streamed).abs().max())
     if args.precision != "fp32":
         exact, exact_latencies = stream_through(model, reference, warm, audio, hop, "fp32")

@@ -124,12 +124,49 @@ def test_bf16_conversion_runs_reduced_and_stays_near_fp32(checkpoints, stream):
     assert float(si_sdr(fp32, bf16)) > 25.0
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_int8_conversion_multiplies_in_int8_and_stays_near_fp32(checkpoints, stream):
+    """int8 products change the output (the control: they act, offline too, where they need the
+    chunked path) but only by rounding: SI-SDR against the float32 output > 15 dB (paper size,
+    random weights: 21 dB). The pre-RVQ convolution before the code search stays float32."""
+    import torch
+
+    from streamvc_rvq.inference.conversion import convert, load_trained_model, precision_context
+    from streamvc_rvq.modules.conv import CausalConv1d
+    from streamvc_rvq.quality.signal_metrics import si_sdr
+    from streamvc_rvq.quantization.rvq import StageSchedule
+
+    model, cfg, step = load_trained_model(checkpoints["phase1_causal"])
+    src, ref = _speechlike(1.0), _speechlike(0.8, seed=2)
+    n = StageSchedule.of(cfg["model"]).in_checkpoint(step)
+    fp32 = convert(model, src, ref, n, stream=stream)
+    int8 = convert(model, src, ref, n, stream=stream, precision="int8")
+    assert int8.dtype == torch.float32 and int8.shape == fp32.shape
+    assert float((int8 - fp32).abs().max()) > 1e-4
+    assert float(si_sdr(fp32, int8)) > 15.0
+    if stream:  # the stream's layers keep their folded products: int8 everywhere but before the code search
+        with precision_context("int8", "cpu"):
+            model.stream(ref.unsqueeze(0), n)
+        folded = {name: layer._stream.product.int8 is not None for name, layer in model.named_modules()
+                  if isinstance(layer, CausalConv1d) and layer._stream.product is not None}
+        assert folded and not any(v for name, v in folded.items() if name.startswith("decoder.pre_rvq"))
+        assert all(v for name, v in folded.items() if name.startswith(("content_encoder.", "decoder.blocks.")))
+
+
+def test_int8_is_refused_off_the_cpu():
+    from streamvc_rvq.inference.conversion import precision_context
+
+    with pytest.raises(ValueError, match="int8 runs on the CPU only"):
+        precision_context("int8", "cuda")
+
+
 def test_emulated_16_bit_precision_is_named_on_a_cpu_without_it(monkeypatch):
     from streamvc_rvq.inference import conversion
 
     monkeypatch.setattr(conversion, "native_16bit_cpu", lambda: False)
     assert "emulated" in conversion.emulated_precision_note("bf16", "cpu")
     assert conversion.emulated_precision_note("fp32", "cpu") is None
+    assert conversion.emulated_precision_note("int8", "cpu") is None  # integer products: native on every CPU
     assert conversion.emulated_precision_note("bf16", "cuda") is None
     monkeypatch.setattr(conversion, "native_16bit_cpu", lambda: True)
     assert conversion.emulated_precision_note("bf16", "cpu") is None
@@ -137,8 +174,8 @@ def test_emulated_16_bit_precision_is_named_on_a_cpu_without_it(monkeypatch):
 
 def test_an_unknown_precision_is_one_line(checkpoints, wavs, tmp_path, capsys):
     code, _, err = infer(capsys, checkpoints["phase1"], wavs["stereo44k"], wavs["ref"], tmp_path / "o.wav",
-                         "--precision", "int8")
-    assert code == 2 and "--precision must be one of fp32, bf16, fp16" in err
+                         "--precision", "int4")
+    assert code == 2 and "--precision must be one of fp32, bf16, fp16, int8" in err
 
 
 def test_stream_is_refused_for_utterance_normalisation(checkpoints, wavs, tmp_path, capsys):

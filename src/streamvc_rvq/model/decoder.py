@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from streamvc_rvq.model.pre_rvq_encoder import PreRVQEncoder
-from streamvc_rvq.modules.conv import CausalConv1d, StreamingModule
+from streamvc_rvq.modules.conv import CausalConv1d, StreamingModule, int8_products
 from streamvc_rvq.modules.seanet import KERNEL, DecoderBlock, FiLM
 from streamvc_rvq.quantization.normalization import PreRVQNorm
 from streamvc_rvq.quantization.build import build_rvq
@@ -169,7 +169,8 @@ class Decoder(StreamingModule):
         """
         if self._fast_rvq is None:
             self._fast_rvq = self._prepare_fast_rvq() or []
-        with torch.autocast(device_type=content.device.type, enabled=False):  # the weights' type, as rvq_input
+        # the weights' type and float32 products, as rvq_input: a rounded RVQ input flips codes
+        with torch.autocast(device_type=content.device.type, enabled=False), int8_products(False):
             content = content.to(self.input_conv.bias.dtype)
             return self._quantize_frames(self.norm.stream_step(self.pre_rvq.stream_step(content)), num_active)
 
