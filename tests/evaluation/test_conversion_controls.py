@@ -92,6 +92,20 @@ def test_source_kept_reads_a_copy_of_the_source_and_not_a_conversion():
     assert converted["source_kept"]["high"] < copy["source_kept"]["low"]
 
 
+def test_identification_per_target_adds_up_and_finds_the_one_voice_a_model_misses():
+    """A model that converts to every target but one (its outputs for that target stay the source's):
+    the per-target counts sum to the whole, and that target alone reads 0."""
+    outputs = _simulate(np.random.default_rng(3), follows=0.9, sources=28)
+    missed = "s2"
+    for o in outputs:
+        if o["target"] == missed:  # the voice it cannot render: its output is nearer every other target
+            o["to_targets"][missed] = min(o["to_targets"].values()) - 0.1
+    ident = target_controls(outputs)["identification"]
+    per = ident["by_target"]
+    assert sum(c["hits"] for c in per.values()) == ident["hits"] and sum(c["num_outputs"] for c in per.values()) == 84
+    assert per[missed]["hits"] == 0 and all(c["hits"] >= 0.8 * c["num_outputs"] for t, c in per.items() if t != missed)
+
+
 def test_outputs_without_a_voice_or_a_second_target_give_no_control():
     assert target_controls([])["towards_target"] is None
     one = [{"source": "u", "target": "s1", "embedding": np.ones(3), "to_targets": {"s1": 0.5}}]

@@ -212,6 +212,12 @@ def test_conversion_table_shows_every_measure_and_a_dash_where_one_is_missing(he
         "rate": 0.6, "hits": 50, "num_outputs": 84, "low": 0.49, "high": 0.69}
     row = next(line for line in conversion_table(cps, reference) if line.startswith(f"| {cps[3]['step']} |"))
     assert "of 84, 95 % 60%-79%; source kept 10% / 60% | 100% |" in row
+    assert not any(line.startswith("Identified per target") for line in conversion_table(cps, reference))
+    controls = cps[3]["outputs"]["quality"]["convert"]["reference_controls"]
+    controls["model"]["identification"]["by_target"] = {"s01": {"hits": 20, "num_outputs": 21}, "s06": {"hits": 0, "num_outputs": 21}}
+    controls["pitch_only"]["identification"]["by_target"] = {"s01": {"hits": 19, "num_outputs": 21}, "s06": {"hits": 13, "num_outputs": 21}}
+    assert (f"Identified per target speaker at step {cps[3]['step']}, conversions (pitch-only shift): s01 20/21 (19) · "
+            "s06 0/21 (13).") in conversion_table(cps, reference)
     assert rows[str(cps[2]["step"])].endswith(" | — / — | — |")  # no band measure, no probe at that checkpoint
     assert rows["corpus"].endswith("same speaker 0.9 / different 0.65 | — | — | — |")
 

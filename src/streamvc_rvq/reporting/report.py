@@ -320,7 +320,21 @@ def conversion_table(checkpoints: Sequence[dict], reference: dict | None) -> lis
             f"{fmt_value(band.get('output_db'))} / {fmt_value(band.get('source_db'))} | {leak} |")
     lines.append(f"| corpus | Resemblyzer AUC {fmt_value(speaker.get('auc'))} | — | — | — | — | — | same speaker "
                  f"{fmt_value(speaker.get('same_mean'))} / different {fmt_value(speaker.get('different_mean'))} | — | — | — |")
-    return lines + [""]
+    return lines + [""] + _by_target_line(checkpoints)
+
+
+def _by_target_line(checkpoints: Sequence[dict]) -> list[str]:
+    """The last checkpoint's identification per target speaker, the model's next to the pitch-only shift's."""
+    for cp in sorted(checkpoints, key=lambda c: -int(c["step"])):
+        controls = (((cp.get("outputs") or {}).get("quality") or {}).get("convert") or {}).get("reference_controls") or {}
+        model = ((controls.get("model") or {}).get("identification") or {}).get("by_target")
+        if model:
+            pitch = ((controls.get("pitch_only") or {}).get("identification") or {}).get("by_target") or {}
+            parts = [f"{t} {c['hits']}/{c['num_outputs']}" + (f" ({pitch[t]['hits']})" if t in pitch else "")
+                     for t, c in model.items()]
+            return [f"Identified per target speaker at step {cp['step']}, conversions (pitch-only shift): "
+                    + " · ".join(parts) + ".", ""]
+    return []
 
 
 def _listen_links(samples_pages: Sequence[Path], base: Path) -> str:
