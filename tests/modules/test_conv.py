@@ -97,6 +97,35 @@ def test_weight_norm_is_folded_once_per_stream():
     assert conv._stream.product is None and conv._stream.cache is None  # leaving the block forgets it all
 
 
+def test_int8_folds_only_the_large_weights_and_stays_near_float32():
+    """Under int8_products a layer whose folded weight holds INT8_MIN_WEIGHTS values or more multiplies in
+    int8 (its output moves off float32, within 3 % of its RMS: 7-bit activations over a Gaussian's +-3 sigma
+    round with an RMS error near 6 / 127 / sqrt(12) = 1.4 %); a small one stays exactly
+    float32 (the sample-rate layers, where one activation scale per chunk would put noise into the silences);
+    int8_products(False) inside the region keeps even a large one float32."""
+    from streamvc_rvq.modules.conv import INT8_MIN_WEIGHTS, int8_products
+
+    torch.manual_seed(0)
+    big, small = CausalConv1d(256, 256, 1), CausalConv1d(8, 8, 7)
+    assert big.weight.numel() >= INT8_MIN_WEIGHTS > small.weight.numel()
+    x_big, x_small = torch.randn(1, 256, 6), torch.randn(1, 8, 6)
+    with torch.no_grad():
+        ref_big, ref_small = big(x_big), small(x_small)
+        for conv in (big, small):
+            conv.reset_stream()
+        with int8_products():
+            out_big, out_small = big.stream_step(x_big), small.stream_step(x_small)
+            assert big._stream.product.int8 is not None and small._stream.product.int8 is None
+            big.reset_stream()
+            with int8_products(False):
+                exact = big.stream_step(x_big)
+        assert big._stream.product.int8 is None
+    error = (out_big - ref_big).pow(2).mean().sqrt() / ref_big.pow(2).mean().sqrt()
+    assert 1e-4 < float(error) < 0.03, float(error)
+    torch.testing.assert_close(out_small, ref_small, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(exact, ref_big, atol=1e-5, rtol=1e-5)
+
+
 def test_reset_restarts_from_silence():
     conv = CausalConv1d(2, 2, 5).eval()
     x = torch.randn(1, 2, 20)

@@ -9,14 +9,14 @@ and on CPUs with AVX-512 BF16/AMX, float16 on MPS; on an AVX2-only CPU both are 
 2-20x slower than float32 (:func:`emulated_precision_note`). ``benchmarks/streaming_rtf.py
 --precision`` states the deviation from float32.
 
-``precision: int8`` (CPU only) multiplies the causal convolutions' folded weights in int8 per
-output channel, quantizing each call's activations on the fly (:func:`modules.conv.int8_products`);
-the speaker encoder, pitch, pre-RVQ path and code search stay float32. It runs where the folded
-weights live: the stream, and offline the chunked path (:func:`convert_in_chunks`), which it then
-takes whatever the source's length (not faster there: 0.51 against float32's 0.44). The paper-size
-stream on a 2-core Zen 4 (random weights): RTF 0.47 against float32's 0.84 at an SI-SDR of 21 dB
-against the float32 output; on trained quick models 21 dB (phase1) and 6 dB (a GAN-trained decoder,
-where bf16 gives 21 dB): the per-call activation scale is coarse where activations span a wide range.
+``precision: int8`` (CPU only) multiplies the large folded weights of the causal convolutions
+(the low-rate layers, where a 20 ms chunk reads most of its bytes) in int8 per output channel,
+quantizing each call's activations on the fly (:func:`modules.conv.int8_products`); the sample-rate
+layers, speaker encoder, pitch, pre-RVQ path and code search stay float32. It runs where the folded
+weights live: the stream, and offline the chunked path (:func:`convert_in_chunks`) frame by frame,
+as the stream does (not faster offline than float32). The paper-size stream on a 2-core Zen 4 (random
+weights): RTF 0.50 against float32's 0.84 at an SI-SDR of 22 dB against the float32 output, streamed
+equal to offline within 1.3e-7; on trained quick models 32 dB (phase1) and 15 dB (a GAN-trained decoder).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from streamvc_rvq.model.streamvc import StreamVC
 from streamvc_rvq.modules.conv import int8_products, reset_streams
 from streamvc_rvq.training.checkpoint import check_model_config, load_checkpoint
 
-INT8_CHUNK_FRAMES = 250  # offline int8 converts 5 s at a time (any length works)
+INT8_CHUNK_FRAMES = 1  # offline int8 converts frame by frame, as the stream: activation scales per 20 ms
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": None}  # autocast type, if any
 
 

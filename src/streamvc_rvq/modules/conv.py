@@ -100,6 +100,10 @@ def streaming(module: nn.Module) -> Iterator[nn.Module]:
 
 
 PACK_MIN_K = 448  # inner dimension from which oneDNN's packed product beats addmm
+# int8 only for folded weights this large: the few-row, memory-bound layers at low rates, where the bytes are. The
+# sample-rate layers (paper size: 448 x 64 and below) stay float32: one activation scale per 20 ms chunk there
+# put a noise floor ~40 dB under the chunk's peak into the output's silences.
+INT8_MIN_WEIGHTS = 65536
 _INT8 = ContextVar("int8_products", default=False)
 
 
@@ -144,18 +148,18 @@ class FoldedProduct:
     All three are float32 products that differ only in summation order (~1e-7 relative).
     Folded inside an autocast region (reduced-precision inference), the weight is stored in
     the autocast type once and each call's rows are cast to it: no weight cast per chunk.
-    Folded inside :func:`int8_products`, the weight is stored in int8 per output channel and
-    each call quantizes its rows on the fly (``quantized::linear_dynamic``, 7-bit activations:
-    ``reduce_range``, safe on CPUs without VNNI): a quarter of the weight bytes, integer
-    arithmetic. The paper-size stream on a 2-core Zen 4: RTF 0.84 -> 0.47, SI-SDR 21 dB against
-    float32 (docs/measurements/speed_against_peer.md).
+    Folded inside :func:`int8_products`, a weight of at least ``INT8_MIN_WEIGHTS`` values is
+    stored in int8 per output channel and each call quantizes its rows on the fly
+    (``quantized::linear_dynamic``, 7-bit activations: ``reduce_range``, safe on CPUs without
+    VNNI): a quarter of the weight bytes where the stream reads most of them
+    (docs/measurements/speed_against_peer.md has its speed and deviation).
     """
 
     __slots__ = ("weight", "weight_t", "bias", "packed", "dtype", "int8")
 
     def __init__(self, weight: Tensor, bias: Tensor | None, rows: int):
         device = weight.device.type
-        self.int8 = _pack_int8(weight, bias) if _INT8.get() else None
+        self.int8 = _pack_int8(weight, bias) if _INT8.get() and weight.numel() >= INT8_MIN_WEIGHTS else None
         if self.int8 is not None:
             self.weight = self.weight_t = self.bias = self.packed = None
             self.dtype = torch.float32
