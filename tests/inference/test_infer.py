@@ -104,10 +104,9 @@ def test_stream_equals_offline_for_a_causal_config(checkpoints, wavs, tmp_path, 
     assert float(diff) <= 1e-4
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_bf16_conversion_runs_reduced_and_stays_near_fp32(checkpoints, stream):
-    """bf16 autocast changes the output (the control: it is not float32 in disguise) but only by
-    rounding: SI-SDR against the float32 output > 25 dB."""
+def _against_fp32(checkpoints, stream: bool, precision: str, min_si_sdr: float):
+    """Convert one source both ways on the micro causal checkpoint: the reduced output must move off
+    float32 (the control: it is not float32 in disguise) but only by rounding (SI-SDR above ``min_si_sdr``)."""
     import torch
 
     from streamvc_rvq.inference.conversion import convert, load_trained_model
@@ -118,42 +117,34 @@ def test_bf16_conversion_runs_reduced_and_stays_near_fp32(checkpoints, stream):
     src, ref = _speechlike(1.0), _speechlike(0.8, seed=2)
     n = StageSchedule.of(cfg["model"]).in_checkpoint(step)
     fp32 = convert(model, src, ref, n, stream=stream)
-    bf16 = convert(model, src, ref, n, stream=stream, precision="bf16")
-    assert bf16.dtype == torch.float32 and bf16.shape == fp32.shape
-    assert float((bf16 - fp32).abs().max()) > 1e-4
-    assert float(si_sdr(fp32, bf16)) > 25.0
+    reduced = convert(model, src, ref, n, stream=stream, precision=precision)
+    assert reduced.dtype == torch.float32 and reduced.shape == fp32.shape
+    assert float((reduced - fp32).abs().max()) > 1e-4
+    assert float(si_sdr(fp32, reduced)) > min_si_sdr
+    return model, ref, n
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_bf16_conversion_runs_reduced_and_stays_near_fp32(checkpoints, stream):
+    """bf16 autocast: SI-SDR against the float32 output > 25 dB."""
+    _against_fp32(checkpoints, stream, "bf16", 25.0)
 
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_int8_conversion_multiplies_in_int8_and_stays_near_fp32(checkpoints, stream, monkeypatch):
-    """int8 products change the output (the control: they act, offline too, where they need the
-    chunked path) but only by rounding: SI-SDR against the float32 output > 15 dB (paper size,
-    random weights: 22 dB). The pre-RVQ convolution before the code search stays float32. Every
-    micro weight is under the size from which int8 applies, so the test lowers it to 0."""
-    import torch
-
+    """int8 products act (offline too, where they need the chunked path) and stay above 15 dB against
+    float32 (paper size, random weights: 22 dB). The pre-RVQ convolution before the code search stays
+    float32. Every micro weight is under the size from which int8 applies, so the test lowers it to 0."""
+    from streamvc_rvq.inference.conversion import precision_context
     from streamvc_rvq.modules import conv
 
     monkeypatch.setattr(conv, "INT8_MIN_WEIGHTS", 0)
-
-    from streamvc_rvq.inference.conversion import convert, load_trained_model, precision_context
-    from streamvc_rvq.modules.conv import CausalConv1d
-    from streamvc_rvq.quality.signal_metrics import si_sdr
-    from streamvc_rvq.quantization.rvq import StageSchedule
-
-    model, cfg, step = load_trained_model(checkpoints["phase1_causal"])
-    src, ref = _speechlike(1.0), _speechlike(0.8, seed=2)
-    n = StageSchedule.of(cfg["model"]).in_checkpoint(step)
-    fp32 = convert(model, src, ref, n, stream=stream)
-    int8 = convert(model, src, ref, n, stream=stream, precision="int8")
-    assert int8.dtype == torch.float32 and int8.shape == fp32.shape
-    assert float((int8 - fp32).abs().max()) > 1e-4
-    assert float(si_sdr(fp32, int8)) > 15.0
+    model, ref, n = _against_fp32(checkpoints, stream, "int8", 15.0)
     if stream:  # the stream's layers keep their folded products: int8 everywhere but before the code search
         with precision_context("int8", "cpu"):
             model.stream(ref.unsqueeze(0), n)
         folded = {name: layer._stream.product.int8 is not None for name, layer in model.named_modules()
-                  if isinstance(layer, CausalConv1d) and layer._stream.product is not None}
+                  if isinstance(layer, conv.CausalConv1d) and layer._stream.product is not None}
         assert folded and not any(v for name, v in folded.items() if name.startswith("decoder.pre_rvq"))
         assert all(v for name, v in folded.items() if name.startswith(("content_encoder.", "decoder.blocks.")))
 
