@@ -91,11 +91,11 @@ def convert(model: StreamVC, source: torch.Tensor, reference: torch.Tensor, num_
     its output equals the offline output (tested to 1e-4). ``chunk_frames``: the offline
     conversion ``chunk_frames`` frames at a time (:func:`convert_in_chunks`) when the source is
     longer; ``progress(done, total)`` is called after each chunk. ``precision``: fp32, bf16, fp16
-    or int8 (see the module docstring).
+    or int8 (see the module docstring; int8 converts offline frame by frame, whatever ``chunk_frames``).
     """
-    int8 = precision == "int8"  # its products live in the streaming layers: offline, the chunked path
+    int8 = precision == "int8"  # its products live in the streaming layers: offline, the chunked path, frame by frame
     with precision_context(precision, source.device):
-        return _convert(model, source, reference, num_active, stream, chunk_frames or (INT8_CHUNK_FRAMES if int8 else None),
+        return _convert(model, source, reference, num_active, stream, INT8_CHUNK_FRAMES if int8 else chunk_frames,
                         progress, chunked=int8).float()
 
 
