@@ -441,7 +441,7 @@ def _add_tool_parsers(sub) -> None:
     p.add_argument("--stream", action="store_true", help="process 20 ms chunks through the streaming path (causal configs only)")
     p.add_argument("--precision", default="fp32",
                    help="fp32 (default), autocast to bf16 (CUDA, AVX-512/AMX CPUs) / fp16 (MPS), or int8 products "
-                   "(CPU: ~1.7x faster streaming, its deviation model-dependent); the code search stays fp32")
+                   "(CPU: ~1.7x faster streaming, slower offline, its deviation model-dependent); the code search stays fp32")
     _add_threads_arg(p)
     # the checkpoint carries its config: --experiment only names the section of --config to check it against
     p.set_defaults(func=cmd_infer, experiment=None)

@@ -149,6 +149,30 @@ def test_int8_conversion_multiplies_in_int8_and_stays_near_fp32(checkpoints, str
         assert all(v for name, v in folded.items() if name.startswith(("content_encoder.", "decoder.blocks.")))
 
 
+def test_an_int8_stream_stays_int8_after_another_conversion_and_a_reset(checkpoints, monkeypatch):
+    """Another conversion of the model drops the stream's folded weights; after reset() the converter
+    folds them again the way it was made (int8), not in the caller's region: the same output as before."""
+    import torch
+
+    from streamvc_rvq.inference.conversion import convert, load_trained_model, precision_context
+    from streamvc_rvq.modules import conv
+    from streamvc_rvq.quantization.rvq import StageSchedule
+
+    monkeypatch.setattr(conv, "INT8_MIN_WEIGHTS", 0)
+    model, cfg, step = load_trained_model(checkpoints["phase1_causal"])
+    n = StageSchedule.of(cfg["model"]).in_checkpoint(step)
+    src, ref = _speechlike(0.6), _speechlike(0.8, seed=2)
+    chunks = src[: src.numel() // 320 * 320].view(-1, 1, 320)
+    with precision_context("int8", "cpu"):
+        converter = model.stream(ref.unsqueeze(0), n)
+    first = torch.cat([converter.process(c) for c in chunks], -1)
+    convert(model, src, ref, n)  # float32, offline: drops every folded weight
+    converter.reset()
+    again = torch.cat([converter.process(c) for c in chunks], -1)
+    assert model.content_encoder.encoder.input_conv._stream.product.int8 is not None
+    torch.testing.assert_close(again, first, atol=1e-6, rtol=0)
+
+
 def test_int8_is_refused_off_the_cpu():
     from streamvc_rvq.inference.conversion import precision_context
 

@@ -216,8 +216,8 @@ def test_conversion_table_shows_every_measure_and_a_dash_where_one_is_missing(he
     controls = cps[3]["outputs"]["quality"]["convert"]["reference_controls"]
     controls["model"]["identification"]["by_target"] = {"s01": {"hits": 20, "num_outputs": 21}, "s06": {"hits": 0, "num_outputs": 21}}
     controls["pitch_only"]["identification"]["by_target"] = {"s01": {"hits": 19, "num_outputs": 21}, "s06": {"hits": 13, "num_outputs": 21}}
-    assert (f"Identified per target speaker at step {cps[3]['step']}, conversions (pitch-only shift): s01 20/21 (19) · "
-            "s06 0/21 (13).") in conversion_table(cps, reference)
+    assert (f"Identified per target speaker at step {cps[3]['step']}, conversions (pitch-only shift): s01 20/21 (19/21) · "
+            "s06 0/21 (13/21).") in conversion_table(cps, reference)
     assert rows[str(cps[2]["step"])].endswith(" | — / — | — |")  # no band measure, no probe at that checkpoint
     assert rows["corpus"].endswith("same speaker 0.9 / different 0.65 | — | — | — |")
 

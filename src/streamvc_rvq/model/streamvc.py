@@ -48,7 +48,7 @@ from streamvc_rvq.model.excitation import HarmonicSource
 from streamvc_rvq.model.pitch import PitchEnergy
 from streamvc_rvq.model.speaker_encoder import SpeakerEncoder
 from streamvc_rvq.model.valid_frames import valid_mask, warmup_frames
-from streamvc_rvq.modules.conv import receptive_field, reset_streams
+from streamvc_rvq.modules.conv import int8_active, int8_products, receptive_field, reset_streams
 from streamvc_rvq.quantization.rvq import RVQOutput
 
 __all__ = ["StreamVC", "StreamVCOutput", "StreamingConverter"]
@@ -225,8 +225,11 @@ class StreamingConverter:
     (:attr:`algorithmic_delay_samples` = one chunk). At construction the converter takes a
     snapshot of the model for inference: the speaker embedding, FiLM coefficients and pitch level of the
     reference, and every layer's folded weight (primed on one silent chunk, so the first
-    real chunk costs no more than the others). :meth:`reset` restarts the stream from
-    silence and keeps that snapshot; after changing the weights, make a new converter.
+    real chunk costs no more than the others), in int8 where it was made inside
+    :func:`~streamvc_rvq.modules.conv.int8_products` (kept so, whatever region later chunks run in).
+    :meth:`reset` restarts the stream from silence and keeps that snapshot (or folds the same
+    weights again the same way, if another conversion of the model dropped it); after changing the
+    weights, make a new converter.
     The streaming state lives in the model's layers, so one model serves one stream at a
     time: an older converter of the same model refuses to run once a new one exists.
     """
@@ -241,6 +244,7 @@ class StreamingConverter:
             raise ValueError(f"num_active_quantizers must be in [1, {stages}], got {num_active_quantizers}")
         self.dtype = model.decoder.input_conv.bias.dtype
         self.batch = reference.shape[0]
+        self.int8 = int8_active()  # the products it folds: refolds after a reset take the same
         with torch.no_grad():
             speaker = model.speaker_encoder(reference.to(self.dtype))
             self.films = [(g.detach(), b.detach()) for g, b in model.decoder.film_coefficients(speaker)]
@@ -263,7 +267,7 @@ class StreamingConverter:
             raise RuntimeError("another stream was started on this model; call reset() to restart this one")
         if chunk.dim() != 2 or chunk.shape[-1] % self.hop or chunk.shape[0] != self.batch:
             raise ValueError(f"chunk must be {self.batch} x (k * {self.hop}) samples, got {tuple(chunk.shape)}")
-        with torch.inference_mode():
+        with torch.inference_mode(), int8_products(self.int8):
             chunk = chunk.to(self.dtype)
             content = model.content_encoder.stream_step(chunk)
             pitch = model.pitch.retarget(model.pitch.stream_step(chunk), self.pitch_statistics)

@@ -57,6 +57,7 @@ __all__ = [
     "CausalConv1d",
     "CausalConvTranspose1d",
     "FoldedProduct",
+    "int8_active",
     "int8_products",
     "receptive_field",
 ]
@@ -118,6 +119,11 @@ def int8_products(enabled: bool = True) -> Iterator[None]:
         _INT8.reset(token)
 
 
+def int8_active() -> bool:
+    """Whether layers folded now would multiply in int8 (inside :func:`int8_products`)."""
+    return _INT8.get()
+
+
 def _pack_int8(weight: Tensor, bias: Tensor | None):
     """``W: K x N`` as int8 per output channel (symmetric, scale = max |w| / 127), packed once for
     the CPU's quantized engine (fbgemm/x86, qnnpack on ARM)."""
@@ -152,7 +158,9 @@ class FoldedProduct:
     stored in int8 per output channel and each call quantizes its rows on the fly
     (``quantized::linear_dynamic``, 7-bit activations: ``reduce_range``, safe on CPUs without
     VNNI): a quarter of the weight bytes where the stream reads most of them
-    (docs/measurements/speed_against_peer.md has its speed and deviation).
+    (docs/measurements/speed_against_peer.md has its speed and deviation). One activation scale
+    covers a call's rows, i.e. every batch item and every frame of the chunk: int8 outputs depend
+    on what shares the call (1-frame, batch-1 streams equal the offline int8 conversion).
     """
 
     __slots__ = ("weight", "weight_t", "bias", "packed", "dtype", "int8")

@@ -330,7 +330,7 @@ def _by_target_line(checkpoints: Sequence[dict]) -> list[str]:
         model = ((controls.get("model") or {}).get("identification") or {}).get("by_target")
         if model:
             pitch = ((controls.get("pitch_only") or {}).get("identification") or {}).get("by_target") or {}
-            parts = [f"{t} {c['hits']}/{c['num_outputs']}" + (f" ({pitch[t]['hits']})" if t in pitch else "")
+            parts = [f"{t} {c['hits']}/{c['num_outputs']}" + (f" ({pitch[t]['hits']}/{pitch[t]['num_outputs']})" if t in pitch else "")
                      for t, c in model.items()]
             return [f"Identified per target speaker at step {cp['step']}, conversions (pitch-only shift): "
                     + " · ".join(parts) + ".", ""]
