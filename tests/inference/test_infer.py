@@ -166,7 +166,7 @@ def test_an_int8_stream_stays_int8_after_another_conversion_and_a_reset(checkpoi
     with precision_context("int8", "cpu"):
         converter = model.stream(ref.unsqueeze(0), n)
     first = torch.cat([converter.process(c) for c in chunks], -1)
-    convert(model, src, ref, n)  # float32, offline: drops every folded weight
+    convert(model, src, ref, n, stream=True)  # a float32 stream of the same model: drops every folded weight
     converter.reset()
     again = torch.cat([converter.process(c) for c in chunks], -1)
     assert model.content_encoder.encoder.input_conv._stream.product.int8 is not None

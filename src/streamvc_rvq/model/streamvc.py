@@ -256,7 +256,9 @@ class StreamingConverter:
 
     def reset(self) -> None:
         """Start a new stream from silence (same reference, same weight snapshot)."""
-        reset_streams(self.model, keep_weights=True)
+        active = getattr(self.model, "_active_stream", None)
+        # folds another conversion left in the layers are not this converter's (another precision, perhaps)
+        reset_streams(self.model, keep_weights=active is not None and active() is self)
         self.model._active_stream = weakref.ref(self)
 
     def process(self, chunk: Tensor) -> Tensor:
