@@ -1,9 +1,10 @@
 """Speed against the peer implementation and against this machine's floor, in one interleaved run (issue 27).
 
     python benchmarks/against_peer.py --peer /path/to/yuval-reshef/StreamVC --threads 1 --rounds 3 \
-        [--parts floor,offline,stream,train] [--output against_peer.json]
+        [--parts floor,offline,stream,train] [--precision fp32|bf16|int8] [--output against_peer.json]
 
-Both models at paper size with random weights, float32, ``--threads`` torch threads, flush-to-zero
+Both models at paper size with random weights, float32 (ours at ``--precision`` for offline and
+streamed conversion, the peer's always float32), ``--threads`` torch threads, flush-to-zero
 on (without it the peer's training slows several-fold from subnormal gradients). Each round times
 every part for us and then for the peer, so a slow spell of a shared machine hits both alike; each
 figure is the median over rounds, with the per-round ratio's range.
@@ -45,6 +46,7 @@ from streaming_rtf import CAUSAL, cpu_name, stream_through, synthetic_voice, wri
 from training_throughput import Stepper  # noqa: E402
 
 from streamvc_rvq.config import deep_merge, load_config  # noqa: E402
+from streamvc_rvq.inference.conversion import PRECISIONS, convert  # noqa: E402
 from streamvc_rvq.model.streamvc import StreamVC  # noqa: E402
 from streamvc_rvq.model.summary import summarize  # noqa: E402
 
@@ -130,15 +132,17 @@ class Ours:
         torch.manual_seed(0)
         self.model_cfg = deep_merge(load_config(args.config)["model"], CAUSAL)
         self.model = StreamVC(self.model_cfg).eval()
+        self.precision = args.precision
         self.train_args = Namespace(config=[args.config], experiment="phase1", at_step=None, device="cpu")
         self.stepper = None
 
-    def offline(self, audio, reference) -> None:
-        with torch.inference_mode():
-            self.model(audio, reference)
+    def offline(self, audio, reference) -> torch.Tensor:
+        """The project's offline conversion at ``--precision`` (1 x T)."""
+        return convert(self.model, audio[0], reference[0], self.model.decoder.rvq.num_quantizers,
+                       precision=self.precision)[None]
 
     def stream(self, audio, reference, warm) -> tuple[torch.Tensor, list[float]]:
-        return stream_through(self.model, reference, warm, audio, HOP, "fp32")
+        return stream_through(self.model, reference, warm, audio, HOP, self.precision)
 
     def train_step(self) -> float:
         if self.stepper is None:
@@ -219,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0, help="audio per offline and streamed conversion")
+    parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
+                        help="our offline and streamed conversion at this precision (the peer's stays float32; training: fp32)")
     parser.add_argument("--output", type=Path, help="write the figures as JSON here")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.parts) - set(PARTS))
@@ -236,8 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     reference, warm = synthetic_voice(3.0, sr, 1), synthetic_voice(1.0, sr, 2)
     seconds = audio.shape[-1] / sr
     result: dict = {"cpu": cpu_name(), "torch": torch.__version__, "threads": args.threads, "rounds": args.rounds,
+                    "precision": args.precision,
                     "seconds": seconds, "peer": str(args.peer) if peer else None, "peer_skipped": skipped}
-    print(f"{result['cpu']}, torch {torch.__version__}, {args.threads} thread(s), {args.rounds} rounds; "
+    print(f"{result['cpu']}, torch {torch.__version__}, {args.threads} thread(s), {args.rounds} rounds, ours in {args.precision}; "
           f"ours {sum(p.numel() for p in ours.model.parameters()) / 1e6:.1f} M parameters"
           + (f", peer {sum(p.numel() for p in peer.model.parameters()) / 1e6:.1f} M" if peer else f"; peer skipped: {skipped}"))
 
@@ -269,9 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.setdefault("chunk_ms_median", []).append(1000 * statistics.median(latencies))
                 rows.setdefault("chunk_ms_p95", []).append(1000 * _p95(latencies))
                 if name == "ours" and "stream_vs_offline_max_abs" not in result:
-                    with torch.inference_mode():
-                        offline = ours.model(audio, reference).audio
-                    result["stream_vs_offline_max_abs"] = float((offline - streamed).abs().max())
+                    result["stream_vs_offline_max_abs"] = float((ours.offline(audio, reference) - streamed).abs().max())
             if "train" in args.parts:
                 rows.setdefault("train_step_s", []).append(impl.train_step())
     result["timed"] = timed
@@ -291,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         row += f"{statistics.median(mine) / floor:.1f}x |" if floor and key.endswith("rtf") else "- |"
         print(row)
     if "stream_vs_offline_max_abs" in result:
-        print(f"our streamed output against our offline output: max abs {result['stream_vs_offline_max_abs']:.1e}")
+        print(f"our streamed output against our offline output ({args.precision}): max abs {result['stream_vs_offline_max_abs']:.1e}")
     write_figures(args.output, result)
     return 0
 
