@@ -173,6 +173,14 @@ def test_an_int8_stream_stays_int8_after_another_conversion_and_a_reset(checkpoi
     torch.testing.assert_close(again, first, atol=1e-6, rtol=0)
 
 
+def test_offline_int8_says_it_pays_only_when_streaming(checkpoints, wavs, tmp_path, capsys):
+    code, _, err = infer(capsys, checkpoints["phase1"], wavs["stereo44k"], wavs["ref"], tmp_path / "o.wav",
+                         "--precision", "int8")
+    assert code == 0 and "slower than fp32 offline; it pays with --stream" in err
+    code, _, err = infer(capsys, checkpoints["phase1"], wavs["stereo44k"], wavs["ref"], tmp_path / "o.wav")
+    assert code == 0 and "int8" not in err
+
+
 def test_int8_is_refused_off_the_cpu():
     from streamvc_rvq.inference.conversion import precision_context
 

@@ -58,6 +58,9 @@ def convert_file(
     note = emulated_precision_note(precision, device)
     if note:
         print(note, file=sys.stderr)
+    if precision == "int8" and not stream:
+        print("note: int8 converts offline frame by frame, as the stream does (the same output), and is slower than "
+              "fp32 offline; it pays with --stream", file=sys.stderr)
     chunk_frames = int(CHUNK_SECONDS * sample_rate) // model.hop_length
     try:
         out = convert(model, src.to(device), ref.to(device), StageSchedule.of(cfg["model"]).in_checkpoint(step),
