@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 from streamvc_rvq.atomic import atomic_write_bytes
 from streamvc_rvq.verdict.confidence import scale_label
-from streamvc_rvq.metrics_view import stage_value
+from streamvc_rvq.metrics_view import get, stage_value
 
 PngList = Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike]
 
@@ -304,7 +304,7 @@ def conversion_table(checkpoints: Sequence[dict], reference: dict | None) -> lis
                                        for k in ("model", "timbre_only", "pitch_only", "oracle"))
         floor = " / ".join(format(c["rate"], ".0%") if c else "—" for c in (wide, timbre, pitch, oracle)) + (
             f" of {wide['num_outputs']}, 95 % {wide['low']:.0%}-{wide['high']:.0%}" if wide else "")
-        kept = [(controls.get(k) or {}).get("source_kept") for k in ("model", "pitch_only")]
+        kept = [get(controls, k, "source_kept") for k in ("model", "pitch_only")]
         if any(kept):
             floor += "; source kept " + " / ".join(format(k["rate"], ".0%") if k else "—" for k in kept)
         tone, band = convert.get("frame_tone") or {}, convert.get("band_harmonicity") or {}
@@ -326,10 +326,10 @@ def conversion_table(checkpoints: Sequence[dict], reference: dict | None) -> lis
 def _by_target_line(checkpoints: Sequence[dict]) -> list[str]:
     """The last checkpoint's identification per target speaker, the model's next to the pitch-only shift's."""
     for cp in sorted(checkpoints, key=lambda c: -int(c["step"])):
-        controls = (((cp.get("outputs") or {}).get("quality") or {}).get("convert") or {}).get("reference_controls") or {}
-        model = ((controls.get("model") or {}).get("identification") or {}).get("by_target")
+        controls = get(cp, "outputs", "quality", "convert", "reference_controls")
+        model = get(controls, "model", "identification", "by_target")
         if model:
-            pitch = ((controls.get("pitch_only") or {}).get("identification") or {}).get("by_target") or {}
+            pitch = get(controls, "pitch_only", "identification", "by_target") or {}
             parts = [f"{t} {c['hits']}/{c['num_outputs']}" + (f" ({pitch[t]['hits']}/{pitch[t]['num_outputs']})" if t in pitch else "")
                      for t, c in model.items()]
             return [f"Identified per target speaker at step {cp['step']}, conversions (pitch-only shift): "
