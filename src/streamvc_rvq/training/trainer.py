@@ -389,7 +389,14 @@ class Progress:
     def finished(self, output: Path) -> None:
         steps, elapsed = self.end - self.start, time.monotonic() - self.t0
         print(f"wrote {output}: {steps} steps in {elapsed:.1f} s ({steps / elapsed:.3f} steps/s, "
-              f"{steps * self.audio / elapsed:.2f} s of audio per s)", file=sys.stderr, flush=True)
+              f"{steps * self.audio / elapsed:.2f} s of audio per s{_peak_memory()})", file=sys.stderr, flush=True)
+
+
+def _peak_memory() -> str:
+    """CUDA's peak allocated memory, for sizing a paper-size run on a rented GPU; nothing elsewhere."""
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return ""
+    return f", peak device memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
 
 
 def _content(scalars: dict[str, float]) -> str:
