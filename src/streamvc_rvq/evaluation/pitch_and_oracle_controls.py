@@ -2,9 +2,9 @@
 scored on the same trials (issue 38), the way the conversions are
 (:func:`conversion_controls.target_controls`):
 
-* **model**: each held-out utterance converted to the next held-out speakers (about 84 trials on
-  the quick preset instead of the sample conversions' 24, so the interval is narrow enough to
-  tell the model from the floor).
+* **model**: up to 40 held-out utterances, round-robin over the speakers, each converted to the
+  next three held-out speakers (120 trials over eight voices on the quick preset instead of the
+  sample conversions' 24, so the interval is narrow enough to tell the model from the floor).
 * **pitch only**: each conversion's source moved to its target's median F0 with its formants kept
   (:mod:`streamvc_rvq.quality.pitch_shift`). What a pitch shifter reaches without any model: a
   conversion must beat it to have moved the voice beyond pitch (on the quick preset a speaker
