@@ -2,6 +2,7 @@
 # The prepared check for a lent GPU machine (issue 27, item 5): one call, about 8 minutes, every figure under $OUT.
 #
 #   On the device tool:  run(command="bash benchmarks/device_check.sh", carry=[".whl"], timeout_s=500)
+#   (a lease has 15 device minutes, start included: BUDGET_S=240 and timeout_s=320 leave time to rerun once)
 #   Here, to try it:     DEVICE=cpu CONFIG="config/config.yaml config/micro.yaml" BUDGET_S=300 WHEELS=none PYTHON=python \
 #                          bash benchmarks/device_check.sh
 #
