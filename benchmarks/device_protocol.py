@@ -4,7 +4,9 @@
         [--config config/config.yaml ...] [--experiments phase1 baseline] [--step 1000] [--work results/device]
 
 A lent GPU machine comes for minutes, bare, without Snakemake or eSpeak: this runs what the workflow's
-`prepare_data`, `train` and `evaluate` rules run, through the same CLI, without the workflow. It prepares the
+`prepare_data`, `train` and `evaluate` rules run, through the same CLI, without the workflow. Frame labels come from
+the corpus's own label files (``--labels manifest``, the CLI's default), which is what `corpus.labels: auto` gives the
+built-in corpus; a corpus without label files would need the `frame_labels` rule first. It prepares the
 config's corpus (eSpeak NG from the espeakng-loader wheel, every core), trains every experiment to ``--step`` at
 once (one process each, sharing the device), stops those still running at the deadline (SIGTERM: the trainer
 leaves a resumable snapshot and says where), evaluates each finished checkpoint (codebook statistics over the
@@ -36,7 +38,7 @@ EVALUATION_SHARE = 0.25  # of the deadline kept for the evaluations after traini
 FINISHED = re.compile(r"^wrote .*: (\d+) steps in ([\d.]+) s \(([\d.]+) steps/s", re.M)
 PEAK_MEMORY = re.compile(r"peak device memory ([\d.]+) GiB")
 STOPPED = re.compile(r"stopped by signal \d+ after step (\d+)")
-PROGRESS = re.compile(r"^step (\d+)/\d+ .*? ([\d.]+) steps/s .*?ppl_q0 ([\d.na]+)", re.M)
+PROGRESS = re.compile(r"^step \d+/\d+ .*? ([\d.]+) steps/s", re.M)
 
 
 def _cli(*args: str) -> list[str]:
@@ -77,7 +79,7 @@ def train_all(configs: dict[str, dict], manifest: Path, work: Path, step: int, d
             "finished": proc.returncode == 0 and finished is not None,
             "returncode": proc.returncode,
             "reached_step": step if finished else int(stopped.group(1)) if (stopped := STOPPED.search(text)) else 0,
-            "steps_per_s": float(finished.group(3)) if finished else (float(progress[-1][1]) if progress else None),
+            "steps_per_s": float(finished.group(3)) if finished else (float(progress[-1]) if progress else None),
             "peak_device_memory_gib": float(memory.group(1)) if (memory := PEAK_MEMORY.search(text)) else None,
             "log_tail": text.strip().splitlines()[-3:],
         }
