@@ -262,3 +262,22 @@ def test_quantizer_stays_float32_under_autocast():
     assert out.rvq.quantized.dtype == torch.float32 and out.rvq.loss.dtype == torch.float32
     assert out.content_logits.dtype == torch.bfloat16  # the content encoder did run in bfloat16
     assert out.audio.dtype == torch.float32  # the decoder stays float32 (Decoder.synthesize)
+
+
+def test_one_encoding_decoded_for_several_references_equals_forward():
+    """``encode`` once, ``decode`` per reference (the evaluation's conversions): each output is forward's to
+    the bit, and decoding leaves the encoding as it was (the second reference sees what the first saw).
+    The failing input: a decode that took the reference's pitch level where the source's was asked for."""
+    model = StreamVC(tiny_config(pitch={"target": "reference"})).eval()
+    source = voiced(0.5, f0=120.0) + 0.0
+    references = [voiced(0.4, f0=220.0, seed=1), voiced(0.3, f0=90.0, seed=2)]
+    with torch.inference_mode():
+        encoded = model.encode(source)
+        for reference in references * 2:
+            for kept in (None, source):
+                assert torch.equal(model.decode(encoded, reference, 2, pitch_reference=kept).audio,
+                                   model(source, reference, 2, pitch_reference=kept).audio)
+        own = model.decode(encoded, references[0], 2, pitch_reference=source).audio
+        assert not torch.equal(own, model(source, references[0], 2).audio)
+        rvq, _ = model.decoder.quantize(encoded.content, 2, encoded.stats, encoded.valid)  # the speaker probe's codes
+        assert torch.equal(rvq.quantized, model(source, references[0], 2).rvq.quantized)

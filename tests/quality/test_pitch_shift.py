@@ -96,17 +96,17 @@ def test_the_model_is_scored_on_the_controls_own_trials(micro_manifest):
     def identification(convert, known=None):
         return pitch_and_oracle_controls(scorer, pairs, corpus, RATE, 320, convert=convert, known=known)["model"]["identification"]
 
-    target = identification(lambda source, reference: reference)
-    copy = identification(lambda source, reference: source)
+    target = identification(lambda source, reference: reference.audio)
+    copy = identification(lambda source, reference: source.audio)
     assert target["num_outputs"] == len(pairs) == 3 * len(corpus) and target["rate"] == 1.0
     assert copy["rate"] < 0.7, copy
     # whose voice: the copy is nearer another utterance of its own speaker than its target, the target's reference never
     kept = lambda convert: pitch_and_oracle_controls(scorer, pairs, corpus, RATE, 320, convert=convert)["model"]["source_kept"]
-    assert kept(lambda source, reference: source)["rate"] >= 0.8
-    assert kept(lambda source, reference: reference)["hits"] == 0
+    assert kept(lambda source, reference: source.audio)["rate"] >= 0.8
+    assert kept(lambda source, reference: reference.audio)["hits"] == 0
     first_source, first_reference = pairs[0]
     known = {(first_source.utterance_id, first_reference.speaker): speaker_embedding(first_source.audio, RATE)}
-    assert identification(lambda source, reference: reference, known)["hits"] == target["hits"] - 1
+    assert identification(lambda source, reference: reference.audio, known)["hits"] == target["hits"] - 1
 
 
 def test_the_timbre_only_conversion_of_a_target_blind_model_is_identified_at_chance(micro_manifest):
@@ -127,8 +127,8 @@ def test_the_timbre_only_conversion_of_a_target_blind_model_is_identified_at_cha
         assert "model" not in controls
         return controls["timbre_only"]["identification"]
 
-    blind = timbre(lambda source, reference: source)
+    blind = timbre(lambda source, reference: source.audio)
     sources = len({s.utterance_id for s, _ in pairs})
     assert blind["hits"] == sources and blind["rate"] == pytest.approx(blind["chance"]) and blind["num_outputs"] == len(pairs)
-    assert timbre(lambda source, reference: reference)["rate"] == 1.0
+    assert timbre(lambda source, reference: reference.audio)["rate"] == 1.0
 

@@ -211,3 +211,21 @@ def test_the_scorer_drops_recognition_on_the_builtin_corpus_and_keeps_it_on_text
     assert kept.probe_recognition(heard) is None and kept.measures == ("recognition",)
     entry, _ = kept.score("reconstruct", heard[0], heard[0], heard[0].audio)  # what it keeps, it measures
     assert entry["errors"]["word_errors"] == 0 and entry["transcript"] == heard[0].text
+
+
+def test_reference_recognition_stops_where_the_evaluations_skip_it(corpus):
+    """The corpus's reference recognition error follows the evaluation's rule: on eSpeak audio the first
+    few utterances already show the recogniser cannot read it, so only they are transcribed and the level
+    says why; the same audio with its text set to what the recogniser hears is transcribed in full."""
+    from streamvc_rvq.quality.reference_levels import recognition_levels
+
+    texted = [u for u in corpus if u.text][: quality.RECOGNITION_PROBE_UTTERANCES + 2]
+    assert len(texted) == quality.RECOGNITION_PROBE_UTTERANCES + 2
+    skipped = recognition_levels(texted, RATE)
+    assert skipped["recognition_skipped"].startswith("skipped") and skipped["recognition"]["wer"] > 0.5
+    assert skipped["recognition"]["num_utterances"] == quality.RECOGNITION_PROBE_UTTERANCES
+    heard = [u for u in (replace(u, text=recognition.transcribe(u.audio, RATE)) for u in texted) if u.text]
+    assert len(heard) > quality.RECOGNITION_PROBE_UTTERANCES
+    kept = recognition_levels(heard, RATE)
+    assert "recognition_skipped" not in kept
+    assert kept["recognition"] == {"wer": 0.0, "cer": 0.0, "num_utterances": len(heard)}

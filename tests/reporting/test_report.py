@@ -101,6 +101,21 @@ def test_quality_table_and_playable_samples(tmp_path, healthy_run, reference):
     assert "hello &lt;there&gt;" in page  # transcripts are escaped
 
 
+def test_samples_pages_encode_each_corpus_file_once(tmp_path, healthy_run, monkeypatch):
+    """Sources and target references recur on every checkpoint's page: encoded once, the same player each time."""
+    from streamvc_rvq.reporting import samples_page
+
+    encoded = []
+    real = samples_page.audio_tag
+    monkeypatch.setattr(samples_page, "audio_tag", lambda audio, rate: encoded.append(len(audio)) or real(audio, rate))
+    cps = healthy_run()
+    dirs = _samples_fixture(tmp_path, cps[:2], seconds=0.25, outputs=2)
+    pages = samples_page.write_samples_pages(cps[:2], dirs, tmp_path / "manifest.csv", tmp_path / "samples", "phase1")
+    assert len(encoded) == 2 * 2 + 2  # each checkpoint's two outputs, the source and the target once
+    players = [tag for p in pages for tag in re.findall(r'src="data:[^"]+"', p.read_text())]
+    assert len(players) == 2 * 2 * 3 and len(set(players)) == 2 * 2 + 2  # (Ogg streams differ per encoding)
+
+
 def _samples_fixture(tmp_path, cps, seconds: float, outputs: int = 1) -> list:
     """A manifest of two held-out utterances and ``outputs`` noise conversions per checkpoint
     (noise: FLAC cannot shrink it, so its size is the page's worst case)."""

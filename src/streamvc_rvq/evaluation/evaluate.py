@@ -29,7 +29,7 @@ from streamvc_rvq.evaluation.speaker_probe import content_speaker_probe
 from streamvc_rvq.quality.scorer import KINDS, QualityScorer, quality_line
 from streamvc_rvq.quality.reference_levels import spread_over_speakers
 from streamvc_rvq.quality.speaker_similarity import cosine, verification_of
-from streamvc_rvq.inference.conversion import convert, load_trained_model
+from streamvc_rvq.inference.conversion import load_trained_model
 from streamvc_rvq.provenance import provenance as run_provenance
 from streamvc_rvq.quantization import stats
 from streamvc_rvq.quantization.frame_stats import FrameScaleAccumulator
@@ -253,11 +253,26 @@ def _quality_summary(scorer: QualityScorer, by_kind: dict, controls: list | None
     return quality
 
 
-@torch.inference_mode()
-def convert_keeping_pitch(model, source: torch.Tensor, reference: torch.Tensor, num_active: int) -> torch.Tensor:
-    """1-D ``source`` in ``reference``'s speaker vector at its own pitch level: the timbre alone."""
-    source = source.unsqueeze(0)
-    return model(source, reference.unsqueeze(0), num_active, pitch_reference=source).audio[0].float()
+class Conversions:
+    """The evaluation's conversions of corpus utterances, each source encoded once (its content path is
+    over half a conversion's time, and the identification trials convert every source to three targets
+    and again at its own pitch), decoded per reference: the outputs of :func:`convert` to the bit."""
+
+    def __init__(self, model, num_active: int, device) -> None:
+        self.model, self.num_active, self.device = model, num_active, device
+        self._encoded: dict[str, object] = {}
+
+    @torch.inference_mode()
+    def __call__(self, source, reference, keep_pitch: bool = False) -> torch.Tensor:
+        """1-D float32 CPU output of utterance ``source`` in utterance ``reference``'s voice; ``keep_pitch``:
+        at the source's own pitch level (the timbre alone)."""
+        audio = source.audio.to(self.device).unsqueeze(0)
+        encoded = self._encoded.get(source.utterance_id)
+        if encoded is None:
+            encoded = self._encoded[source.utterance_id] = self.model.encode(audio)
+        out = self.model.decode(encoded, reference.audio.to(self.device).unsqueeze(0), self.num_active,
+                                pitch_reference=audio if keep_pitch else None)
+        return out.audio[0].float().cpu()
 
 
 def write_samples(model, valid, heldout, num_active: int, count: int, samples_dir: Path, sample_rate: int,
@@ -273,10 +288,11 @@ def write_samples(model, valid, heldout, num_active: int, count: int, samples_di
     entries, by_kind = [], {kind: ([], [], [], []) for kind in KINDS}
     controls, own_controls = [], []  # Resemblyzer's judgement, and the model's own speaker encoder's
     own_embedding = _own_embedder(model, device)
+    conversions = Conversions(model, num_active, device)
     content = {"output": LabelAccuracy(), "source": LabelAccuracy()}  # is the source's content still there?
     sources_read: set[str] = set()
     for kind, name, src, ref in jobs:
-        out = convert(model, src.audio.to(device), ref.audio.to(device), num_active).float().cpu()
+        out = conversions(src, ref)
         if kind == "convert" and _labelled(model, [src]):
             _count_content(model, content, sources_read, src, out, device)
         save_wav(samples_dir / f"{name}.wav", out, sample_rate)
@@ -305,8 +321,8 @@ def write_samples(model, valid, heldout, num_active: int, count: int, samples_di
             known = {(c["source"], c["target"]): c["embedding"] for c in controls}
             quality["convert"]["reference_controls"] = pitch_and_oracle_controls(
                 scorer, conversion_pairs(heldout, min(len(heldout), IDENTIFICATION_SOURCES)), heldout, sample_rate, model.hop_length,
-                convert=lambda s, r: convert(model, s.to(device), r.to(device), num_active).float().cpu(), known=known,
-                convert_timbre=lambda s, r: convert_keeping_pitch(model, s.to(device), r.to(device), num_active).cpu())
+                convert=conversions, known=known,
+                convert_timbre=lambda source, reference: conversions(source, reference, keep_pitch=True))
         quality["seconds"] = {**scorer.seconds, "total": sum(scorer.seconds.values())}
     stds = [e["std"] for e in entries]
     return {

@@ -43,12 +43,12 @@ def targets_by_source(pairs: Sequence[tuple]) -> dict[str, dict]:
 
 
 def pitch_and_oracle_controls(scorer, pairs: Sequence[tuple], heldout: Sequence, sample_rate: int, hop: int,
-                              convert: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                              convert: Callable[[object, object], torch.Tensor] | None = None,
                               known: Mapping[tuple[str, str], np.ndarray] | None = None,
-                              convert_timbre: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> dict:
+                              convert_timbre: Callable[[object, object], torch.Tensor] | None = None) -> dict:
     """``{"num_pairs", "model", "timbre_only", "pitch_only", "oracle"}`` over the conversions ``pairs``
     ((source, target reference) utterances), each ``{"identification": ...}``; ``model`` only with
-    ``convert`` (source audio, reference audio -> output), whose Resemblyzer embeddings
+    ``convert`` (source utterance, reference utterance -> output audio), whose Resemblyzer embeddings
     ``known[(source id, target speaker)]`` are reused instead of converting again; ``timbre_only``
     only with ``convert_timbre`` (the same, keeping the source's pitch level). ``scorer``: the
     evaluation's :class:`~streamvc_rvq.quality.scorer.QualityScorer` (its cached embeddings and pitch levels)."""
@@ -70,10 +70,10 @@ def pitch_and_oracle_controls(scorer, pairs: Sequence[tuple], heldout: Sequence,
         if convert is not None:
             embedding = (known or {}).get((source.utterance_id, reference.speaker))
             if embedding is None:
-                embedding = speaker_embedding(convert(source.audio, reference.audio), sample_rate)
+                embedding = speaker_embedding(convert(source, reference), sample_rate)
             model.append(trial(embedding))
         if convert_timbre is not None:
-            timbre.append(trial(speaker_embedding(convert_timbre(source.audio, reference.audio), sample_rate)))
+            timbre.append(trial(speaker_embedding(convert_timbre(source, reference), sample_rate)))
         shifted = pitch_only_control(source.audio, scorer.utterance_level(reference), scorer.utterance_level(source),
                                      sample_rate, hop)
         if shifted is not None:

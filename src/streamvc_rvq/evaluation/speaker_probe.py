@@ -60,9 +60,10 @@ def _frames(model, utterances, num_active: int, speaker_index: dict[str, int], d
         if frames <= model.warmup_frames:
             continue
         x = utt.audio[: frames * hop].unsqueeze(0).to(device)
-        out = model(x, x, num_active)
-        valid = out.valid[0].cpu()
-        features["decoder_input"].append(out.rvq.quantized[0].float().cpu().T[valid])
+        encoded = model.encode(x)  # the codes without the synthesis the probe never reads
+        rvq, _ = model.decoder.quantize(encoded.content, num_active, encoded.stats, encoded.valid)
+        valid = encoded.valid[0].cpu()
+        features["decoder_input"].append(rvq.quantized[0].float().cpu().T[valid])
         features["log_mel"].append(frame_log_mel(utt.audio, model.sample_rate, hop, frames)[valid])
         speakers.append(torch.full((int(valid.sum()),), speaker_index[utt.speaker]))
     return {k: torch.cat(v) for k, v in features.items()}, torch.cat(speakers)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import copy
 import weakref
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -66,6 +67,17 @@ class StreamVCOutput:
     speaker: Tensor  # B x S: the reference's speaker embedding (what FiLM reads)
     source_pitch: Tensor  # B x base_features x F: the source's pitch and energy, before retargeting
     pitch_level: Tensor | None  # B x K x 2: the level the output takes (the reference's, or pitch_reference's; None with target: none)
+
+
+class EncodedSource(NamedTuple):
+    """A source through :meth:`StreamVC.encode`: everything of a conversion that the reference does not change."""
+
+    source: Tensor  # B x (F * hop): the prepared source
+    content: Tensor  # B x D x F
+    logits: Tensor | None
+    stats: Tensor  # B x F: frames fit to set the normalisation's statistics
+    valid: Tensor  # B x F: frames fit to be measured
+    pitch: Tensor  # B x base_features x F: the source's pitch and energy, before retargeting
 
 
 def resolve_model_config(model_cfg: dict) -> dict:
@@ -142,6 +154,33 @@ class StreamVC(nn.Module):
         content, _, stats, valid = self._encode(self._prepare(source), lengths)
         return self.decoder.rvq_input(content, stats), valid
 
+    def encode(self, source: Tensor, lengths: Tensor | None = None) -> "EncodedSource":
+        """What :meth:`forward` computes from ``source: B x T`` alone (the content path and the
+        source's pitch), so one source converted to several references is encoded once."""
+        source = self._prepare(source)
+        content, logits, stats, valid = self._encode(source, lengths)
+        return EncodedSource(source, content, logits, stats, valid, self.pitch(source))
+
+    def decode(
+        self, encoded: "EncodedSource", reference: Tensor, num_active_quantizers: int | None = None,
+        pitch_reference: Tensor | None = None,
+    ) -> StreamVCOutput:
+        """:meth:`forward` of a source that :meth:`encode` returned (left unchanged: decode it again)."""
+        reference = reference.to(encoded.source.dtype)
+        level_of = reference if pitch_reference is None else pitch_reference.to(encoded.source.dtype)
+        level = self.pitch_statistics(level_of)
+        pitch = self.pitch.retarget(encoded.pitch, level)
+        speaker = self.speaker_encoder(reference)
+        content = encoded.content
+        decoder_input = content.detach() if self.stop_gradient else content
+        audio, rvq_out, z = self.decoder(decoder_input, pitch, speaker, num_active_quantizers, encoded.stats,
+                                         encoded.valid, *self.excitations(pitch))
+        z = z.detach()
+        picked = z.transpose(1, 2)[encoded.valid]
+        pre_rvq_std = picked.std() if picked.numel() > 1 else z.std()
+        return StreamVCOutput(audio, encoded.logits, rvq_out, pre_rvq_std, content, z, encoded.valid, speaker,
+                              encoded.pitch, level)
+
     def forward(
         self, source: Tensor, reference: Tensor, num_active_quantizers: int | None = None,
         lengths: Tensor | None = None, pitch_reference: Tensor | None = None,
@@ -152,20 +191,7 @@ class StreamVC(nn.Module):
         measured); default: all frames. ``pitch_reference``: the utterance whose pitch level
         the output takes instead of the reference's (the source itself: its timbre changed,
         its pitch kept; the evaluation's timbre-only conversion)."""
-        source = self._prepare(source)
-        reference = reference.to(source.dtype)
-        content, logits, stats, valid = self._encode(source, lengths)
-        level_of = reference if pitch_reference is None else pitch_reference.to(source.dtype)
-        source_pitch, level = self.pitch(source), self.pitch_statistics(level_of)
-        pitch = self.pitch.retarget(source_pitch, level)
-        speaker = self.speaker_encoder(reference)
-        decoder_input = content.detach() if self.stop_gradient else content
-        audio, rvq_out, z = self.decoder(decoder_input, pitch, speaker, num_active_quantizers, stats, valid,
-                                         *self.excitations(pitch))
-        z = z.detach()
-        picked = z.transpose(1, 2)[valid]
-        pre_rvq_std = picked.std() if picked.numel() > 1 else z.std()
-        return StreamVCOutput(audio, logits, rvq_out, pre_rvq_std, content, z, valid, speaker, source_pitch, level)
+        return self.decode(self.encode(source, lengths), reference, num_active_quantizers, pitch_reference)
 
     def excitations(self, pitch: Tensor, stream: bool = False) -> tuple[Tensor | None, Tensor | None]:
         """The decoder's harmonic sources at the target f0 of frame features ``pitch``."""

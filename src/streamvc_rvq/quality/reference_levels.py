@@ -13,7 +13,7 @@ from typing import Sequence
 
 from streamvc_rvq.data.dataset import Utterance, load_utterances
 from streamvc_rvq.quality import dnsmos, recognition
-from streamvc_rvq.quality.scorer import MEASURES
+from streamvc_rvq.quality.scorer import MEASURES, RECOGNITION_PROBE_UTTERANCES, recognition_skip_reason
 from streamvc_rvq.quality.speaker_similarity import speaker_embedding, verification_of
 
 SPLITS = ("heldout", "valid")
@@ -40,6 +40,20 @@ def speaker_levels(utterances: Sequence[Utterance], sample_rate: int) -> dict:
     return verification_of([(u.speaker, speaker_embedding(u.audio, sample_rate)) for u in utterances])
 
 
+def recognition_levels(texted: Sequence[Utterance], sample_rate: int) -> dict:
+    """``{"recognition": pooled rates}`` over ``texted`` utterances; when the first few already show
+    that the recogniser cannot read the corpus (the evaluation's own rule), their rates and
+    ``recognition_skipped``: the evaluations skip the measure there, so the rest would buy nothing."""
+    def errors(utts):
+        return [recognition.error_counts(u.text, recognition.transcribe(u.audio, sample_rate)) for u in utts]
+
+    probed = errors(texted[:RECOGNITION_PROBE_UTTERANCES])
+    reason = recognition_skip_reason(recognition.pooled_rates(probed))
+    if reason:
+        return {"recognition": recognition.pooled_rates(probed), "recognition_skipped": reason}
+    return {"recognition": recognition.pooled_rates(probed + errors(texted[RECOGNITION_PROBE_UTTERANCES:]))}
+
+
 def reference_levels(manifest: Path, *, measures: Sequence[str], max_utterances: int, sample_rate: int) -> dict:
     """Reference levels of the corpus behind ``manifest`` (see the module docstring)."""
     unknown = sorted(set(measures) - set(MEASURES))
@@ -55,9 +69,7 @@ def reference_levels(manifest: Path, *, measures: Sequence[str], max_utterances:
         elif measure == "dnsmos":
             levels["dnsmos"] = dnsmos.dnsmos_of_clips([u.audio for u in utterances], sample_rate)
         else:
-            levels["recognition"] = recognition.pooled_rates(
-                recognition.error_counts(u.text, recognition.transcribe(u.audio, sample_rate))
-                for u in utterances if u.text)
+            levels.update(recognition_levels([u for u in utterances if u.text], sample_rate))
         levels["seconds"][measure] = time.perf_counter() - started
         print(f"reference levels: {measure} measured in {levels['seconds'][measure]:.1f} s", file=sys.stderr, flush=True)
     return levels
@@ -75,5 +87,7 @@ def summary_line(levels: dict) -> str:
         parts.append(f"DNSMOS SIG {d['sig']:.2f} BAK {d['bak']:.2f} OVRL {d['ovrl']:.2f}")
     if levels.get("recognition") and levels["recognition"]["wer"] is not None:
         r = levels["recognition"]
-        parts.append(f"WER {r['wer']:.3f} CER {r['cer']:.3f}")
+        parts.append(f"WER {r['wer']:.3f} CER {r['cer']:.3f}" + (
+            f" on {r['num_utterances']} utterances: the recogniser cannot read the corpus, evaluations skip it"
+            if levels.get("recognition_skipped") else ""))
     return "; ".join(parts)

@@ -39,11 +39,18 @@ def audio_tag(audio: np.ndarray, sample_rate: int) -> str:
     return f'<audio controls preload="metadata" src="data:{mime};base64,{data}"></audio>'
 
 
-def _file_tag(path: Path) -> str:
+def _file_tag(path: Path, corpus_tags: dict[Path, str] | None = None) -> str:
+    """``path``'s player; with ``corpus_tags`` (a corpus file's tag by path) encoded once per file: a source
+    or target reference appears on every checkpoint's page, and encoding is most of a verdict's time."""
+    if corpus_tags is not None and path in corpus_tags:
+        return corpus_tags[path]
     if not path.exists():
         return "<em>missing</em>"
     audio, rate = sf.read(path, dtype="float32")
-    return audio_tag(audio, rate)
+    tag = audio_tag(audio, rate)
+    if corpus_tags is not None:
+        corpus_tags[path] = tag
+    return tag
 
 
 def _measures(sample: dict) -> str:
@@ -65,15 +72,15 @@ def _measures(sample: dict) -> str:
     return text
 
 
-def _row(sample: dict, directory: Path, rows: dict, base: Path) -> str:
+def _row(sample: dict, directory: Path, rows: dict, base: Path, corpus_tags: dict[Path, str]) -> str:
     name = sample["name"]
     cells = [f"<td><b>{html.escape(name)}</b><br>{_measures(sample)}</td>",
              f"<td>{_file_tag(directory / f'{name}.wav')}</td>"]
     source = rows.get(sample.get("source", ""))
-    cells.append(f"<td>{html.escape(source['speaker'])}: {_file_tag(base / source['path'])}"
+    cells.append(f"<td>{html.escape(source['speaker'])}: {_file_tag(base / source['path'], corpus_tags)}"
                  f"<br><small>“{html.escape(source.get('text', ''))}”</small></td>" if source else "<td>—</td>")
     target = sample.get("target_reference") if sample["kind"] == "convert" else None
-    cells.append(f"<td>{html.escape(rows[target]['speaker'])}: {_file_tag(base / rows[target]['path'])}</td>"
+    cells.append(f"<td>{html.escape(rows[target]['speaker'])}: {_file_tag(base / rows[target]['path'], corpus_tags)}</td>"
                  if target in rows else "<td>—</td>")
     return "<tr>" + "".join(cells) + "</tr>"
 
@@ -107,13 +114,13 @@ def write_samples_pages(checkpoints: Sequence[dict], samples_dirs: Sequence[Path
     rows = {r["utterance_id"]: r for r in read_manifest(Path(manifest))}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    written, corpus_tags = [], {}
     for cp, directory in sorted(zip(checkpoints, samples_dirs), key=lambda pair: int(pair[0]["step"])):
         samples = (cp.get("outputs") or {}).get("samples", [])
         parts: list[list[str]] = [[]]
         size = len(_page(title, []).encode())
         for sample in samples:
-            row = _row(sample, Path(directory), rows, base)
+            row = _row(sample, Path(directory), rows, base, corpus_tags)
             if parts[-1] and size + len(row.encode()) > budget:
                 parts.append([])
                 size = len(_page(title, []).encode())
