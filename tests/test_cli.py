@@ -67,3 +67,27 @@ def test_an_unknown_quality_measure_is_one_line_before_any_file_is_read(tmp_path
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "'mos'" in err
     assert not out.exists()
+
+
+def test_threads_bound_the_native_pools_numpy_and_scipy_load(tmp_path):
+    """``--threads 1`` holds the BLAS/OpenMP pools to one thread as well as torch (left alone they take every
+    core); the control, the same process without it, gets the machine's count where it has more than one."""
+    import json
+    import subprocess
+    import sys
+
+    probe = ("import json, sys\nfrom streamvc_rvq.cli import main\n"
+             "if sys.argv[1] == 'threads': main(['reference-levels', '--manifest', sys.argv[2], '--threads', '1', "
+             "'--output', sys.argv[2] + '.json'])\n"
+             "import numpy, scipy.linalg, threadpoolctl\n"
+             "print(json.dumps(sorted({p['num_threads'] for p in threadpoolctl.threadpool_info()})))")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+
+    def pools(mode: str) -> list[int]:
+        out = subprocess.run([sys.executable, "-c", probe, mode, str(tmp_path / "missing.csv")], env=env,
+                             capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    assert pools("threads") == [1]
+    if (os.cpu_count() or 1) > 1:
+        assert max(pools("none")) > 1
