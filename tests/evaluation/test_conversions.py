@@ -22,7 +22,8 @@ def test_cached_conversions_equal_convert_and_keep_each_source_apart():
     failing input is a cache keyed on anything but the utterance (the second source would get the first's
     content) or a reused encoding that a decode changed."""
     model = StreamVC(tiny_config(pitch={"target": "reference"})).eval()
-    sources = [_utterance("a_0", voiced(0.5, f0=120.0)), _utterance("b_0", voiced(0.45, f0=180.0, seed=3))]
+    # one speaker's two utterances: a cache keyed on the speaker would hand the second the first's content
+    sources = [_utterance("a_0", voiced(0.5, f0=120.0)), _utterance("a_1", voiced(0.45, f0=180.0, seed=3))]
     references = [_utterance("c_0", voiced(0.4, f0=220.0, seed=1)), _utterance("d_0", voiced(0.3, f0=90.0, seed=2))]
     conversions = Conversions(model, 2, "cpu")
     for reference in references:

@@ -90,6 +90,10 @@ def test_quality_table_and_playable_samples(tmp_path, healthy_run, reference):
     cps = healthy_run()
     table = "\n".join(quality_table(cps, dict(reference, num_utterances=9, num_speakers=3)))
     assert "| corpus | 9 utterances of 3 speakers | same speaker 0.9 / different 0.65 (EER 0.05, AUC 0.99)" in table
+    skipped = "\n".join(quality_table(cps, dict(reference, recognition_skipped="skipped: ...",
+                                                recognition_probe={"wer": 0.9, "cer": 0.7, "num_utterances": 4})))
+    corpus_row = next(line for line in skipped.splitlines() if line.startswith("| corpus |"))
+    assert "skipped: unreadable" in corpus_row and "0.9 / 0.7" not in corpus_row
     assert "| 10000 | convert (—) | 0.7 / 0.5 | 0.6 | 3.10 / 3.60 / 2.60 |" in table
     # one page per checkpoint: each output, its source and target reference, all embedded
     dirs = _samples_fixture(tmp_path, cps[:2], seconds=0.25)

@@ -42,15 +42,16 @@ def speaker_levels(utterances: Sequence[Utterance], sample_rate: int) -> dict:
 
 def recognition_levels(texted: Sequence[Utterance], sample_rate: int) -> dict:
     """``{"recognition": pooled rates}`` over ``texted`` utterances; when the first few already show
-    that the recogniser cannot read the corpus (the evaluation's own rule), their rates and
-    ``recognition_skipped``: the evaluations skip the measure there, so the rest would buy nothing."""
+    that the recogniser cannot read the corpus (the evaluation's own rule), no level but
+    ``recognition_skipped`` and the few's rates (``recognition_probe``): the evaluations skip the measure
+    there, so the rest would buy nothing, and a level over four utterances would read as the corpus's."""
     def errors(utts):
         return [recognition.error_counts(u.text, recognition.transcribe(u.audio, sample_rate)) for u in utts]
 
     probed = errors(texted[:RECOGNITION_PROBE_UTTERANCES])
     reason = recognition_skip_reason(recognition.pooled_rates(probed))
     if reason:
-        return {"recognition": recognition.pooled_rates(probed), "recognition_skipped": reason}
+        return {"recognition_skipped": reason, "recognition_probe": recognition.pooled_rates(probed)}
     return {"recognition": recognition.pooled_rates(probed + errors(texted[RECOGNITION_PROBE_UTTERANCES:]))}
 
 
@@ -87,7 +88,9 @@ def summary_line(levels: dict) -> str:
         parts.append(f"DNSMOS SIG {d['sig']:.2f} BAK {d['bak']:.2f} OVRL {d['ovrl']:.2f}")
     if levels.get("recognition") and levels["recognition"]["wer"] is not None:
         r = levels["recognition"]
-        parts.append(f"WER {r['wer']:.3f} CER {r['cer']:.3f}" + (
-            f" on {r['num_utterances']} utterances: the recogniser cannot read the corpus, evaluations skip it"
-            if levels.get("recognition_skipped") else ""))
+        parts.append(f"WER {r['wer']:.3f} CER {r['cer']:.3f}")
+    if levels.get("recognition_skipped"):
+        r = levels["recognition_probe"]
+        parts.append(f"recognition skipped (WER {r['wer']:.3f} on {r['num_utterances']} utterances: the recogniser "
+                     "cannot read the corpus)")
     return "; ".join(parts)

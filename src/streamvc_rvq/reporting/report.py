@@ -231,7 +231,9 @@ def _corpus_quality_row(reference: dict) -> str:
         f"| corpus | {reference.get('num_utterances')} utterances of {reference.get('num_speakers')} speakers | "
         f"same speaker {fmt_value(speaker.get('same_mean'))} / different {fmt_value(speaker.get('different_mean'))} "
         f"(EER {fmt_value(speaker.get('eer'))}, AUC {fmt_value(speaker.get('auc'))}) | — | "
-        f"{_dnsmos(reference.get('dnsmos'))} | {_rate(reference.get('recognition'))} | 1 | 1 | — | 0 | — |")
+        f"{_dnsmos(reference.get('dnsmos'))} | "
+        f"{'skipped: unreadable' if reference.get('recognition_skipped') else _rate(reference.get('recognition'))} | "
+        "1 | 1 | — | 0 | — |")
 
 
 def _output_quality_row(step, kind: str, q: dict, seconds) -> str:
