@@ -49,9 +49,10 @@ def recognition_levels(texted: Sequence[Utterance], sample_rate: int) -> dict:
         return [recognition.error_counts(u.text, recognition.transcribe(u.audio, sample_rate)) for u in utts]
 
     probed = errors(texted[:RECOGNITION_PROBE_UTTERANCES])
-    reason = recognition_skip_reason(recognition.pooled_rates(probed))
+    rates = recognition.pooled_rates(probed)
+    reason = recognition_skip_reason(rates)
     if reason:
-        return {"recognition_skipped": reason, "recognition_probe": recognition.pooled_rates(probed)}
+        return {"recognition_skipped": reason, "recognition_probe": rates}
     return {"recognition": recognition.pooled_rates(probed + errors(texted[RECOGNITION_PROBE_UTTERANCES:]))}
 
 
