@@ -1,0 +1,135 @@
+"""The small-channel convolution kernel equals PyTorch's convolution, forward and backward, and is really used."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from streamvc_rvq.modules import native_conv
+from streamvc_rvq.modules.conv import CausalConv1d
+from streamvc_rvq.modules.native_conv import causal_conv1d
+
+pytestmark = pytest.mark.skipif(not native_conv.native_available(), reason="no C compiler: the kernel is not built")
+
+# (batch, in, out, samples, kernel, dilation): the quick model's shapes, tails that are no whole number of vectors,
+# signals shorter than the kernel's span, one input or output channel, output channels off the register block
+SHAPES = [
+    (2, 8, 8, 2000, 7, 1),
+    (2, 8, 8, 1999, 7, 9),
+    (1, 16, 16, 777, 7, 3),
+    (3, 5, 3, 1000, 3, 2),
+    (2, 1, 8, 513, 7, 1),
+    (2, 8, 1, 515, 7, 1),
+    (2, 8, 8, 301, 1, 1),
+    (1, 4, 6, 20, 7, 9),  # span 54 > 20 samples: every output reads padding
+    (1, 3, 2, 1, 7, 1),
+]
+
+
+def _reference(x, weight, bias, dilation):
+    return F.conv1d(F.pad(x, ((weight.shape[-1] - 1) * dilation, 0)), weight, bias, dilation=dilation)
+
+
+def _grads(conv, x, weight, bias, dilation, dy):
+    x, weight, bias = (t.detach().clone().requires_grad_() for t in (x, weight, bias))
+    y = conv(x, weight, bias, dilation)
+    y.backward(dy)
+    return y.detach(), x.grad, weight.grad, bias.grad
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_kernel_equals_torch_forward_and_gradients(shape):
+    batch, c_in, c_out, length, k, d = shape
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, c_in, length, generator=gen)
+    weight = torch.randn(c_out, c_in, k, generator=gen) * 0.3
+    bias = torch.randn(c_out, generator=gen)
+    dy = torch.randn(batch, c_out, length, generator=gen)
+    ours = _grads(causal_conv1d, x, weight, bias, d, dy)
+    ref = _grads(_reference, x, weight, bias, d, dy)
+    for name, a, b in zip(("output", "input grad", "weight grad", "bias grad"), ours, ref):
+        scale = b.abs().max().item()
+        torch.testing.assert_close(a, b, rtol=0, atol=3e-6 * scale * (1 + length / 1000), msg=name)
+
+
+def test_a_wrong_kernel_is_caught():
+    """The comparison above fails on a convolution that is off by one tap (the control)."""
+    gen = torch.Generator().manual_seed(1)
+    x, weight = torch.randn(2, 8, 500, generator=gen), torch.randn(8, 8, 7, generator=gen)
+    shifted = F.conv1d(F.pad(x, (7, 0))[..., :-1], weight, dilation=1)
+    with pytest.raises(AssertionError):
+        torch.testing.assert_close(causal_conv1d(x, weight, None, 1), shifted, rtol=0, atol=1e-5)
+
+
+def test_threads_split_time_with_the_same_result():
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 8, 3 * native_conv.MIN_SAMPLES_PER_THREAD + 37, generator=gen)
+    weight, bias = torch.randn(8, 8, 7, generator=gen), torch.randn(8, generator=gen)
+    dy = torch.randn_like(x)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _grads(causal_conv1d, x, weight, bias, 3, dy)
+        torch.set_num_threads(3)
+        assert len(native_conv._spans(x.shape[-1], 16)) == 3
+        three = _grads(causal_conv1d, x, weight, bias, 3, dy)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one[0], three[0]) and torch.equal(one[1], three[1])  # disjoint outputs: bit for bit
+    scale = one[2].abs().max().item()  # partial sums per span: another order
+    torch.testing.assert_close(one[2], three[2], rtol=0, atol=1e-5 * scale)
+
+
+def test_deterministic():
+    gen = torch.Generator().manual_seed(3)
+    x, weight = torch.randn(2, 8, 5000, generator=gen), torch.randn(8, 8, 7, generator=gen)
+    dy = torch.randn(2, 8, 5000, generator=gen)
+    first, second = (_grads(causal_conv1d, x, weight, torch.zeros(8), 9, dy) for _ in range(2))
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def _backward_name(conv: CausalConv1d, x: torch.Tensor) -> str:
+    return type(conv(x).grad_fn).__name__
+
+
+def test_model_layers_take_the_kernel_where_it_applies():
+    """The lever acts: a narrow stride-1 layer's output comes from the kernel; wide, strided, reduced-precision
+    layers keep PyTorch's convolution."""
+    x = torch.randn(1, 8, 300, requires_grad=True)
+    assert _backward_name(CausalConv1d(8, 8, 7, dilation=3), x) == "_CausalConvBackward"
+    assert _backward_name(CausalConv1d(8, 16, 4, stride=2), x) != "_CausalConvBackward"
+    wide = torch.randn(1, 32, 300, requires_grad=True)
+    assert _backward_name(CausalConv1d(32, 32, 7), wide) != "_CausalConvBackward"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _backward_name(CausalConv1d(8, 8, 7), x) != "_CausalConvBackward"
+
+
+def test_switched_off_and_without_a_compiler_torch_runs(monkeypatch, tmp_path, caplog):
+    x = torch.randn(1, 8, 300, requires_grad=True)
+    conv = CausalConv1d(8, 8, 7)
+    try:
+        native_conv._library.cache_clear()
+        monkeypatch.setenv(native_conv.ENV_SWITCH, "0")
+        assert _backward_name(conv, x) != "_CausalConvBackward"
+        native_conv._library.cache_clear()
+        monkeypatch.delenv(native_conv.ENV_SWITCH)
+        monkeypatch.setenv("STREAMVC_RVQ_CACHE", str(tmp_path))
+        monkeypatch.setenv("CC", "false")  # a "compiler" that fails: one warning, torch's convolution
+        with caplog.at_level("WARNING"):
+            assert _backward_name(conv, x) != "_CausalConvBackward"
+        assert "kernel unavailable" in caplog.text
+        assert not list(tmp_path.rglob("*.so"))
+    finally:
+        monkeypatch.undo()
+        native_conv._library.cache_clear()
+    assert native_conv.native_available()
+
+
+def test_layer_output_equals_torch_layer():
+    """A weight-normed CausalConv1d through the kernel equals the same layer through F.conv1d."""
+    torch.manual_seed(4)
+    conv = CausalConv1d(16, 16, 7, dilation=9)
+    x = torch.randn(2, 16, 4000)
+    ref = F.conv1d(F.pad(x, (conv.causal_padding, 0)), conv.weight, conv.bias, dilation=9)
+    torch.testing.assert_close(conv(x), ref, rtol=0, atol=1e-5 * ref.abs().max().item())
