@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from streamvc_rvq.model.pre_rvq_encoder import PreRVQEncoder
 from streamvc_rvq.modules.conv import CausalConv1d, StreamingModule, int8_products
+from streamvc_rvq.modules.native import elu
 from streamvc_rvq.modules.seanet import KERNEL, DecoderBlock, FiLM
 from streamvc_rvq.quantization.normalization import PreRVQNorm
 from streamvc_rvq.quantization.build import build_rvq
@@ -126,7 +127,7 @@ class Decoder(StreamingModule):
                 x = FiLM.modulate(block(x), gamma, beta)
             if self.output_source_conv is not None:
                 x = x + self.output_source_conv(output_excitation.float())
-            x = F.elu(x)
+            x = elu(x)
             audio = self.output_conv(x)
             if self.output_source_gain is not None:
                 audio = audio + (self.output_source_gain(x) * output_excitation.float()).sum(1, keepdim=True)
@@ -205,7 +206,7 @@ class Decoder(StreamingModule):
             x = FiLM.modulate(block.stream_step(x), gamma, beta)
         if self.output_source_conv is not None:
             x = x + self.output_source_conv.stream_step(output_excitation)
-        x = F.elu(x)
+        x = elu(x)
         audio = self.output_conv.stream_step(x)
         if self.output_source_gain is not None:
             audio = audio + (self.output_source_gain.stream_step(x) * output_excitation).sum(1, keepdim=True)

@@ -18,10 +18,10 @@ adds ``k - 1`` frames to the RVQ input's warm-up.
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from streamvc_rvq.modules.conv import CausalConv1d, StreamingModule
+from streamvc_rvq.modules.native import elu
 
 __all__ = ["PreRVQEncoder"]
 
@@ -34,7 +34,7 @@ class PreRVQEncoder(StreamingModule):
         self.pre_rvq_conv = CausalConv1d(hidden, out_dim, 1)
 
     def forward(self, content: Tensor) -> Tensor:
-        return self.pre_rvq_conv(F.elu(self.conv(content)))
+        return self.pre_rvq_conv(elu(self.conv(content)))
 
     def stream_step(self, content: Tensor) -> Tensor:
-        return self.pre_rvq_conv.stream_step(F.elu(self.conv.stream_step(content)))
+        return self.pre_rvq_conv.stream_step(elu(self.conv.stream_step(content)))

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
-from streamvc_rvq.modules.native_conv import causal_conv1d
+from streamvc_rvq.modules.native import causal_conv1d
 
 __all__ = [
     "StreamingModule",
@@ -278,7 +278,7 @@ class CausalConv1d(nn.Conv1d, StreamingModule):
         self._stream = _StreamState(kernel_size, stride, dilation, self.causal_padding, out_channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.stride[0] == 1:  # few channels: the small-channel kernel (modules/native_conv.py)
+        if self.stride[0] == 1:  # few channels: the small-channel kernel (modules/native.py)
             return causal_conv1d(x, self.weight, self.bias, self.dilation[0])
         return super().forward(F.pad(x, (self.causal_padding, 0)))
 

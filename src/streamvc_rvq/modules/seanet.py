@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from streamvc_rvq.modules.conv import CausalConv1d, CausalConvTranspose1d, StreamingModule
+from streamvc_rvq.modules.native import elu
 
 __all__ = ["ResidualUnit", "EncoderBlock", "DecoderBlock", "RepeatUpsample", "SEANetEncoder", "FiLM", "DILATIONS",
            "UPSAMPLERS"]
@@ -44,11 +45,11 @@ class ResidualUnit(StreamingModule):
         self.pointwise = CausalConv1d(channels, channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.pointwise(F.elu(self.conv(F.elu(x))))
+        return x + self.pointwise(elu(self.conv(elu(x))))
 
     def stream_step(self, x: Tensor) -> Tensor:
-        h = self.conv.stream_step(F.elu(x))
-        return x + self.pointwise.stream_step(F.elu(h))
+        h = self.conv.stream_step(elu(x))
+        return x + self.pointwise.stream_step(elu(h))
 
 
 class EncoderBlock(StreamingModule):
@@ -60,12 +61,12 @@ class EncoderBlock(StreamingModule):
     def forward(self, x: Tensor) -> Tensor:
         for unit in self.units:
             x = unit(x)
-        return self.down(F.elu(x))
+        return self.down(elu(x))
 
     def stream_step(self, x: Tensor) -> Tensor:
         for unit in self.units:
             x = unit.stream_step(x)
-        return self.down.stream_step(F.elu(x))
+        return self.down.stream_step(elu(x))
 
 
 class RepeatUpsample(StreamingModule):
@@ -111,13 +112,13 @@ class DecoderBlock(StreamingModule):
         self.units = nn.ModuleList(ResidualUnit(out_channels, d) for d in DILATIONS)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.up(F.elu(x))
+        x = self.up(elu(x))
         for unit in self.units:
             x = unit(x)
         return x
 
     def stream_step(self, x: Tensor) -> Tensor:
-        x = self.up.stream_step(F.elu(x))
+        x = self.up.stream_step(elu(x))
         for unit in self.units:
             x = unit.stream_step(x)
         return x
@@ -140,13 +141,13 @@ class SEANetEncoder(StreamingModule):
         x = self.input_conv(x)
         for block in self.blocks:
             x = block(x)
-        return self.output_conv(F.elu(x))
+        return self.output_conv(elu(x))
 
     def stream_step(self, x: Tensor) -> Tensor:
         x = self.input_conv.stream_step(x)
         for block in self.blocks:
             x = block.stream_step(x)
-        return self.output_conv.stream_step(F.elu(x))
+        return self.output_conv.stream_step(elu(x))
 
 
 class FiLM(nn.Module):

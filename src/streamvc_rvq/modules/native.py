@@ -1,16 +1,18 @@
-"""Causal stride-1 convolutions on few channels through a small C kernel, forward and backward.
+"""Small C kernels for the CPU training step: causal stride-1 convolutions on few channels, and ELU.
 
 Why: the quick preset's layers have 8-16 channels at 16 kHz, where oneDNN vectorises over the channels and runs
-at ~10 GFLOP/s on a core; ``native/causal_conv.c`` vectorises over time instead (8 -> 8 channels, k=7, 8 x 26,240
-samples, forward + both gradients: 8.5 ms against 35-46 ms; docs/measurements/throughput.md). Same maths, another
-summation order: outputs within ~1e-6 relative of ``F.conv1d``, gradients within ~3e-5 (tested).
+at ~10 GFLOP/s on a core; ``csrc/kernels.c`` vectorises over time instead (8 -> 8 channels, k=7, 8 x 26,240
+samples, forward + both gradients: 7.8 ms against 34-45 ms; docs/measurements/throughput.md). Same maths, another
+summation order: outputs within ~1e-6 relative of ``F.conv1d``, gradients within ~3e-5 (tested). torch 2.14's CPU
+ELU evaluates expm1 one value at a time on negative inputs; the kernel's is vectorised, within one float ulp of the
+exact ELU as torch's is, 4-5x faster, and its backward reads the output (saved anyway by the next convolution).
 
 The kernel is plain C (GCC/Clang vector extensions, no torch headers): it is compiled on first use for this CPU
 (``-march=native``, about a second) into ``$STREAMVC_RVQ_CACHE`` (default ``~/.cache/streamvc_rvq``), keyed by its
 source, the compiler and the CPU, and loaded through ctypes (which releases the GIL, so threads split the time axis).
 Without a C compiler, or with ``STREAMVC_NATIVE_CONV=0``, every call goes to ``F.conv1d`` as before (one warning).
-Only float32 CPU tensors outside autocast, with at most ``MAX_CHANNELS`` channels, take the kernel; MPS, CUDA,
-reduced precision and wide layers keep PyTorch's convolutions.
+Only float32 CPU tensors outside autocast take the kernels (convolutions: at most ``MAX_CHANNELS`` channels); MPS,
+CUDA, reduced precision and wide layers keep PyTorch's.
 """
 
 from __future__ import annotations
@@ -31,15 +33,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["causal_conv1d", "native_available", "MAX_CHANNELS", "ENV_SWITCH"]
+__all__ = ["causal_conv1d", "elu", "native_available", "MAX_CHANNELS", "ENV_SWITCH"]
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("native") / "causal_conv.c"
+SOURCE = Path(__file__).with_name("csrc") / "kernels.c"
 ENV_SWITCH = "STREAMVC_NATIVE_CONV"  # "0": PyTorch's convolutions everywhere
-# Wider layers stay with oneDNN, which vectorises over channels: at 32 -> 32 channels its forward + backward took
-# 20 ms against the kernel's 26 (8 x 3,280 samples); at 16 -> 16 the kernel's 20 against 34.
-MAX_CHANNELS = 16
+# Wider layers stay with oneDNN, which vectorises over channels: forward + both gradients, k=7, batch 8, one thread
+# (Zen 4): 16 -> 16 channels x 13,120 samples 16 ms against oneDNN's 34, 32 x 3,280 15 against 19, 64 x 656 12 against 10.
+MAX_CHANNELS = 32
 MIN_SAMPLES_PER_THREAD = 4096  # below this a thread's share does not pay for its hand-off
 
 
@@ -77,7 +79,7 @@ def _build(compiler: str) -> Path:
     source = SOURCE.read_bytes()
     flags = ["-O3", "-shared", "-fPIC", *_arch_flags()]
     key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(flags).encode(), _cpu_identity().encode()]))
-    target = _cache_dir() / f"causal_conv-{key.hexdigest()[:16]}.so"
+    target = _cache_dir() / f"kernels-{key.hexdigest()[:16]}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -108,10 +110,14 @@ def _library() -> ctypes.CDLL | None:
         return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.streamvc_correlate.argtypes = [ptr, ptr, ptr, ptr] + [i64] * 10
-    lib.streamvc_correlate.restype = None
+    lib.streamvc_correlate.restype = ctypes.c_int  # 0, or -1: out of memory for the edges' padded copies
     lib.streamvc_weight_grad.argtypes = [ptr, ptr, ptr, ptr] + [i64] * 10
-    lib.streamvc_weight_grad.restype = None
+    lib.streamvc_weight_grad.restype = ctypes.c_int
     lib.streamvc_vector_floats.restype = ctypes.c_int
+    lib.streamvc_elu.argtypes = [ptr, ptr, i64]
+    lib.streamvc_elu.restype = None
+    lib.streamvc_elu_backward.argtypes = [ptr, ptr, ptr, i64]
+    lib.streamvc_elu_backward.restype = None
     return lib
 
 
@@ -134,10 +140,11 @@ def _spans(length: int, vector: int) -> list[tuple[int, int]]:
 
 def _run(calls: list) -> None:
     if len(calls) == 1:
-        calls[0]()
-        return
-    for future in [_pool(len(calls)).submit(call) for call in calls]:
-        future.result()
+        codes = [calls[0]()]
+    else:
+        codes = [future.result() for future in [_pool(len(calls)).submit(call) for call in calls]]
+    if any(codes):  # the kernels return -1 when malloc fails (ELU returns None)
+        raise MemoryError("small-channel convolution kernel: out of memory")
 
 
 def _correlate(lib: ctypes.CDLL, x: Tensor, weight: Tensor, bias: Tensor | None, dilation: int, offset: int) -> Tensor:
@@ -190,14 +197,17 @@ class _CausalConv(torch.autograd.Function):
         return dx, dw, db, None
 
 
+def _on_cpu_in_float32(x: Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+
+
 def _takes_kernel(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
     return (
-        x.device.type == "cpu"
+        _on_cpu_in_float32(x)
         and x.dim() == 3
-        and x.dtype == weight.dtype == torch.float32
+        and weight.dtype == torch.float32
         and (bias is None or bias.dtype == torch.float32)
         and max(weight.shape[0], weight.shape[1]) <= MAX_CHANNELS
-        and not torch.is_autocast_enabled("cpu")
         and _library() is not None
     )
 
@@ -208,3 +218,38 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None, dilation: int 
     if _takes_kernel(x, weight, bias):
         return _CausalConv.apply(x, weight, bias, dilation)
     return F.conv1d(F.pad(x, ((weight.shape[-1] - 1) * dilation, 0)), weight, bias, dilation=dilation)
+
+
+def _elementwise(length: int, vector: int, call) -> None:
+    _run([lambda a=a, b=b: call(a, b - a) for a, b in _spans(length, vector)])
+
+
+class _ELU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        lib = _library()
+        x = x.contiguous()
+        y = torch.empty_like(x)
+        step = 4  # bytes per float
+        _elementwise(x.numel(), lib.streamvc_vector_floats(),
+                     lambda a, n: lib.streamvc_elu(x.data_ptr() + a * step, y.data_ptr() + a * step, n))
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy: Tensor) -> Tensor:
+        lib = _library()
+        (y,) = ctx.saved_tensors
+        dy = dy.contiguous()
+        dx = torch.empty_like(y)
+        step = 4
+        _elementwise(y.numel(), lib.streamvc_vector_floats(), lambda a, n: lib.streamvc_elu_backward(
+            dy.data_ptr() + a * step, y.data_ptr() + a * step, dx.data_ptr() + a * step, n))
+        return dx
+
+
+def elu(x: Tensor) -> Tensor:
+    """``F.elu(x)`` (alpha 1), by the kernel on float32 CPU tensors (see the module docstring)."""
+    if _on_cpu_in_float32(x) and _library() is not None:
+        return _ELU.apply(x)
+    return F.elu(x)

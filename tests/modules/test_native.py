@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from streamvc_rvq.modules import native_conv
+from streamvc_rvq.modules import native
 from streamvc_rvq.modules.conv import CausalConv1d
-from streamvc_rvq.modules.native_conv import causal_conv1d
+from streamvc_rvq.modules.native import causal_conv1d
 
-pytestmark = pytest.mark.skipif(not native_conv.native_available(), reason="no C compiler: the kernel is not built")
+pytestmark = pytest.mark.skipif(not native.native_available(), reason="no C compiler: the kernel is not built")
 
 # (batch, in, out, samples, kernel, dilation): the quick model's shapes, tails that are no whole number of vectors,
 # signals shorter than the kernel's span, one input or output channel, output channels off the register block
@@ -18,6 +18,7 @@ SHAPES = [
     (2, 8, 8, 2000, 7, 1),
     (2, 8, 8, 1999, 7, 9),
     (1, 16, 16, 777, 7, 3),
+    (2, 32, 32, 410, 7, 9),
     (3, 5, 3, 1000, 3, 2),
     (2, 1, 8, 513, 7, 1),
     (2, 8, 1, 515, 7, 1),
@@ -64,7 +65,7 @@ def test_a_wrong_kernel_is_caught():
 
 def test_threads_split_time_with_the_same_result():
     gen = torch.Generator().manual_seed(2)
-    x = torch.randn(2, 8, 3 * native_conv.MIN_SAMPLES_PER_THREAD + 37, generator=gen)
+    x = torch.randn(2, 8, 3 * native.MIN_SAMPLES_PER_THREAD + 37, generator=gen)
     weight, bias = torch.randn(8, 8, 7, generator=gen), torch.randn(8, generator=gen)
     dy = torch.randn_like(x)
     threads = torch.get_num_threads()
@@ -72,7 +73,7 @@ def test_threads_split_time_with_the_same_result():
         torch.set_num_threads(1)
         one = _grads(causal_conv1d, x, weight, bias, 3, dy)
         torch.set_num_threads(3)
-        assert len(native_conv._spans(x.shape[-1], 16)) == 3
+        assert len(native._spans(x.shape[-1], 16)) == 3
         three = _grads(causal_conv1d, x, weight, bias, 3, dy)
     finally:
         torch.set_num_threads(threads)
@@ -99,8 +100,9 @@ def test_model_layers_take_the_kernel_where_it_applies():
     x = torch.randn(1, 8, 300, requires_grad=True)
     assert _backward_name(CausalConv1d(8, 8, 7, dilation=3), x) == "_CausalConvBackward"
     assert _backward_name(CausalConv1d(8, 16, 4, stride=2), x) != "_CausalConvBackward"
-    wide = torch.randn(1, 32, 300, requires_grad=True)
-    assert _backward_name(CausalConv1d(32, 32, 7), wide) != "_CausalConvBackward"
+    assert _backward_name(CausalConv1d(32, 32, 7), torch.randn(1, 32, 300)) == "_CausalConvBackward"
+    wide = torch.randn(1, 64, 300, requires_grad=True)
+    assert _backward_name(CausalConv1d(64, 64, 7), wide) != "_CausalConvBackward"
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert _backward_name(CausalConv1d(8, 8, 7), x) != "_CausalConvBackward"
 
@@ -109,11 +111,11 @@ def test_switched_off_and_without_a_compiler_torch_runs(monkeypatch, tmp_path, c
     x = torch.randn(1, 8, 300, requires_grad=True)
     conv = CausalConv1d(8, 8, 7)
     try:
-        native_conv._library.cache_clear()
-        monkeypatch.setenv(native_conv.ENV_SWITCH, "0")
+        native._library.cache_clear()
+        monkeypatch.setenv(native.ENV_SWITCH, "0")
         assert _backward_name(conv, x) != "_CausalConvBackward"
-        native_conv._library.cache_clear()
-        monkeypatch.delenv(native_conv.ENV_SWITCH)
+        native._library.cache_clear()
+        monkeypatch.delenv(native.ENV_SWITCH)
         monkeypatch.setenv("STREAMVC_RVQ_CACHE", str(tmp_path))
         monkeypatch.setenv("CC", "false")  # a "compiler" that fails: one warning, torch's convolution
         with caplog.at_level("WARNING"):
@@ -122,8 +124,8 @@ def test_switched_off_and_without_a_compiler_torch_runs(monkeypatch, tmp_path, c
         assert not list(tmp_path.rglob("*.so"))
     finally:
         monkeypatch.undo()
-        native_conv._library.cache_clear()
-    assert native_conv.native_available()
+        native._library.cache_clear()
+    assert native.native_available()
 
 
 def test_layer_output_equals_torch_layer():
@@ -133,3 +135,36 @@ def test_layer_output_equals_torch_layer():
     x = torch.randn(2, 16, 4000)
     ref = F.conv1d(F.pad(x, (conv.causal_padding, 0)), conv.weight, conv.bias, dilation=9)
     torch.testing.assert_close(conv(x), ref, rtol=0, atol=1e-5 * ref.abs().max().item())
+
+
+def _ulps(a: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
+    return (a.double() - exact).abs() / (exact.abs() * 2.0**-23).clamp_min(2.0**-149)
+
+
+def test_elu_within_one_ulp_of_the_exact_and_its_gradient():
+    x = torch.cat([torch.randn(3, 8, 1001) * 3, torch.linspace(-100, 2, 20001).view(1, 1, -1).expand(3, 8, -1),
+                   -torch.logspace(-30, 1.9, 1001).view(1, 1, -1).expand(3, 8, -1)], -1).contiguous()
+    exact = F.elu(x.double())
+    ours = native.elu(x)
+    assert _ulps(ours, exact).max() <= 1.0
+    assert _ulps(F.elu(x), exact).max() <= 1.0  # torch's own float32 ELU: the same bar
+    xr, xt = x.clone().requires_grad_(), x.clone().requires_grad_()
+    dy = torch.randn_like(x)
+    native.elu(xr).backward(dy)
+    F.elu(xt).backward(dy)
+    # the slope from the output, y + 1, loses e^x's relative precision where y rounds to -1: absolute error < 1e-7
+    torch.testing.assert_close(xr.grad, xt.grad, rtol=1e-6, atol=1e-7 * dy.abs().max().item())
+    assert type(native.elu(xr).grad_fn).__name__ == "_ELUBackward"
+
+
+def test_elu_control_a_cruder_exponential_fails_the_bar():
+    """The one-ulp bar above catches exp(x) - 1, which loses expm1's precision near zero."""
+    x = -torch.logspace(-8, -1, 1000)
+    assert _ulps(torch.exp(x) - 1, F.elu(x.double())).max() > 1.0
+
+
+def test_elu_special_values():
+    x = torch.tensor([float("nan"), float("inf"), float("-inf"), 0.0, -1e-45, -200.0, 3.0] * 5)
+    ours, ref = native.elu(x), F.elu(x)
+    assert torch.equal(ours.isnan(), ref.isnan())
+    assert torch.equal(ours[~ref.isnan()], ref[~ref.isnan()])
