@@ -54,6 +54,27 @@ def test_kernel_equals_torch_forward_and_gradients(shape):
         torch.testing.assert_close(a, b, rtol=0, atol=3e-6 * scale * (1 + length / 1000), msg=name)
 
 
+@pytest.mark.parametrize("shape", [(2, 8, 8, 1999, 1, 1), (1, 16, 16, 300, 7, 9)], ids=["pointwise", "dilated"])
+def test_residual_summed_in_the_kernel(shape):
+    batch, c_in, c_out, length, k, d = shape
+    gen = torch.Generator().manual_seed(5)
+    x, weight = torch.randn(batch, c_in, length, generator=gen), torch.randn(c_out, c_in, k, generator=gen)
+    bias, residual = torch.randn(c_out, generator=gen), torch.randn(batch, c_out, length, generator=gen)
+    dy = torch.randn(batch, c_out, length, generator=gen)
+    leaves = [t.clone().requires_grad_() for t in (x, weight, bias, residual)]
+    y = causal_conv1d(*leaves[:3], d, residual=leaves[3])
+    assert type(y.grad_fn).__name__ == "_CausalConvBackward"
+    y.backward(dy)
+    ref_leaves = [t.clone().requires_grad_() for t in (x, weight, bias, residual)]
+    ref = ref_leaves[3] + _reference(*ref_leaves[:3], d)
+    ref.backward(dy)
+    scale = ref.abs().max().item()
+    torch.testing.assert_close(y, ref, rtol=0, atol=3e-6 * scale)
+    assert torch.equal(leaves[3].grad, dy)
+    for ours, theirs in zip(leaves[:3], ref_leaves[:3]):
+        torch.testing.assert_close(ours.grad, theirs.grad, rtol=0, atol=1e-5 * theirs.grad.abs().max().item())
+
+
 def test_a_wrong_kernel_is_caught():
     """The comparison above fails on a convolution that is off by one tap (the control)."""
     gen = torch.Generator().manual_seed(1)

@@ -277,9 +277,12 @@ class CausalConv1d(nn.Conv1d, StreamingModule):
             _weight_norm(self)
         self._stream = _StreamState(kernel_size, stride, dilation, self.causal_padding, out_channels)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        """``residual`` (``B x C_out x T``, stride 1 only) is added to the output: ``residual + conv(x)``."""
         if self.stride[0] == 1:  # few channels: the small-channel kernel (modules/native.py)
-            return causal_conv1d(x, self.weight, self.bias, self.dilation[0])
+            return causal_conv1d(x, self.weight, self.bias, self.dilation[0], residual)
+        if residual is not None:
+            raise ValueError("a residual needs a stride-1 convolution")
         return super().forward(F.pad(x, (self.causal_padding, 0)))
 
     # -- streaming -------------------------------------------------------------------------

@@ -109,7 +109,7 @@ def _library() -> ctypes.CDLL | None:
         log.warning("small-channel convolution kernel unavailable, using torch's convolutions: %s", err)
         return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    lib.streamvc_correlate.argtypes = [ptr, ptr, ptr, ptr] + [i64] * 10
+    lib.streamvc_correlate.argtypes = [ptr, ptr, ptr, ptr, ptr] + [i64] * 10
     lib.streamvc_correlate.restype = ctypes.c_int  # 0, or -1: out of memory for the edges' padded copies
     lib.streamvc_weight_grad.argtypes = [ptr, ptr, ptr, ptr] + [i64] * 10
     lib.streamvc_weight_grad.restype = ctypes.c_int
@@ -147,12 +147,15 @@ def _run(calls: list) -> None:
         raise MemoryError("small-channel convolution kernel: out of memory")
 
 
-def _correlate(lib: ctypes.CDLL, x: Tensor, weight: Tensor, bias: Tensor | None, dilation: int, offset: int) -> Tensor:
-    """``y[b, o, t] = bias[o] + sum_{i,k} weight[o, i, k] x[b, i, t + k d - offset]`` (zeros outside x), ``t < T``."""
+def _correlate(lib: ctypes.CDLL, x: Tensor, weight: Tensor, bias: Tensor | None, dilation: int, offset: int,
+               add: Tensor | None = None) -> Tensor:
+    """``y[b, o, t] = add[b, o, t] + bias[o] + sum_{i,k} weight[o, i, k] x[b, i, t + k d - offset]`` (zeros outside
+    x), ``t < T``."""
     batch, c_in, length = x.shape
     c_out, _, k_size = weight.shape
     y = x.new_empty(batch, c_out, length)
-    args = (x.data_ptr(), weight.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(),
+    args = (x.data_ptr(), weight.data_ptr(), None if bias is None else bias.data_ptr(),
+            None if add is None else add.data_ptr(), y.data_ptr(),
             batch, c_in, c_out, length, length, k_size, dilation, offset)
     _run([lambda a=a, b=b: lib.streamvc_correlate(*args, a, b) for a, b in _spans(length, lib.streamvc_vector_floats())])
     return y
@@ -173,13 +176,14 @@ def _weight_grad(lib: ctypes.CDLL, dy: Tensor, x: Tensor, k_size: int, dilation:
 
 class _CausalConv(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, dilation: int) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | None, dilation: int) -> Tensor:
         lib = _library()
         x, weight = x.contiguous(), weight.contiguous()
         ctx.save_for_backward(x, weight)
-        ctx.dilation, ctx.has_bias = dilation, bias is not None
+        ctx.dilation, ctx.has_bias, ctx.has_residual = dilation, bias is not None, residual is not None
         offset = (weight.shape[-1] - 1) * dilation
-        return _correlate(lib, x, weight, None if bias is None else bias.contiguous(), dilation, offset)
+        return _correlate(lib, x, weight, None if bias is None else bias.contiguous(), dilation, offset,
+                          None if residual is None else residual.contiguous())
 
     @staticmethod
     def backward(ctx, dy: Tensor):
@@ -194,30 +198,36 @@ class _CausalConv(torch.autograd.Function):
             dw = _weight_grad(lib, dy, x, k_size, d, (k_size - 1) * d)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             db = dy.sum((0, 2))
-        return dx, dw, db, None
+        dr = dy if ctx.has_residual and ctx.needs_input_grad[3] else None
+        return dx, dw, db, dr, None
 
 
 def _on_cpu_in_float32(x: Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
 
 
-def _takes_kernel(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
+def _takes_kernel(x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | None) -> bool:
     return (
         _on_cpu_in_float32(x)
         and x.dim() == 3
         and weight.dtype == torch.float32
         and (bias is None or bias.dtype == torch.float32)
+        and (residual is None
+             or (residual.dtype == torch.float32 and residual.shape == (x.shape[0], weight.shape[0], x.shape[2])))
         and max(weight.shape[0], weight.shape[1]) <= MAX_CHANNELS
         and _library() is not None
     )
 
 
-def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None, dilation: int = 1) -> Tensor:
+def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None, dilation: int = 1,
+                  residual: Tensor | None = None) -> Tensor:
     """Stride-1 causal convolution ``B x C_in x T -> B x C_out x T``: ``F.conv1d`` on ``(k - 1) * d`` zeros of left
-    padding, by the small-channel kernel where it applies (see the module docstring)."""
-    if _takes_kernel(x, weight, bias):
-        return _CausalConv.apply(x, weight, bias, dilation)
-    return F.conv1d(F.pad(x, ((weight.shape[-1] - 1) * dilation, 0)), weight, bias, dilation=dilation)
+    padding, plus ``residual`` (``B x C_out x T``) if given, by the small-channel kernel where it applies (see the
+    module docstring; the kernel sums the residual in its accumulators, saving a pass over memory)."""
+    if _takes_kernel(x, weight, bias, residual):
+        return _CausalConv.apply(x, weight, bias, residual, dilation)
+    y = F.conv1d(F.pad(x, ((weight.shape[-1] - 1) * dilation, 0)), weight, bias, dilation=dilation)
+    return y if residual is None else residual + y
 
 
 def _elementwise(length: int, vector: int, call) -> None:

@@ -45,7 +45,7 @@ class ResidualUnit(StreamingModule):
         self.pointwise = CausalConv1d(channels, channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.pointwise(elu(self.conv(elu(x))))
+        return self.pointwise(elu(self.conv(elu(x))), residual=x)  # x + conv1x1(...), summed in the kernel
 
     def stream_step(self, x: Tensor) -> Tensor:
         h = self.conv.stream_step(elu(x))

@@ -43,6 +43,18 @@
 typedef float vf __attribute__((vector_size(VB)));
 typedef float vfu __attribute__((vector_size(VB), aligned(4), may_alias));
 
+/* KEEP(v): v stays in a register. Without it GCC folds a value used twice into both multiply-adds as a memory
+ * operand, loading it twice: 18 loads per 16 multiply-adds, which made the loops load-bound. */
+#if defined(__AVX512F__)
+#define KEEP(v) __asm__("" : "+v"(v))
+#elif defined(__AVX__) || defined(__SSE2__)
+#define KEEP(v) __asm__("" : "+x"(v))
+#elif defined(__aarch64__)
+#define KEEP(v) __asm__("" : "+w"(v))
+#else
+#define KEEP(v) ((void)0)
+#endif
+
 static inline vf loadu(const float *p) { return *(const vfu *)p; }
 static inline void storeu(float *p, vf v) { *(vfu *)p = v; }
 static inline vf splat(float s) { return (vf){0} + s; }
@@ -65,14 +77,15 @@ static float *padded_rows(const float *src, int64_t rows, int64_t length, int64_
     return dst;
 }
 
-/* COB output channels x NV vectors of time: y[o][yp ...] from x[i][xp + k d ...] (rows xs and ys apart). */
+/* COB output channels x NV vectors of time: y[o][yp ...] from x[i][xp + k d ...] (rows xs and ys apart), plus
+ * add[o][yp ...] where given (a residual connection, summed in the accumulators instead of in another pass). */
 static inline __attribute__((always_inline)) void correlate_block(
-    const float *x, int64_t xs, const float *w, const float *bias, float *y, int64_t ys, int64_t c_in,
-    int64_t k_size, int64_t d, int64_t o, int64_t xp, int64_t yp, const int cob) {
+    const float *x, int64_t xs, const float *w, const float *bias, const float *add, float *y, int64_t ys,
+    int64_t c_in, int64_t k_size, int64_t d, int64_t o, int64_t xp, int64_t yp, const int cob) {
     vf acc[COB][NV];
     for (int c = 0; c < cob; c++) {
         vf b = splat(bias ? bias[o + c] : 0.0f);
-        for (int j = 0; j < NV; j++) acc[c][j] = b;
+        for (int j = 0; j < NV; j++) acc[c][j] = add ? b + loadu(add + (o + c) * ys + yp + j * V) : b;
     }
     for (int64_t i = 0; i < c_in; i++) {
         const float *xi = x + i * xs + xp;
@@ -81,6 +94,7 @@ static inline __attribute__((always_inline)) void correlate_block(
             for (int j = 0; j < NV; j++) xv[j] = loadu(xi + k * d + j * V);
             for (int c = 0; c < cob; c++) {
                 vf wv = splat(w[((o + c) * c_in + i) * k_size + k]);
+                KEEP(wv);
                 for (int j = 0; j < NV; j++) acc[c][j] += wv * xv[j];
             }
         }
@@ -89,35 +103,37 @@ static inline __attribute__((always_inline)) void correlate_block(
         for (int j = 0; j < NV; j++) storeu(y + (o + c) * ys + yp + j * V, acc[c][j]);
 }
 
-static void correlate_blocks(const float *x, int64_t xs, const float *w, const float *bias, float *y, int64_t ys,
-                             int64_t c_in, int64_t c_out, int64_t k_size, int64_t d, int64_t xp, int64_t yp,
-                             int64_t blocks) {
+static void correlate_blocks(const float *x, int64_t xs, const float *w, const float *bias, const float *add,
+                             float *y, int64_t ys, int64_t c_in, int64_t c_out, int64_t k_size, int64_t d, int64_t xp,
+                             int64_t yp, int64_t blocks) {
     for (int64_t n = 0; n < blocks; n++, xp += NV * V, yp += NV * V) {
         int64_t o = 0;
-        for (; o + COB <= c_out; o += COB) correlate_block(x, xs, w, bias, y, ys, c_in, k_size, d, o, xp, yp, COB);
-        for (; o < c_out; o++) correlate_block(x, xs, w, bias, y, ys, c_in, k_size, d, o, xp, yp, 1);
+        for (; o + COB <= c_out; o += COB)
+            correlate_block(x, xs, w, bias, add, y, ys, c_in, k_size, d, o, xp, yp, COB);
+        for (; o < c_out; o++) correlate_block(x, xs, w, bias, add, y, ys, c_in, k_size, d, o, xp, yp, 1);
     }
 }
 
 /* Output samples [r0, r1) next to an edge, through padded copies of what they read. Returns 0, or -1 (no memory). */
-static int correlate_edge(const float *xb, const float *w, const float *bias, float *yb, int64_t c_in, int64_t c_out,
-                          int64_t t_in, int64_t t_out, int64_t k_size, int64_t d, int64_t offset, int64_t r0,
-                          int64_t r1) {
+static int correlate_edge(const float *xb, const float *w, const float *bias, const float *addb, float *yb,
+                          int64_t c_in, int64_t c_out, int64_t t_in, int64_t t_out, int64_t k_size, int64_t d,
+                          int64_t offset, int64_t r0, int64_t r1) {
     if (r1 <= r0) return 0;
     const int64_t blocks = (r1 - r0 + NV * V - 1) / (NV * V), n = blocks * NV * V, span = (k_size - 1) * d;
     float *xpad = padded_rows(xb, c_in, t_in, r0 - offset, n + span);
-    float *ypad = malloc((size_t)(c_out * n) * sizeof(float));
+    float *ypad = addb ? padded_rows(addb, c_out, t_out, r0, n) : malloc((size_t)(c_out * n) * sizeof(float));
     if (!xpad || !ypad) { free(xpad); free(ypad); return -1; }
-    correlate_blocks(xpad, n + span, w, bias, ypad, n, c_in, c_out, k_size, d, 0, 0, blocks);
+    correlate_blocks(xpad, n + span, w, bias, addb ? ypad : NULL, ypad, n, c_in, c_out, k_size, d, 0, 0, blocks);
     for (int64_t o = 0; o < c_out; o++) memcpy(yb + o * t_out + r0, ypad + o * n, (size_t)(r1 - r0) * sizeof(float));
     free(xpad);
     free(ypad);
     return 0;
 }
 
-/* Output samples [t_begin, t_end) of every batch item and channel. Returns 0, or -1 when out of memory. */
-int streamvc_correlate(const float *x, const float *w, const float *bias, float *y, int64_t batch, int64_t c_in,
-                       int64_t c_out, int64_t t_in, int64_t t_out, int64_t k_size, int64_t d, int64_t offset,
+/* Output samples [t_begin, t_end) of every batch item and channel, plus `add` (same shape as y) where not NULL.
+ * Returns 0, or -1 when out of memory. */
+int streamvc_correlate(const float *x, const float *w, const float *bias, const float *add, float *y, int64_t batch,
+                       int64_t c_in, int64_t c_out, int64_t t_in, int64_t t_out, int64_t k_size, int64_t d, int64_t offset,
                        int64_t t_begin, int64_t t_end) {
     const int64_t span = (k_size - 1) * d;
     /* blocks whose every read lies in [0, t_in): t - offset >= 0 and t - offset + span + NV*V - 1 < t_in */
@@ -127,11 +143,12 @@ int streamvc_correlate(const float *x, const float *w, const float *bias, float 
     if (fast_end > t_end) fast_end = t_end;
     int64_t blocks = fast_end > fast_begin ? (fast_end - fast_begin) / (NV * V) : 0;
     for (int64_t b = 0; b < batch; b++) {
-        const float *xb = x + b * c_in * t_in;
+        const float *xb = x + b * c_in * t_in, *addb = add ? add + b * c_out * t_out : NULL;
         float *yb = y + b * c_out * t_out;
-        correlate_blocks(xb, t_in, w, bias, yb, t_out, c_in, c_out, k_size, d, fast_begin - offset, fast_begin, blocks);
-        if (correlate_edge(xb, w, bias, yb, c_in, c_out, t_in, t_out, k_size, d, offset, t_begin, fast_begin) ||
-            correlate_edge(xb, w, bias, yb, c_in, c_out, t_in, t_out, k_size, d, offset,
+        correlate_blocks(xb, t_in, w, bias, addb, yb, t_out, c_in, c_out, k_size, d, fast_begin - offset, fast_begin,
+                         blocks);
+        if (correlate_edge(xb, w, bias, addb, yb, c_in, c_out, t_in, t_out, k_size, d, offset, t_begin, fast_begin) ||
+            correlate_edge(xb, w, bias, addb, yb, c_in, c_out, t_in, t_out, k_size, d, offset,
                            fast_begin + blocks * NV * V, t_end))
             return -1;
     }
@@ -150,7 +167,10 @@ static inline __attribute__((always_inline)) void weight_grad_block(
     const float *xi = x + i * xs + xp + k0 * d;
     for (int64_t t = t0; t < t1; t += V) {
         vf g[WCOB], xv[KB];
-        for (int c = 0; c < cob; c++) g[c] = loadu(dy + (o + c) * dys + t);
+        for (int c = 0; c < cob; c++) {
+            g[c] = loadu(dy + (o + c) * dys + t);
+            KEEP(g[c]);
+        }
         for (int j = 0; j < kb; j++) xv[j] = loadu(xi + t + j * d);
         for (int c = 0; c < cob; c++)
             for (int j = 0; j < kb; j++) acc[c][j] += g[c] * xv[j];
