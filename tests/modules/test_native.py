@@ -189,3 +189,19 @@ def test_elu_special_values():
     ours, ref = native.elu(x), F.elu(x)
     assert torch.equal(ours.isnan(), ref.isnan())
     assert torch.equal(ours[~ref.isnan()], ref[~ref.isnan()])
+
+
+def test_empty_signals_and_double_backward():
+    for length in (0, 1):
+        x = torch.randn(2, 8, length, requires_grad=True)
+        weight = torch.randn(8, 8, 7, requires_grad=True)
+        y = causal_conv1d(x, weight, None, 3)
+        assert y.shape == (2, 8, length)
+        if length:  # (F.conv1d refuses an empty signal)
+            torch.testing.assert_close(y, _reference(x, weight, None, 3))
+        native.elu(y).sum().backward()
+        assert x.grad.shape == x.shape and weight.grad.shape == weight.shape
+    x = torch.randn(1, 8, 100, requires_grad=True)
+    (grad,) = torch.autograd.grad(causal_conv1d(x, torch.randn(8, 8, 7), None).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|double backward|differentiable"):
+        grad.sum().backward()

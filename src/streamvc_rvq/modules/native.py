@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 __all__ = ["causal_conv1d", "elu", "native_available", "MAX_CHANNELS", "ENV_SWITCH"]
 
@@ -134,8 +135,8 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 def _spans(length: int, vector: int) -> list[tuple[int, int]]:
     """``[0, length)`` cut into one span per thread (torch's thread count), each a whole number of vectors."""
     parts = max(1, min(torch.get_num_threads(), length // MIN_SAMPLES_PER_THREAD))
-    step = -(-length // parts // vector) * vector
-    return [(t, min(t + step, length)) for t in range(0, length, step)]
+    step = max(vector, -(-length // parts // vector) * vector)
+    return [(t, min(t + step, length)) for t in range(0, length, step)] or [(0, 0)]
 
 
 def _run(calls: list) -> None:
@@ -186,6 +187,7 @@ class _CausalConv(torch.autograd.Function):
                           None if residual is None else residual.contiguous())
 
     @staticmethod
+    @once_differentiable  # the kernels' gradients are not differentiable again: double backward raises
     def backward(ctx, dy: Tensor):
         lib = _library()
         x, weight = ctx.saved_tensors
@@ -247,6 +249,7 @@ class _ELU(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dy: Tensor) -> Tensor:
         lib = _library()
         (y,) = ctx.saved_tensors
