@@ -120,7 +120,9 @@ def test_model_layers_take_the_kernel_where_it_applies():
     layers keep PyTorch's convolution."""
     x = torch.randn(1, 8, 300, requires_grad=True)
     assert _backward_name(CausalConv1d(8, 8, 7, dilation=3), x) == "_CausalConvBackward"
-    assert _backward_name(CausalConv1d(8, 16, 4, stride=2), x) != "_CausalConvBackward"
+    assert _backward_name(CausalConv1d(8, 16, 4, stride=2), x) == "_CausalConvBackward"  # polyphase: 16 channels
+    wide = torch.randn(1, 16, 300, requires_grad=True)
+    assert _backward_name(CausalConv1d(16, 32, 8, stride=4), wide) != "_CausalConvBackward"  # 4 phases x 16: too wide
     assert _backward_name(CausalConv1d(32, 32, 7), torch.randn(1, 32, 300)) == "_CausalConvBackward"
     wide = torch.randn(1, 64, 300, requires_grad=True)
     assert _backward_name(CausalConv1d(64, 64, 7), wide) != "_CausalConvBackward"
@@ -205,3 +207,63 @@ def test_empty_signals_and_double_backward():
     (grad,) = torch.autograd.grad(causal_conv1d(x, torch.randn(8, 8, 7), None).square().sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable|double backward|differentiable"):
         grad.sum().backward()
+
+
+def _leaves_grads(fn, tensors, dy):
+    leaves = [t.clone().requires_grad_() for t in tensors]
+    y = fn(*leaves)
+    y.backward(dy)
+    return [y.detach()] + [leaf.grad for leaf in leaves]
+
+
+def _assert_all_close(ours, ref, names):
+    for name, a, b in zip(names, ours, ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5 * b.abs().max().item(), msg=name)
+
+
+@pytest.mark.parametrize("c_in,c_out,stride,length", [(8, 16, 2, 2000), (8, 16, 2, 2001), (4, 8, 4, 403), (1, 3, 5, 50)])
+def test_strided_polyphase_equals_torch(c_in, c_out, stride, length):
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(2, c_in, length, generator=gen)
+    weight, bias = torch.randn(c_out, c_in, 2 * stride, generator=gen), torch.randn(c_out, generator=gen)
+    dy = torch.randn(2, c_out, length // stride, generator=gen)
+    ours = _leaves_grads(lambda *a: native.strided_causal_conv1d(*a, stride), (x, weight, bias), dy)
+    ref = _leaves_grads(lambda x, w, b: F.conv1d(F.pad(x, (stride, 0)), w, b, stride=stride), (x, weight, bias), dy)
+    _assert_all_close(ours, ref, ("output", "input grad", "weight grad", "bias grad"))
+    x_req = x.clone().requires_grad_()
+    assert type(native.strided_causal_conv1d(x_req, weight, bias, stride).grad_fn).__name__ == "_CausalConvBackward"
+
+
+@pytest.mark.parametrize("c_in,c_out,stride,kernel", [(16, 8, 2, 4), (4, 4, 4, 8), (8, 4, 2, 5), (16, 8, 2, 7)])
+def test_transposed_as_phases_equals_torch(c_in, c_out, stride, kernel):
+    """Kernel 2s (SoundStream's upsampling), an odd one, and 3s - 1 (RepeatUpsample's summed taps)."""
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(2, c_in, 301, generator=gen)
+    weight, bias = torch.randn(c_in, c_out, kernel, generator=gen), torch.randn(c_out, generator=gen)
+    dy = torch.randn(2, c_out, 301 * stride, generator=gen)
+    ours = _leaves_grads(lambda *a: native.causal_conv_transpose1d(*a, stride), (x, weight, bias), dy)
+    ref = _leaves_grads(lambda x, w, b: F.conv_transpose1d(x, w, b, stride=stride)[..., : 301 * stride],
+                        (x, weight, bias), dy)
+    _assert_all_close(ours, ref, ("output", "input grad", "weight grad", "bias grad"))
+    x_req = x.clone().requires_grad_()
+    assert "_CausalConvBackward" in _graph_names(native.causal_conv_transpose1d(x_req, weight, bias, stride).grad_fn)
+
+
+def _graph_names(fn, depth: int = 6) -> set[str]:
+    """The autograd nodes within ``depth`` steps of ``fn`` (the phases' interleaving copies come first)."""
+    if fn is None or depth == 0:
+        return set()
+    names = {type(fn).__name__}
+    for nxt, _ in fn.next_functions:
+        names |= _graph_names(nxt, depth - 1)
+    return names
+
+
+def test_malformed_calls_raise_as_torch_does():
+    """The C code trusts its shapes: a call it cannot compute goes to PyTorch, which raises (found in review: the
+    kernel read past the weight and returned numbers)."""
+    x = torch.randn(2, 8, 100)
+    for weight, bias, dilation in ((torch.randn(8, 4, 3), None, 1), (torch.randn(8, 16, 3), None, 1),
+                                   (torch.randn(8, 8, 3), torch.randn(2), 1), (torch.randn(8, 8, 3), None, 0)):
+        with pytest.raises(RuntimeError):
+            causal_conv1d(x, weight, bias, dilation)

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
-from streamvc_rvq.modules.native import causal_conv1d
+from streamvc_rvq.modules.native import causal_conv1d, causal_conv_transpose1d, strided_causal_conv1d
 
 __all__ = [
     "StreamingModule",
@@ -283,6 +283,8 @@ class CausalConv1d(nn.Conv1d, StreamingModule):
             return causal_conv1d(x, self.weight, self.bias, self.dilation[0], residual)
         if residual is not None:
             raise ValueError("a residual needs a stride-1 convolution")
+        if self.kernel_size[0] == 2 * self.stride[0] and self.dilation[0] == 1:  # the encoders' downsampling
+            return strided_causal_conv1d(x, self.weight, self.bias, self.stride[0])
         return super().forward(F.pad(x, (self.causal_padding, 0)))
 
     # -- streaming -------------------------------------------------------------------------
@@ -360,8 +362,7 @@ class CausalConvTranspose1d(nn.ConvTranspose1d, StreamingModule):
         self._stream = _StreamState(self.taps, 1, 1, self.taps - 1, out_channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = super().forward(x)
-        return y[..., : x.shape[-1] * self.stride[0]]  # trim the right: causal
+        return causal_conv_transpose1d(x, self.weight, self.bias, self.stride[0])  # trimmed on the right: causal
 
     # -- streaming -------------------------------------------------------------------------
     def _reset_own_stream(self, keep_weights: bool = False) -> None:

@@ -5,7 +5,8 @@ at ~10 GFLOP/s on a core; ``csrc/kernels.c`` vectorises over time instead (8 -> 
 samples, forward + both gradients: 7.8 ms against 34-45 ms; docs/measurements/throughput.md). Same maths, another
 summation order: outputs within ~1e-6 relative of ``F.conv1d``, gradients within ~3e-5 (tested). torch 2.14's CPU
 ELU evaluates expm1 one value at a time on negative inputs; the kernel's is vectorised, within one float ulp of the
-exact ELU as torch's is, 4-5x faster, and its backward reads the output (saved anyway by the next convolution).
+exact ELU as torch's is, 4-5x faster, and its backward reads the output (saved anyway by the next convolution;
+so the output must not be changed in place, and the slope y + 1 is exact only to ~6e-8 absolute where y nears -1).
 
 The kernel is plain C (GCC/Clang vector extensions, no torch headers): it is compiled on first use for this CPU
 (``-march=native``, about a second) into ``$STREAMVC_RVQ_CACHE`` (default ``~/.cache/streamvc_rvq``), keyed by its
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import logging
 import os
 import platform
@@ -34,7 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-__all__ = ["causal_conv1d", "elu", "native_available", "MAX_CHANNELS", "ENV_SWITCH"]
+__all__ = ["causal_conv1d", "strided_causal_conv1d", "causal_conv_transpose1d", "elu", "native_available",
+           "MAX_CHANNELS", "ENV_SWITCH"]
 
 log = logging.getLogger(__name__)
 
@@ -208,14 +211,23 @@ def _on_cpu_in_float32(x: Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
 
 
-def _takes_kernel(x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | None) -> bool:
+def _takes_kernel(x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | None, dilation: int = 1) -> bool:
+    """Whether the kernel computes this call; anything it does not cover, a malformed call included (which the C
+    code would trust), goes to PyTorch, which raises its own error for the latter."""
     return (
         _on_cpu_in_float32(x)
         and x.dim() == 3
+        and weight.dim() == 3
+        and weight.shape[1] == x.shape[1]
+        and weight.device.type == "cpu"
         and weight.dtype == torch.float32
-        and (bias is None or bias.dtype == torch.float32)
+        and isinstance(dilation, int)
+        and dilation >= 1
+        and (bias is None or (bias.dtype == torch.float32 and bias.device.type == "cpu"
+                              and bias.shape == (weight.shape[0],)))
         and (residual is None
-             or (residual.dtype == torch.float32 and residual.shape == (x.shape[0], weight.shape[0], x.shape[2])))
+             or (residual.dtype == torch.float32 and residual.device.type == "cpu"
+                 and residual.shape == (x.shape[0], weight.shape[0], x.shape[2])))
         and max(weight.shape[0], weight.shape[1]) <= MAX_CHANNELS
         and _library() is not None
     )
@@ -226,10 +238,40 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None, dilation: int 
     """Stride-1 causal convolution ``B x C_in x T -> B x C_out x T``: ``F.conv1d`` on ``(k - 1) * d`` zeros of left
     padding, plus ``residual`` (``B x C_out x T``) if given, by the small-channel kernel where it applies (see the
     module docstring; the kernel sums the residual in its accumulators, saving a pass over memory)."""
-    if _takes_kernel(x, weight, bias, residual):
+    if _takes_kernel(x, weight, bias, residual, dilation):
         return _CausalConv.apply(x, weight, bias, residual, dilation)
     y = F.conv1d(F.pad(x, ((weight.shape[-1] - 1) * dilation, 0)), weight, bias, dilation=dilation)
     return y if residual is None else residual + y
+
+
+def strided_causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int) -> Tensor:
+    """Causal convolution of kernel ``2 * stride``, stride ``s`` (the encoders' downsampling): ``T -> T // s`` frames,
+    frame ``n`` reading samples ``(n - 1) s .. (n + 1) s - 1``. By the kernel, in polyphase form: the ``s`` phases of
+    the signal as ``C_in * s`` channels at the frame rate, convolved causally over two frames (one copy of the input)."""
+    c_out, c_in, k = weight.shape
+    frames = x.shape[-1] // stride
+    if k == 2 * stride and _takes_kernel(x, weight, bias, None) and c_in * stride <= MAX_CHANNELS:
+        batch = x.shape[0]
+        phases = x[..., : frames * stride].reshape(batch, c_in, frames, stride).transpose(2, 3)
+        taps = weight.reshape(c_out, c_in, 2, stride).transpose(2, 3).reshape(c_out, c_in * stride, 2)
+        return _CausalConv.apply(phases.reshape(batch, c_in * stride, frames), taps, bias, None, 1)
+    return F.conv1d(F.pad(x, (k - stride, 0)), weight, bias, stride=stride)
+
+
+def causal_conv_transpose1d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int) -> Tensor:
+    """``F.conv_transpose1d(x, weight, bias, stride)`` (``weight: C_in x C_out x K``) trimmed on the right to
+    ``T * stride`` samples, so output sample ``j`` reads input frames ``<= j // stride``. By the kernel as the
+    streaming path computes it: a causal convolution over ``ceil(K / s)`` input frames with ``s * C_out`` outputs
+    (one per phase), then the phases interleaved (one copy of the output)."""
+    c_in, c_out, k = weight.shape
+    taps = math.ceil(k / stride)
+    if _takes_kernel(x, weight.transpose(0, 1), bias, None) and stride * c_out <= MAX_CHANNELS:
+        folded = F.pad(weight, (0, taps * stride - k)).reshape(c_in, c_out, taps, stride).flip(2)  # [i, o, w, r]
+        folded = folded.permute(3, 1, 0, 2).reshape(stride * c_out, c_in, taps)  # rows (phase, out channel)
+        y = _CausalConv.apply(x, folded, None if bias is None else bias.repeat(stride), None, 1)
+        batch, _, frames = y.shape
+        return y.reshape(batch, stride, c_out, frames).permute(0, 2, 3, 1).reshape(batch, c_out, frames * stride)
+    return F.conv_transpose1d(x, weight, bias, stride=stride)[..., : x.shape[-1] * stride]
 
 
 def _elementwise(length: int, vector: int, call) -> None:

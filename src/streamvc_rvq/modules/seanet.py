@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from streamvc_rvq.modules.conv import CausalConv1d, CausalConvTranspose1d, StreamingModule
-from streamvc_rvq.modules.native import elu
+from streamvc_rvq.modules.native import causal_conv_transpose1d, elu
 
 __all__ = ["ResidualUnit", "EncoderBlock", "DecoderBlock", "RepeatUpsample", "SEANetEncoder", "FiLM", "DILATIONS",
            "UPSAMPLERS"]
@@ -92,8 +92,7 @@ class RepeatUpsample(StreamingModule):
         return sum(F.pad(delays, (r, s - 1 - r)) for r in range(s))
 
     def forward(self, x: Tensor) -> Tensor:
-        y = F.conv_transpose1d(x, self.transposed_weight(), self.conv.bias, stride=self.stride)
-        return y[..., : x.shape[-1] * self.stride]
+        return causal_conv_transpose1d(x, self.transposed_weight(), self.conv.bias, self.stride)
 
     def forward_repeated(self, x: Tensor) -> Tensor:
         return self.conv(x.repeat_interleave(self.stride, dim=-1))
