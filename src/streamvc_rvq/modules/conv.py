@@ -50,7 +50,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
-from streamvc_rvq.modules.native import causal_conv1d, causal_conv_transpose1d, strided_causal_conv1d
+from streamvc_rvq.modules.native import (causal_conv1d, causal_conv_transpose1d, strided_causal_conv1d,
+                                        transposed_as_phases)
 
 __all__ = [
     "StreamingModule",
@@ -375,11 +376,9 @@ class CausalConvTranspose1d(nn.ConvTranspose1d, StreamingModule):
         and columns (phase r, out channel): output sample ``n*s + r`` gets
         ``sum_w x[n - (taps - 1 - w)] . weight[:, :, r + (taps - 1 - w) * s]``.
         """
-        s, taps = self.stride[0], self.taps
-        w = self.weight.detach()  # C_in x C_out x k
-        w = F.pad(w, (0, taps * s - w.shape[-1]))  # C_in x C_out x (taps * s), zero taps
-        w = w.view(w.shape[0], w.shape[1], taps, s).flip(2)  # [..., w, r], w = taps - 1 - q
-        folded = w.permute(2, 0, 3, 1).reshape(taps * w.shape[0], s * w.shape[1]).contiguous()
+        s = self.stride[0]
+        phases = transposed_as_phases(self.weight.detach(), s)  # (s C_out) x C_in x taps, as the offline path's
+        folded = phases.permute(2, 1, 0).reshape(-1, phases.shape[0]).contiguous()  # rows (w, channel), as CausalConv1d
         bias = None if self.bias is None else self.bias.detach().repeat(s)
         return folded, bias
 

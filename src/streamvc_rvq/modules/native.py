@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import math
 import logging
+import math
 import os
 import platform
 import shutil
@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-__all__ = ["causal_conv1d", "strided_causal_conv1d", "causal_conv_transpose1d", "elu", "native_available",
-           "MAX_CHANNELS", "ENV_SWITCH"]
+__all__ = ["causal_conv1d", "strided_causal_conv1d", "causal_conv_transpose1d", "transposed_as_phases", "elu",
+           "native_available", "MAX_CHANNELS", "ENV_SWITCH"]
 
 log = logging.getLogger(__name__)
 
@@ -258,17 +258,26 @@ def strided_causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None, stride
     return F.conv1d(F.pad(x, (k - stride, 0)), weight, bias, stride=stride)
 
 
+def transposed_as_phases(weight: Tensor, stride: int) -> Tensor:
+    """A transposed convolution's ``weight: C_in x C_out x K`` (stride ``s``) as a causal convolution over
+    ``taps = ceil(K / s)`` input frames with ``s * C_out`` outputs, rows (phase r, out channel), ``(s C_out) x C_in x
+    taps``: output sample ``n s + r`` gets ``sum_w x[n - (taps - 1 - w)] . weight[:, :, r + (taps - 1 - w) s]``. The
+    offline kernel path and the streaming fold both read it (differentiable; the stream detaches first)."""
+    c_in, c_out, k = weight.shape
+    taps = math.ceil(k / stride)
+    folded = F.pad(weight, (0, taps * stride - k)).reshape(c_in, c_out, taps, stride).flip(2)  # [i, o, w, r]
+    return folded.permute(3, 1, 0, 2).reshape(stride * c_out, c_in, taps)
+
+
 def causal_conv_transpose1d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int) -> Tensor:
     """``F.conv_transpose1d(x, weight, bias, stride)`` (``weight: C_in x C_out x K``) trimmed on the right to
     ``T * stride`` samples, so output sample ``j`` reads input frames ``<= j // stride``. By the kernel as the
     streaming path computes it: a causal convolution over ``ceil(K / s)`` input frames with ``s * C_out`` outputs
     (one per phase), then the phases interleaved (one copy of the output)."""
-    c_in, c_out, k = weight.shape
-    taps = math.ceil(k / stride)
+    c_in, c_out, _ = weight.shape
     if _takes_kernel(x, weight.transpose(0, 1), bias, None) and stride * c_out <= MAX_CHANNELS:
-        folded = F.pad(weight, (0, taps * stride - k)).reshape(c_in, c_out, taps, stride).flip(2)  # [i, o, w, r]
-        folded = folded.permute(3, 1, 0, 2).reshape(stride * c_out, c_in, taps)  # rows (phase, out channel)
-        y = _CausalConv.apply(x, folded, None if bias is None else bias.repeat(stride), None, 1)
+        phases = transposed_as_phases(weight, stride)
+        y = _CausalConv.apply(x, phases, None if bias is None else bias.repeat(stride), None, 1)
         batch, _, frames = y.shape
         return y.reshape(batch, stride, c_out, frames).permute(0, 2, 3, 1).reshape(batch, c_out, frames * stride)
     return F.conv_transpose1d(x, weight, bias, stride=stride)[..., : x.shape[-1] * stride]
@@ -284,7 +293,7 @@ class _ELU(torch.autograd.Function):
         lib = _library()
         x = x.contiguous()
         y = torch.empty_like(x)
-        step = 4  # bytes per float
+        step = x.element_size()
         _elementwise(x.numel(), lib.streamvc_vector_floats(),
                      lambda a, n: lib.streamvc_elu(x.data_ptr() + a * step, y.data_ptr() + a * step, n))
         ctx.save_for_backward(y)
@@ -297,7 +306,7 @@ class _ELU(torch.autograd.Function):
         (y,) = ctx.saved_tensors
         dy = dy.contiguous()
         dx = torch.empty_like(y)
-        step = 4
+        step = y.element_size()
         _elementwise(y.numel(), lib.streamvc_vector_floats(), lambda a, n: lib.streamvc_elu_backward(
             dy.data_ptr() + a * step, y.data_ptr() + a * step, dx.data_ptr() + a * step, n))
         return dx
